@@ -1,0 +1,560 @@
+"""Get the datasets: registry, resumable download, verification, safe extraction.
+
+The registry (``hvc/data/datasets.yaml``) lists, per dataset, the archive files with URL,
+size and checksum (and where each checksum came from), the licence, and the folders that
+must exist after extraction. :func:`fetch` turns one registry entry into a verified,
+extracted folder::
+
+    root/downloads/<name>/<file>       archives as downloaded (kept: re-extraction needs no network)
+    root/downloads/<name>/<file>.part  an interrupted download, resumed by the next call
+    root/<name>/                       the extracted dataset, created by one atomic rename
+    root/<name>/.hvc-fetch.json        stamp: what was verified; a later call with the same
+                                       registry entry returns at once, without any request
+
+Tools, and why some of this is our own code
+-------------------------------------------
+* HTTP: ``requests`` with ``urllib3``'s :class:`~urllib3.util.Retry` mounted on the session
+  (connection errors and 408/429/5xx answers, exponential backoff, ``Retry-After``). The
+  same ``Retry`` object also paces our resume loop (:meth:`Retry.increment`/``sleep``), so
+  there is one retry policy.
+* Progress bar: ``tqdm``. Hashes: :func:`hvc.io.sha256_file` (always computed and stamped)
+  and :func:`pooch.file_hash` for the md5/sha1 that some datasets publish.
+* Resuming a partial download is ours: ``pooch`` (retries, hashes, progress) opens its
+  output with ``"w+b"`` in a temporary file that is deleted on failure, so every retry
+  restarts from byte 0 (pooch 1.9, ``HTTPDownloader.__call__``/``stream_download``); an
+  interruption late in the 18 GiB COCO archive would start it over. ``requests``/``urllib3``
+  retry whole requests only and never resume a body. So :func:`download` keeps a ``.part``
+  file, asks for the rest with ``Range: bytes=N-`` (and ``If-Range`` with the first answer's
+  validator, so a file changed on the server is fetched anew rather than spliced), appends on
+  ``206``, restarts on ``200`` (server ignored Range), and handles ``416``.
+* Extraction: :mod:`hvc.extract` (member checks + atomic folder), not pooch's Unzip/Untar.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pooch
+import requests
+import urllib3
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from requests.adapters import HTTPAdapter
+from tqdm.auto import tqdm
+from urllib3.util import Retry
+
+from hvc.extract import extract_archives
+from hvc.io import DataError, read_json, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+REGISTRY_PATH = Path(__file__).parent / "data" / "datasets.yaml"
+STAMP_NAME = ".hvc-fetch.json"
+DOWNLOADS_DIR = "downloads"
+
+# One retry policy for the whole module: the session's adapter uses it for connection
+# errors and retryable statuses, the resume loop in download() for interrupted bodies.
+# urllib3 sleeps backoff_factor * 2**(n-1) before the n-th consecutive retry (none before
+# the first), capped at 120 s.
+DEFAULT_RETRY = Retry(
+    total=10,
+    connect=5,
+    read=5,
+    status=5,
+    backoff_factor=1.0,
+    status_forcelist=(408, 429, 500, 502, 503, 504),
+    allowed_methods=frozenset({"GET", "HEAD"}),
+    respect_retry_after_header=True,
+    raise_on_status=True,
+)
+TIMEOUT = (30, 120)  # seconds: connect, between bytes
+CHUNK = 1 << 20
+
+_HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
+_CHECKSUM_RE = re.compile(r"^(md5|sha1|sha256):([0-9a-f]+)$")
+_URL_RE = re.compile(r"^https?://\S+$")
+
+
+class ManualDownloadRequired(DataError):
+    """A file that cannot be downloaded automatically (registration) is not in place yet."""
+
+
+# --------------------------------------------------------------------------- registry schema
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSpec(_Strict):
+    """One archive of a dataset."""
+
+    filename: str = Field(description="Name the file is stored under in root/downloads/<dataset>/.")
+    url: str | None = Field(None, description="Direct download URL; for manual datasets, where to get it.")
+    size: int | None = Field(None, gt=0, description="Size in bytes; null when no source gives it.")
+    checksum: str | None = Field(None, description="'md5:<hex>', 'sha1:<hex>' or 'sha256:<hex>'; null when unknown.")
+    checksum_source: str = Field(min_length=1, description="Where size and checksum come from, or why unknown.")
+    notes: str | None = None
+
+    @field_validator("filename")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not v or "/" in v or "\\" in v or v in (".", "..") or v.startswith("."):
+            raise ValueError("must be a plain file name (no folders, not hidden)")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not _URL_RE.match(v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("checksum")
+    @classmethod
+    def _checksum_format(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.strip().lower()
+        m = _CHECKSUM_RE.match(v)
+        if not m or len(m.group(2)) != _HASH_LENGTHS[m.group(1)]:
+            raise ValueError("must be 'md5:' + 32, 'sha1:' + 40 or 'sha256:' + 64 hex digits (or null when unknown)")
+        return v
+
+
+class DatasetSpec(_Strict):
+    """One dataset: what to download, its terms, and what must exist once extracted."""
+
+    role: Literal["train", "benchmark"]
+    description: str = Field(min_length=1)
+    homepage: str = Field(min_length=1)
+    licence: str = Field(min_length=1)
+    manual: bool = Field(False, description="True when the files need registration and are placed by hand.")
+    instructions: str | None = Field(None, description="How to obtain the files (required when manual).")
+    files: list[FileSpec] = Field(min_length=1)
+    layout: list[str] = Field(min_length=1, description="Paths relative to root/<name> that must exist.")
+    notes: str | None = None
+
+    @field_validator("homepage")
+    @classmethod
+    def _homepage_url(cls, v: str) -> str:
+        if not _URL_RE.match(v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("layout")
+    @classmethod
+    def _relative_paths(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p or p.startswith("/") or ".." in p.split("/"):
+                raise ValueError(f"{p!r}: layout paths must be relative and stay inside the dataset folder")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        names = [f.filename for f in self.files]
+        if len(set(names)) != len(names):
+            raise ValueError(f"file names must be unique, got {names}")
+        if self.manual and not self.instructions:
+            raise ValueError("manual datasets need 'instructions' (where to register and download)")
+        if not self.manual:
+            missing = [f.filename for f in self.files if not f.url]
+            if missing:
+                raise ValueError(f"files {missing} have no url; give one or mark the dataset manual: true")
+        return self
+
+
+class _RegistryFile(_Strict):
+    version: Literal[1]
+    datasets: dict[str, DatasetSpec] = Field(min_length=1)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid dataset registry ({source})"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_registry(path: str | os.PathLike[str] = REGISTRY_PATH) -> dict[str, DatasetSpec]:
+    """Read and validate the dataset registry.
+
+    Args:
+        path: the registry YAML; defaults to the packaged ``hvc/data/datasets.yaml``.
+    Returns:
+        dataset name -> :class:`DatasetSpec`, in file order.
+    Raises:
+        DataError: naming the file when it is missing or not YAML, and naming each bad key
+            (e.g. ``datasets.davis2016.files.0.checksum``) when it breaks the schema.
+    Matches the layout of ``hvc/data/datasets.yaml`` (``version: 1``, ``datasets: {...}``).
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(path, "dataset registry not found") from None
+    except yaml.YAMLError as e:
+        raise DataError(path, f"not valid YAML ({e})") from None
+    try:
+        return dict(_RegistryFile.model_validate(data).datasets)
+    except ValidationError as e:
+        raise DataError(path, _format_errors(e, "schema of hvc.download.DatasetSpec")) from None
+
+
+def _resolve_spec(name: str, registry: Mapping[str, DatasetSpec | Mapping[str, Any]] | None) -> DatasetSpec:
+    entries = load_registry() if registry is None else registry
+    if name not in entries:
+        raise DataError(
+            REGISTRY_PATH if registry is None else "<registry>",
+            f"unknown dataset {name!r}; known: {', '.join(entries)}",
+        )
+    entry = entries[name]
+    if isinstance(entry, DatasetSpec):
+        return entry
+    try:
+        return DatasetSpec.model_validate(entry)
+    except ValidationError as e:
+        raise DataError("<registry>", _format_errors(e, f"entry {name!r}")) from None
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def verify_file(path: str | os.PathLike[str], size: int | None, checksum: str | None, source: str | None = None) -> str:
+    """Check a file's size and checksum against the registry.
+
+    Args:
+        path: the file.
+        size: expected size in bytes, or None (not checked).
+        checksum: ``"md5:<hex>"``, ``"sha1:<hex>"`` or ``"sha256:<hex>"``, or None (not checked).
+        source: where the expected values come from, quoted in the error.
+    Returns:
+        the file's SHA-256 (hex), computed in every case so it can be stamped and, where the
+        registry has no checksum yet, copied into it.
+    Raises:
+        DataError: naming the file, with expected and actual values, when the size or the
+            checksum differ, or when the file is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    cited = f" (expected values from: {source})" if source else ""
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        raise DataError(path, f"size mismatch: expected {size} bytes, actual {actual_size} bytes{cited}")
+    sha256 = sha256_file(path)
+    if checksum is not None:
+        alg, expected = checksum.split(":", 1)
+        actual = sha256 if alg == "sha256" else pooch.file_hash(str(path), alg=alg)
+        if actual.lower() != expected.lower():
+            raise DataError(path, f"{alg} checksum mismatch: expected {checksum}, actual {alg}:{actual}{cited}")
+    return sha256
+
+
+# --------------------------------------------------------------------------- HTTP with resume
+
+
+class _Interrupted(Exception):
+    """The body ended before the announced length (retried like a dropped connection)."""
+
+
+def _session(retry: Retry) -> requests.Session:
+    s = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    # identity: the bytes on disk must be the archive's bytes, and Range offsets count them
+    s.headers.update({"User-Agent": "hvc-dataset-fetch", "Accept-Encoding": "identity"})
+    return s
+
+
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``"bytes 100-199/1000"`` -> (100, 1000); ``"bytes */1000"`` -> (None, 1000)."""
+    m = re.match(r"^\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*$", value or "")
+    if not m:
+        return None, None
+    start = int(m.group(1)) if m.group(1) is not None else None
+    total = int(m.group(2)) if m.group(2) != "*" else None
+    return start, total
+
+
+def _validator_of(r: requests.Response) -> str | None:
+    etag = r.headers.get("ETag")
+    if etag and not etag.startswith("W/"):  # If-Range needs a strong validator
+        return etag
+    return r.headers.get("Last-Modified")
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike[str],
+    *,
+    size: int | None = None,
+    progress: bool = True,
+    retry: Retry | None = None,
+) -> Path:
+    """Download ``url`` to ``dest``, resuming an earlier partial download.
+
+    Bytes go to ``dest + ".part"``; an interrupted transfer (dropped connection, timeout,
+    short body) is resumed from the ``.part`` size with ``Range: bytes=N-``, also by a
+    later call after a crash. ``dest`` appears (atomic rename) only when the transfer is
+    complete. Content is not verified here: see :func:`verify_file`.
+
+    Args:
+        url: http(s) URL.
+        dest: final path of the file.
+        size: expected size in bytes, if known; a server announcing another size is an
+            error before any byte is written, and a ``.part`` already this long is renamed
+            without a request.
+        progress: show a tqdm progress bar on stderr.
+        retry: retry policy (defaults to :data:`DEFAULT_RETRY`); the count of consecutive
+            failures is reset whenever an attempt made progress.
+    Returns:
+        ``dest``.
+    Raises:
+        DataError: naming ``dest`` and the URL for an HTTP error (404, 403, ...), a size
+            that differs from ``size``, or when retries are exhausted (the ``.part`` file is
+            kept, so the next call resumes).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    meta = dest.with_name(dest.name + ".part.json")  # the validator for If-Range across runs
+    policy = retry if retry is not None else DEFAULT_RETRY
+    attempt_policy = policy
+    with _session(policy) as session:
+        while True:
+            have = part.stat().st_size if part.exists() else 0
+            if size is not None and have > size:
+                log.warning("%s is longer than the expected %d bytes; downloading again", part, size)
+                part.unlink()
+                have = 0
+            if size is not None and have == size:
+                break
+            validator = None
+            if have:
+                try:
+                    saved = read_json(meta)
+                    validator = saved.get("validator") if saved.get("url") == url else None
+                except DataError:
+                    validator = None
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            if have and validator:
+                headers["If-Range"] = validator
+            received = 0
+            try:
+                with session.get(url, headers=headers, stream=True, timeout=TIMEOUT) as r:
+                    if r.status_code == 416:
+                        _, total = _parse_content_range(r.headers.get("Content-Range"))
+                        if total is not None and have == total:
+                            break  # the .part file already holds the whole file
+                        log.warning("%s: server refused Range bytes=%d- (416); downloading again", url, have)
+                        part.unlink(missing_ok=True)
+                        continue
+                    r.raise_for_status()
+                    if have and r.status_code == 206:
+                        start, total = _parse_content_range(r.headers.get("Content-Range"))
+                        if start != have:
+                            log.warning("%s: server resumed at byte %s, not %d; downloading again", url, start, have)
+                            part.unlink(missing_ok=True)
+                            continue
+                        mode = "ab"
+                    else:  # 200: a full body, first request or server ignoring Range
+                        if have:
+                            log.info("%s: server sent the whole file instead of a range; restarting", url)
+                        have, mode = 0, "wb"
+                        length = r.headers.get("Content-Length")
+                        total = int(length) if length and length.isdigit() else None
+                    if total is not None and size is not None and total != size:
+                        raise DataError(dest, f"{url} offers {total} bytes but the registry expects {size} bytes")
+                    if mode == "wb":
+                        write_json(meta, {"url": url, "validator": _validator_of(r)})
+                    total = total if total is not None else size
+                    with (
+                        open(part, mode) as f,
+                        tqdm(
+                            total=total,
+                            initial=have,
+                            unit="B",
+                            unit_scale=True,
+                            unit_divisor=1024,
+                            desc=dest.name,
+                            disable=not progress,
+                            file=sys.stderr,
+                        ) as bar,
+                    ):
+                        # raw bytes, never content-decoded (see Accept-Encoding above)
+                        for chunk in r.raw.stream(CHUNK, decode_content=False):
+                            f.write(chunk)
+                            received += len(chunk)
+                            bar.update(len(chunk))
+                done = part.stat().st_size
+                if total is not None and done < total:
+                    raise _Interrupted(f"body ended at byte {done} of {total}")
+                if total is not None and done > total:
+                    part.unlink()
+                    raise DataError(dest, f"{url} sent {done} bytes, more than the announced {total}")
+                break
+            except requests.RequestException as e:
+                # raised by session.get/raise_for_status: an HTTP error status, or the
+                # adapter already spent its retries on connecting / retryable statuses
+                kept = part.stat().st_size if part.exists() else 0
+                raise DataError(
+                    dest,
+                    f"GET {url} failed: {e}"
+                    + (f"; {kept} bytes kept in {part.name}, the next call resumes" if kept else ""),
+                ) from None
+            except (urllib3.exceptions.HTTPError, _Interrupted) as e:
+                # the body broke off (ProtocolError, ReadTimeoutError from r.raw.stream, or
+                # fewer bytes than announced): ask again for the rest
+                if received:  # progress was made: only consecutive fruitless attempts count
+                    attempt_policy = policy
+                try:
+                    attempt_policy = attempt_policy.increment(method="GET", url=url, error=e)
+                except (urllib3.exceptions.HTTPError, _Interrupted):  # MaxRetryError, or retries disabled
+                    kept = part.stat().st_size if part.exists() else 0
+                    raise DataError(
+                        dest,
+                        f"GET {url} failed after retries ({e}); {kept} bytes kept in {part.name}, next call resumes",
+                    ) from None
+                log.warning("%s: %s; resuming from byte %d", url, e, part.stat().st_size if part.exists() else 0)
+                attempt_policy.sleep()
+    os.replace(part, dest)
+    meta.unlink(missing_ok=True)
+    return dest
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def _manual_message(name: str, spec: DatasetSpec, missing: list[tuple[FileSpec, Path]]) -> str:
+    lines = [f"Dataset {name!r} must be downloaded by hand (registration or click-through needed)."]
+    lines += ["  " + line for line in (spec.instructions or "").strip().splitlines()]
+    lines.append("  Missing file(s):")
+    for f, path in missing:
+        lines.append(f"    - {f.filename}")
+        lines.append(f"        get it from: {f.url or spec.homepage}")
+        lines.append(f"        put it at:   {path}")
+        lines.append(
+            f"        expected:    size {f.size if f.size is not None else 'unknown'}, "
+            f"checksum {f.checksum or 'unknown'}"
+        )
+    lines.append("  Then run the same command again: the files are verified and extracted.")
+    return "\n".join(lines)
+
+
+def _stamp_is_current(stamp_path: Path, spec: DatasetSpec, target: Path) -> bool:
+    try:
+        stamp = read_json(stamp_path)
+    except DataError:
+        return False
+    recorded = {f.get("filename"): f for f in stamp.get("files", []) if isinstance(f, dict)}
+    if set(recorded) != {f.filename for f in spec.files}:
+        return False
+    for f in spec.files:
+        r = recorded[f.filename]
+        if f.size is not None and r.get("size") != f.size:
+            return False
+        if f.checksum is not None and f.checksum not in (r.get("checksum"), f"sha256:{r.get('sha256')}"):
+            return False
+    return all((target / p).exists() for p in spec.layout)
+
+
+def fetch(
+    name: str,
+    root: str | os.PathLike[str],
+    progress: bool = True,
+    *,
+    registry: Mapping[str, DatasetSpec | Mapping[str, Any]] | None = None,
+    retry: Retry | None = None,
+) -> Path:
+    """Download (or take the hand-placed files of), verify and extract one dataset.
+
+    Steps: if ``root/<name>/.hvc-fetch.json`` matches the registry entry and the layout
+    folders exist, return at once (no request, no hashing). Otherwise, for each file of
+    the entry: use ``root/downloads/<name>/<file>`` if present, else download it (resuming
+    a ``.part``), or for manual datasets print where to get it and where to put it and
+    raise; verify size and checksum; then extract all files into ``root/<name>`` atomically,
+    check the layout, and write the stamp.
+
+    Args:
+        name: registry key, e.g. ``"davis2017_trainval"``.
+        root: data folder (``data.root`` in params.yaml).
+        progress: show download progress bars.
+        registry: entries to use instead of the packaged registry (name -> DatasetSpec or
+            a plain dict with the same keys); tests point these at a local server.
+        retry: HTTP retry policy (default :data:`DEFAULT_RETRY`).
+    Returns:
+        ``root/<name>``, the extracted dataset; ``spec.layout`` paths exist inside it.
+    Raises:
+        ManualDownloadRequired: a manual dataset's file is not in place (the message, also
+            printed to stderr, says what to download from where and where to put it).
+        DataError: unknown dataset or invalid entry; download failure; size or checksum
+            mismatch (naming the file, expected and actual; a file downloaded by this call
+            is renamed ``<file>.rejected``, a hand-placed one is left as is); unsafe archive
+            member; missing layout.
+            No extracted output is left behind in these cases.
+    """
+    spec = _resolve_spec(name, registry)
+    root = Path(root)
+    target = root / name
+    stamp_path = target / STAMP_NAME
+    if _stamp_is_current(stamp_path, spec, target):
+        return target
+
+    archive_dir = root / DOWNLOADS_DIR / name
+    paths = [(f, archive_dir / f.filename) for f in spec.files]
+    missing_manual = [(f, p) for f, p in paths if not p.exists() and (spec.manual or not f.url)]
+    if missing_manual:
+        archive_dir.mkdir(parents=True, exist_ok=True)  # ready for the user to drop files in
+        message = _manual_message(name, spec, missing_manual)
+        print(message, file=sys.stderr)
+        raise ManualDownloadRequired(missing_manual[0][1], message)
+
+    records = []
+    for f, path in paths:
+        downloaded_now = False
+        if not path.exists():
+            assert f.url is not None  # guaranteed by the manual check above
+            download(f.url, path, size=f.size, progress=progress, retry=retry)
+            downloaded_now = True
+        try:
+            sha256 = verify_file(path, f.size, f.checksum, source=f.checksum_source)
+        except DataError as e:
+            if downloaded_now:  # set aside, not deleted: the registry value may be the wrong one
+                rejected = path.with_name(path.name + ".rejected")
+                os.replace(path, rejected)
+                raise DataError(
+                    path, f"{e.problem}; the download was moved to {rejected.name} (inspect or delete it)"
+                ) from None
+            raise DataError(path, f"{e.problem}; delete or replace the file, then run again") from None
+        if f.checksum is None:
+            log.warning(
+                "%s: no checksum in the registry, verified size only; its sha256 is %s "
+                "(recorded in %s; add 'sha256:%s' to hvc/data/datasets.yaml once confirmed)",
+                path,
+                sha256,
+                stamp_path,
+                sha256,
+            )
+        records.append(
+            {
+                "filename": f.filename,
+                "url": f.url,
+                "size": path.stat().st_size,
+                "checksum": f.checksum,
+                "sha256": sha256,
+            }
+        )
+
+    extract_archives([p for _, p in paths], target, required=spec.layout, overwrite=True)
+    write_json(stamp_path, {"dataset": name, "files": records, "layout": list(spec.layout)})
+    return target
