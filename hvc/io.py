@@ -132,7 +132,7 @@ def decode_image(data: bytes, name: str | os.PathLike[str] = "<bytes>") -> np.nd
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # forces a full decode: truncated files fail here
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # writable: torch.from_numpy needs it
     except UnidentifiedImageError:
         raise DataError(name, "not a readable image") from None
     except (OSError, SyntaxError, ValueError) as e:

@@ -1,0 +1,9 @@
+# HVC pipeline: data -> shards -> train -> propagate -> evaluate -> tables.
+#   snakemake --cores 2 all_tables                                  # built-in demo
+#   snakemake --cores 8 all_tables --configfile configs/paper.yaml  # the paper's setting
+# Rules hold only wiring; each calls one `hvc` subcommand (see hvc/cli.py).
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tables.smk"

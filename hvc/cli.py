@@ -1,0 +1,244 @@
+"""``hvc``: one subcommand per pipeline stage, the seam between the science and the wiring.
+
+Snakemake rules (workflow/rules/*.smk) and DVC stages (dvc.yaml) call these same
+commands. Each stage reads its inputs and its sections of the parameter files, writes
+its output atomically, and logs one line with its wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hvc.io import DataError
+from hvc.params import Params, ParamsError, load_params, parse_overrides
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+log = logging.getLogger("hvc")
+
+ParamsOpt = Annotated[
+    list[Path],
+    typer.Option("--params", "-p", help="Parameter file(s), deep-merged left to right.", show_default=False),
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-S", help="Override one parameter, KEY=VALUE (YAML value), e.g. train.alpha=0.5."),
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output path (written atomically).")]
+
+
+def _load(params: list[Path] | None, overrides: list[str] | None) -> Params:
+    return load_params(params or [Path("params.yaml")], parse_overrides(overrides or []))
+
+
+@contextmanager
+def _stage(name: str):
+    """Log the stage's wall time; turn input errors into one clear line and exit 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    tic = time.perf_counter()
+    try:
+        yield
+    except (ParamsError, DataError) as e:
+        log.error("stage %s failed: %s", name, e)
+        raise typer.Exit(2) from None
+    log.info("stage %s done in %.1f s", name, time.perf_counter() - tic)
+
+
+@app.command("params")
+def params_cmd(
+    params: ParamsOpt = None,  # type: ignore[assignment]
+    check: bool = typer.Option(False, help="Only validate the parameter files."),
+) -> None:
+    """Document every parameter (key, type, default, meaning), or validate files with --check."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hvc.params import schema_rows
+
+    if check or params:
+        with _stage("params"):
+            p = _load(params, None)
+            typer.echo(f"parameters valid ({len(p.model_dump())} sections)")
+        return
+    table = Table("key", "type", "default", "meaning", title="params.yaml")
+    for row in schema_rows():
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command("demo-data")
+def demo_data(params: ParamsOpt = None, out: OutOpt = ...) -> None:  # type: ignore[assignment]
+    """Build the demo: static training images and a DAVIS-layout video benchmark."""
+    from hvc.demo import build_demo
+
+    with _stage("demo-data"):
+        p = _load(params, None)
+        manifest = build_demo(p.demo, out)
+        log.info("demo: %d training images, %d sequences", manifest["train"]["num_images"], len(manifest["benchmark"]["sequences"]))
+
+
+@app.command("shards")
+def shards(
+    params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
+    input: Annotated[Path, typer.Option(help="Training-set folder (demo-data output, or data.root).")] = ...,  # type: ignore[assignment]
+    out: OutOpt = ...,  # type: ignore[assignment]
+) -> None:
+    """Write the training images to webdataset shards with an index (count, sha256 per shard)."""
+    from hvc.shards import list_training_images, write_shards
+
+    with _stage("shards"):
+        p = _load(params, overrides)
+        images = list_training_images(input, p.data.train_set, p.shards.step)
+        index = write_shards(
+            images, input, out, f"{p.data.train_set}-train", p.shards.max_size_mb, p.shards.max_count, p.shards.on_bad_image
+        )
+        log.info("%d samples in %d shards (%d skipped)", index["num_samples"], len(index["shards"]), index["num_skipped"])
+
+
+@app.command("train")
+def train_cmd(
+    params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
+    shards: Annotated[Path, typer.Option(help="Shard folder (with index.json).")] = ...,  # type: ignore[assignment]
+    out: OutOpt = ...,  # type: ignore[assignment]
+) -> None:
+    """Train HVC (resumes from <out>.work/checkpoint.pt if present). Works under torchrun."""
+    from hvc.train import train
+
+    with _stage("train"):
+        p = _load(params, overrides)
+        summary = train(p, shards, out)
+        log.info("trained %d steps, %.0f images/s", summary["steps"], summary["images_per_s"])
+
+
+def _benchmarks(p: Params, benchmark: str | None, data: Path | None, demo: Path | None) -> list[tuple[str, Path]]:
+    """(name, folder) of one benchmark (``--benchmark``/``--data``) or of every one in data.benchmarks."""
+    from hvc.benchmarks import benchmark_root
+
+    if benchmark is not None:
+        return [(benchmark, data if data is not None else benchmark_root(benchmark, Path(p.data.root), demo))]
+    return [(b, benchmark_root(b, Path(p.data.root), demo)) for b in p.data.benchmarks]
+
+
+BenchOpt = Annotated[
+    Optional[str], typer.Option(help="One benchmark (demo, davis2016, davis2017); default: every one in data.benchmarks.")
+]
+DataOpt = Annotated[Optional[Path], typer.Option(help="The benchmark's folder (default: derived from data.root).")]
+DemoOpt = Annotated[Optional[Path], typer.Option(help="The demo-data folder (for the demo benchmark).")]
+
+
+@app.command("propagate")
+def propagate_cmd(
+    params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
+    encoder: Annotated[str, typer.Option(help="encoder.pt of a trained model, or 'random' / 'imagenet'.")] = ...,  # type: ignore[assignment]
+    benchmark: BenchOpt = None,
+    data: DataOpt = None,
+    demo: DemoOpt = None,
+    out: OutOpt = ...,  # type: ignore[assignment]
+) -> None:
+    """Propagate first-frame labels through every video; palette PNGs in <out> (or <out>/<benchmark>)."""
+    from hvc.evaluate import propagate_benchmark
+
+    with _stage("propagate"):
+        p = _load(params, overrides)
+        for name, root in _benchmarks(p, benchmark, data, demo):
+            target = out if benchmark is not None else out / name
+            info = propagate_benchmark(p, encoder, name, root, target)
+            log.info("%s: %d videos, %.3f s/frame", name, info["videos"], info["seconds_per_frame"])
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    params: ParamsOpt = None,  # type: ignore[assignment]
+    benchmark: BenchOpt = None,
+    data: DataOpt = None,
+    demo: DemoOpt = None,
+    predictions: Annotated[Path, typer.Option(help="Folder of predicted masks (per benchmark without --benchmark).")] = ...,  # type: ignore[assignment]
+    out: OutOpt = ...,  # type: ignore[assignment]
+) -> None:
+    """Score predictions with the DAVIS J&F definitions; <out> and <out stem>.objects.json.
+
+    With --benchmark, <out> holds that benchmark's summary; without, {benchmark: summary}.
+    """
+    from hvc.evaluate import evaluate_benchmark
+    from hvc.io import write_json
+
+    with _stage("evaluate"):
+        p = _load(params, None)
+        if benchmark is not None:
+            s, _ = evaluate_benchmark(p, benchmark, _benchmarks(p, benchmark, data, demo)[0][1], predictions, out)
+            log.info("%s: J&F %.3f (J %.3f, F %.3f)", benchmark, s["JF_mean"], s["J_mean"], s["F_mean"])
+            return
+        summaries, objects = {}, {}
+        for name, root in _benchmarks(p, None, None, demo):
+            summaries[name], objects[name] = evaluate_benchmark(p, name, root, predictions / name, None)
+            log.info("%s: J&F %.3f", name, summaries[name]["JF_mean"])
+        write_json(out.with_name(out.stem + ".objects.json"), objects)
+        write_json(out, summaries)
+
+
+@app.command("tables")
+def tables_cmd(
+    params: ParamsOpt = None,  # type: ignore[assignment]
+    score: Annotated[
+        list[str], typer.Option(help="KEY:BENCHMARK=PATH of one summary, or KEY=PATH of {benchmark: summary} (repeat).")
+    ] = ...,  # type: ignore[assignment]
+    out: OutOpt = ...,  # type: ignore[assignment]
+) -> None:
+    """Assemble the paper's tables (Markdown, CSV, LaTeX), ours beside the published numbers."""
+    from hvc.io import read_json
+    from hvc.tables import assemble
+
+    with _stage("tables"):
+        p = _load(params, None)
+        scores = {}
+        for item in score:
+            head, _, path = item.partition("=")
+            if not (head and path):
+                raise ParamsError(f"--score {item!r}: expected KEY:BENCHMARK=PATH or KEY=PATH")
+            key, _, bench = head.partition(":")
+            if bench:
+                scores[(key, bench)] = read_json(path)
+            else:
+                scores.update({(key, b): s for b, s in read_json(path).items()})
+        names = assemble(p, scores, out)
+        log.info("tables: %s", ", ".join(names))
+
+
+@app.command("plan")
+def plan_cmd(params: ParamsOpt = None) -> None:  # type: ignore[assignment]
+    """Print the experiments (trained models and baselines) these params ask for."""
+    from hvc.experiments import plan
+
+    p = _load(params, None)
+    for key, exp in plan(p).items():
+        typer.echo(f"{key:40s} encoder={exp.encoder} ids={exp.ids}")
+
+
+@app.command("fetch")
+def fetch_cmd(
+    name: str,
+    root: Annotated[Path, typer.Option(help="Data root (params data.root).")] = Path("data"),
+) -> None:
+    """Download (or verify a manually placed file), check and extract one dataset of the registry."""
+    from hvc.download import fetch
+
+    with _stage("fetch"):
+        path = fetch(name, root)
+        log.info("%s ready at %s", name, path)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""The parameter schema: the one params loader, and the documentation of every knob.
+
+``params.yaml`` is validated against :class:`Params` before any work starts. Unknown keys,
+wrong types and out-of-range values stop the run with one message that names the key,
+the value and what is allowed. ``hvc params`` prints this schema as a table.
+
+Content addressing: :func:`stage_id` hashes exactly the parameters (and upstream ids) a
+stage reads, so changing a training parameter gives a new model id and re-runs training
+and what follows, never the data or shard stages.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hvc.io import DataError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DemoParams(_Section):
+    """The built-in demo: real photographs bundled with scikit-image, no download."""
+
+    seed: int = Field(0, description="Seed of every random choice of the demo generator.")
+    num_sequences: int = Field(4, ge=1, le=64, description="Demo benchmark videos.")
+    num_frames: int = Field(20, ge=3, le=500, description="Frames per demo video.")
+    height: int = Field(192, ge=32, le=2160, description="Frame height in pixels.")
+    width: int = Field(320, ge=32, le=3840, description="Frame width in pixels.")
+    max_objects: int = Field(3, ge=1, le=10, description="Objects per video (1..max).")
+    train_size: int = Field(256, ge=32, le=4096, description="Short side of the static training images, pixels.")
+    train_copies: int = Field(8, ge=1, le=1000, description="Random crops kept of each bundled photograph for the training set.")
+
+
+TRAIN_SETS = ("demo", "coco", "voc", "msra10k", "ytvos")
+BENCHMARKS = ("demo", "davis2016", "davis2017", "davis2017_testdev", "ytvos2018", "ytvos2019", "vost", "vip", "jhmdb")
+
+
+class DataParams(_Section):
+    """Where data comes from and what is trained and evaluated on."""
+
+    root: str = Field("data", description="Folder holding downloaded and extracted datasets (real runs).")
+    train_set: Literal["demo", "coco", "voc", "msra10k", "ytvos"] = Field(
+        "demo", description="Static training set (Table 7e): demo, coco, voc, msra10k or ytvos (frames as images)."
+    )
+    benchmarks: list[Literal[BENCHMARKS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["demo"], min_length=1, description="Benchmarks to propagate and score."
+    )
+
+
+class ShardParams(_Section):
+    """webdataset shards of the training images."""
+
+    max_size_mb: float = Field(256.0, gt=0, description="Target shard size in MiB.")
+    max_count: int = Field(100_000, ge=1, description="At most this many samples per shard.")
+    step: int = Field(1, ge=1, description="Keep every step-th image (Table 7a step size: 1/5/8/10).")
+    on_bad_image: Literal["fail", "skip"] = Field(
+        "fail", description="An unreadable image fails the stage, or is skipped and listed in the report."
+    )
+
+
+class TrainParams(_Section):
+    """HVC training (paper §3.3, HVC-SPEC §1-3). Defaults are the paper's recipe."""
+
+    # loss (Eqs. 6-10, Table 6, 7c, 7d)
+    static: bool = Field(True, description="Use the static term L_static (Table 6).")
+    dynamic: bool = Field(True, description="Use the pseudo-dynamic term L_dynamic (Table 6).")
+    alpha: float = Field(1.0, ge=0, description="Weight of L_dynamic in L_hybrid (Table 7c: 0.1/0.5/1/2).")
+    radius: float = Field(0.1, gt=0, description="Positive radius r of Eq. 8 (Table 7d: 0.01/0.1/0.3/0.7).")
+    radius_unit: Literal["image", "cell"] = Field(
+        "image",
+        description="'image': r in normalised image units (the paper, Eq. 8); "
+        "'cell': r in feature-cell diagonals (the official code).",
+    )
+    # model (§3.1, Table 7f)
+    proj_dim: int = Field(256, ge=1, description="Hidden and output channels of projector/predictor (Table 7f: 128/256/512/1024).")
+    head: Literal["paper", "official"] = Field(
+        "paper", description="'paper': conv-BN-ReLU x2 + conv; 'official': LeakyReLU and a residual middle conv."
+    )
+    # data and views (Table 7b)
+    crop_size: int = Field(256, ge=16, description="Side of each square view after RandomResizedCrop, pixels.")
+    scale: tuple[float, float] = Field((0.0, 1.0), description="RandomResizedCrop area range (official code: 0..1).")
+    ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="RandomResizedCrop aspect-ratio range.")
+    augment: Literal["crop", "affine", "color", "blur"] = Field(
+        "crop",
+        description="Table 7b, cumulative: crop; crop+affine/perspective; +colour jitter; +Gaussian blur.",
+    )
+    normalization: Literal["imagenet", "cifar"] = Field(
+        "imagenet", description="Mean/std of the input normalisation (official code: cifar when training)."
+    )
+    # optimisation (§3.3)
+    batch_size: int = Field(128, ge=1, description="Global batch size (split across GPUs).")
+    epochs: int = Field(20, ge=1, description="Passes over the training shards.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (overrides epochs when set).")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (constant).")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
+    momentum: float = Field(0.99, ge=0, le=1, description="Initial EMA momentum m_0; cosine schedule to 1 (Eq. 1).")
+    # engineering
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+    channels_last: bool = Field(True, description="channels_last memory format on GPU.")
+    compile: bool = Field(False, description="torch.compile the model (GPU).")
+    sync_bn: bool = Field(True, description="SyncBatchNorm when training with DDP.")
+    workers: int = Field(2, ge=0, description="Data-loader worker processes per GPU.")
+    checkpoint_every: int = Field(200, ge=1, description="Save a resumable checkpoint every N steps.")
+    log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainParams:
+        if not (self.static or self.dynamic):
+            raise ValueError(
+                "train.static and train.dynamic are both false: nothing to train "
+                "(the 'neither' row of Table 6 is the semantic baseline alone; set propagation.semantic_checkpoint)"
+            )
+        lo, hi = self.scale
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"train.scale = {self.scale!r}: need 0 <= min <= max <= 1")
+        lo, hi = self.ratio
+        if not 0 < lo <= hi:
+            raise ValueError(f"train.ratio = {self.ratio!r}: need 0 < min <= max")
+        return self
+
+
+class PropagationParams(_Section):
+    """Label propagation (paper §4.1, HVC-SPEC §4). Defaults = the official code; preset 'crw' = CRW's."""
+
+    temperature: float = Field(0.1, gt=0, description="Softmax temperature of the affinity.")
+    topk: int = Field(15, ge=1, description="Keep the top-k affinities per query pixel.")
+    context: int = Field(50, ge=0, description="Number of previous frames in the context.")
+    keep_first: bool = Field(True, description="The first (annotated) frame is always in the context.")
+    radius: int = Field(12, ge=0, description="Local window radius, in feature cells, for previous frames (0 = global).")
+    resolution: int | None = Field(
+        None, ge=32, description="Resize frames so the short side has this many pixels (None = native)."
+    )
+    feature_layer: Literal["layer3", "layer4"] = Field("layer3", description="Encoder layer whose features are matched.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="Feature extraction precision (bf16 on GPU).")
+    query_chunk: int = Field(4096, ge=1, description="Query pixels per chunk (bounds memory).")
+    semantic_checkpoint: str | None = Field(
+        None, description="MoCo-v1 ResNet-50 checkpoint to merge (official code); None = HVC features alone."
+    )
+    semantic_weight: float = Field(1.05, gt=0, description="Weight of HVC features before the merge (official: 1.05).")
+    preset: Literal["official", "crw", "none"] = Field(
+        "none", description="'crw' sets top-k 10, 20 frames, temperature 0.05; 'official' the defaults; 'none' leaves values."
+    )
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> PropagationParams:
+        presets = {
+            "crw": {"topk": 10, "context": 20, "temperature": 0.05, "radius": 12},
+            "official": {"topk": 15, "context": 50, "temperature": 0.1, "radius": 12},
+        }
+        for key, value in presets.get(self.preset, {}).items():
+            object.__setattr__(self, key, value)
+        return self
+
+
+class EvalParams(_Section):
+    """Scoring."""
+
+    bound_th: float = Field(0.008, gt=0, lt=1, description="F boundary tolerance as a fraction of the diagonal (DAVIS).")
+
+
+class Params(_Section):
+    """Every parameter of the pipeline; ``params.yaml`` is an instance of this."""
+
+    seed: int = Field(0, description="Global random seed.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available.")
+    data: DataParams = Field(default_factory=DataParams)
+    demo: DemoParams = Field(default_factory=DemoParams)
+    shards: ShardParams = Field(default_factory=ShardParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    propagation: PropagationParams = Field(default_factory=PropagationParams)
+    eval: EvalParams = Field(default_factory=EvalParams)
+    ablations: list[str] = Field(
+        default_factory=list,
+        description="Paper ablation tables whose rows Snakemake trains (table6, table7a ... table7f).",
+    )
+    baselines: list[Literal["random", "imagenet"]] = Field(
+        default_factory=lambda: ["random"],
+        description="Baseline encoders propagated beside HVC: random init, ImageNet-supervised ResNet-18.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Params:
+        from hvc.experiments import published_tables
+
+        allowed = sorted(t for t in published_tables() if t.startswith("table6") or t.startswith("table7"))
+        unknown = [t for t in self.ablations if t not in allowed]
+        if unknown:
+            raise ValueError(f"ablations: unknown table(s) {unknown}; allowed: {allowed}")
+        return self
+
+
+class ParamsError(ValueError):
+    """params.yaml is malformed or violates the schema."""
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key} = {shown}: unknown key")
+        else:
+            lines.append(f"  {key} = {shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base`` (mappings merge, others replace)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["train.alpha=0.5", "data.benchmarks=[demo]"]`` into a nested dict (values are YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ParamsError(f"override {item!r}: expected KEY=VALUE, e.g. train.alpha=0.5")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load_params(
+    paths: list[str | os.PathLike[str]] | str | os.PathLike[str] = "params.yaml",
+    overrides: dict[str, Any] | None = None,
+) -> Params:
+    """Load, merge (in order) and validate parameter files.
+
+    Args:
+        paths: one YAML file or several, deep-merged left to right (as Snakemake merges
+            ``--configfile``).
+        overrides: nested dict applied last (e.g. an ablation row).
+    Raises:
+        ParamsError: a file is missing or not YAML, or the merged values break the schema;
+            the message names the file, the key, the value and what is allowed.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    merged: dict[str, Any] = {}
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ParamsError(f"{path}: parameter file not found") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ParamsError(f"{path}: not valid YAML ({e})") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+        merged = deep_merge(merged, data)
+    if overrides:
+        merged = deep_merge(merged, overrides)
+    return validate_params(merged, source=", ".join(str(p) for p in paths))
+
+
+def validate_params(data: dict[str, Any], source: str = "params") -> Params:
+    """Validate a nested dict against :class:`Params`; raises :class:`ParamsError`."""
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        raise ParamsError(_format_validation_error(e, source)) from None
+
+
+# --------------------------------------------------------------------------- content ids
+
+
+def content_id(obj: Any, length: int = 12) -> str:
+    """Short SHA-256 of the canonical JSON of ``obj`` (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def data_config(p: Params) -> dict[str, Any]:
+    """What the demo-data stage reads."""
+    return {"demo": p.demo.model_dump()}
+
+
+def shards_config(p: Params) -> dict[str, Any]:
+    """What the shard stage reads (and its input's identity)."""
+    upstream = data_config(p) if p.data.train_set == "demo" else {"root": p.data.root}
+    return {"train_set": p.data.train_set, "shards": p.shards.model_dump(), "upstream": upstream}
+
+
+def train_config(p: Params) -> dict[str, Any]:
+    """What the train stage reads: shards identity, seed and the train section."""
+    return {"seed": p.seed, "train": p.train.model_dump(), "shards": content_id(shards_config(p))}
+
+
+def propagation_config(p: Params) -> dict[str, Any]:
+    """What the propagate stage reads (besides the model)."""
+    return {"propagation": p.propagation.model_dump()}
+
+
+def stage_ids(p: Params) -> dict[str, str]:
+    """Content ids of every stage output, keyed by stage: data, shards, model, propagation."""
+    return {
+        "data": content_id(data_config(p)),
+        "shards": content_id(shards_config(p)),
+        "model": content_id(train_config(p)),
+        "propagation": content_id(propagation_config(p)),
+    }
+
+
+def schema_rows(model: type[BaseModel] = Params, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) for every leaf parameter, for ``hvc params``."""
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows += schema_rows(ann, prefix=f"{key}.")
+            continue
+        default = field.get_default(call_default_factory=True)
+        type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        rows.append((key, type_name, repr(default), field.description or ""))
+    return rows

@@ -1,0 +1,80 @@
+"""params.yaml validation: every mistake stops the run with one message naming key and value."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hvc.experiments import plan
+from hvc.params import ParamsError, load_params, parse_overrides, stage_ids
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repository_params_and_paper_config_are_valid():
+    p = load_params(ROOT / "params.yaml")
+    assert p.data.train_set == "demo"
+    paper = load_params([ROOT / "params.yaml", ROOT / "configs/paper.yaml"])
+    assert paper.data.train_set == "coco" and paper.train.batch_size == 128 and paper.train.crop_size == 256
+    assert paper.train.epochs == 20 and paper.train.lr == 1e-3 and paper.train.radius == 0.1
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("train:\n  alpah: 1.0\n", "train.alpah = 1.0: unknown key"),
+        ("train:\n  radius: -0.1\n", "train.radius = -0.1"),
+        ("propagation:\n  topk: 0\n", "propagation.topk = 0"),
+        ("train:\n  batch_size: many\n", "train.batch_size = 'many'"),
+        ("data:\n  train_set: imagenet\n", "data.train_set = 'imagenet'"),
+        ("ablations: [table9]\n", "unknown table"),
+        ("train:\n  static: false\n  dynamic: false\n", "nothing to train"),
+    ],
+)
+def test_bad_values_name_key_and_value(tmp_path, text, needle):
+    with pytest.raises(ParamsError) as e:
+        load_params(write(tmp_path, text))
+    assert needle in str(e.value)
+    assert str(tmp_path / "params.yaml") in str(e.value)
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(write(tmp_path, "train: [unclosed\n"))
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    with pytest.raises(ParamsError, match="mapping"):
+        load_params(write(tmp_path, "- a\n- b\n"))
+
+
+def test_overrides_merge_and_change_only_dependent_ids(tmp_path):
+    base = load_params(ROOT / "params.yaml")
+    changed = load_params(ROOT / "params.yaml", parse_overrides(["train.alpha=0.5"]))
+    assert changed.train.alpha == 0.5
+    a, b = stage_ids(base), stage_ids(changed)
+    assert a["data"] == b["data"] and a["shards"] == b["shards"] and a["propagation"] == b["propagation"]
+    assert a["model"] != b["model"]
+    stepped = stage_ids(load_params(ROOT / "params.yaml", parse_overrides(["shards.step=5"])))
+    assert stepped["shards"] != a["shards"] and stepped["model"] != a["model"] and stepped["data"] == a["data"]
+
+
+def test_crw_preset_sets_its_values(tmp_path):
+    p = load_params(write(tmp_path, "propagation:\n  preset: crw\n"))
+    assert (p.propagation.topk, p.propagation.context, p.propagation.temperature) == (10, 20, 0.05)
+
+
+def test_ablation_grid_has_one_experiment_per_distinct_model(tmp_path):
+    text = yaml.safe_dump({"ablations": ["table7c", "table7d"]})
+    p = load_params(write(tmp_path, text))
+    exps = plan(p)
+    models = [e.ids["model"] for k, e in exps.items() if k not in ("random", "imagenet")]
+    assert len(models) == len(set(models))
+    # the row equal to the base setting (alpha 1.0, radius 0.1) is the base model itself
+    assert "train.alpha=1.0" not in exps and "train.radius=0.1" not in exps
+    assert {"train.alpha=0.1", "train.alpha=0.5", "train.alpha=2.0", "train.radius=0.01"} <= set(exps)

@@ -1,0 +1,50 @@
+# Parameters, the experiment grid and artifact paths, computed once before the DAG is built.
+from hvc.benchmarks import benchmark_root
+from hvc.experiments import flatten, override_args, plan
+from hvc.params import load_params, validate_params
+
+
+configfile: "params.yaml"
+
+
+# The same files, merged in the same order, are handed to every `hvc` call.
+PARAMS_FILES = ["params.yaml"] + [str(f) for f in workflow.overwrite_configfiles if str(f) != "params.yaml"]
+P = validate_params(config, source=", ".join(PARAMS_FILES))  # stops here on any bad key
+_from_files = flatten(load_params(PARAMS_FILES).model_dump())
+_cli_overrides = {k: v for k, v in flatten(P.model_dump()).items() if _from_files.get(k) != v}
+PARAMS = " ".join(f"--params {f}" for f in PARAMS_FILES) + "".join(
+    f" --set '{a}'" for a in override_args(_cli_overrides)
+)
+
+EXPERIMENTS = plan(P)  # key -> Experiment (overrides, resolved params, content ids)
+BASE = EXPERIMENTS["hvc"]
+TRAINED = [e for e in EXPERIMENTS.values() if e.key not in ("random", "imagenet")]
+BY_MODEL = {e.ids["model"]: e for e in TRAINED}
+BY_SHARDS = {e.ids["shards"]: e for e in TRAINED}
+BY_ENCODER = {e.encoder: e for e in EXPERIMENTS.values()}
+
+# Content-addressed artifact paths: the id is a hash of exactly what the stage reads.
+DATA = "artifacts/data/{data}"
+SHARDS = "artifacts/shards/{shards}"
+MODEL = "artifacts/models/{model}"
+PREDICTIONS = "artifacts/predictions/{encoder}/{propagation}/{benchmark}"
+SCORES = "artifacts/scores/{encoder}/{propagation}/{benchmark}.json"
+TABLES = "results/tables"
+
+
+def set_args(exp):
+    """--set arguments that turn the base params into this experiment's."""
+    return "".join(f" --set '{a}'" for a in exp.set_args)
+
+
+def bench_root(benchmark):
+    return str(benchmark_root(benchmark, P.data.root, DATA.format(data=BASE.ids["data"])))
+
+
+def bench_inputs(benchmark):
+    """The demo benchmark is built by a rule; real benchmarks are downloaded folders."""
+    return [DATA.format(data=BASE.ids["data"])] if benchmark == "demo" else []
+
+
+def gpus(exp):
+    return 1 if P.device != "cpu" else 0
