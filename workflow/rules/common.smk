@@ -1,4 +1,6 @@
 # Parameters, the experiment grid and artifact paths, computed once before the DAG is built.
+import os
+
 from hvc.benchmarks import benchmark_root
 from hvc.experiments import flatten, override_args, plan
 from hvc.params import load_params, validate_params
@@ -8,7 +10,9 @@ configfile: "params.yaml"
 
 
 # The same files, merged in the same order, are handed to every `hvc` call.
-PARAMS_FILES = ["params.yaml"] + [str(f) for f in workflow.overwrite_configfiles if str(f) != "params.yaml"]
+PARAMS_FILES = ["params.yaml"] + [
+    os.path.relpath(f) for f in workflow.overwrite_configfiles if os.path.relpath(f) != "params.yaml"
+]
 P = validate_params(config, source=", ".join(PARAMS_FILES))  # stops here on any bad key
 _from_files = flatten(load_params(PARAMS_FILES).model_dump())
 _cli_overrides = {k: v for k, v in flatten(P.model_dump()).items() if _from_files.get(k) != v}
@@ -46,5 +50,11 @@ def bench_inputs(benchmark):
     return [DATA.format(data=BASE.ids["data"])] if benchmark == "demo" else []
 
 
-def gpus(exp):
-    return 1 if P.device != "cpu" else 0
+def gpus(exp=None):
+    """GPUs a job asks for: one unless the experiment's params say `device: cpu`.
+
+    Returned as the `gpu` resource, the name the executors read (slurm: sbatch --gpus,
+    kubernetes: nvidia.com/gpu). None leaves the resource unset, so a CPU run asks for none.
+    """
+    device = (exp.params if exp is not None else P).device
+    return None if device == "cpu" else 1
