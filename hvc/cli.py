@@ -54,17 +54,23 @@ def _stage(name: str):
 def params_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
     check: bool = typer.Option(False, help="Only validate the parameter files."),
+    dump: bool = typer.Option(False, help="Print the merged, validated parameters as YAML."),
 ) -> None:
-    """Document every parameter (key, type, default, meaning), or validate files with --check."""
+    """Document every parameter (key, type, default, meaning); validate (--check) or merge (--dump) files."""
     from rich.console import Console
     from rich.table import Table
 
     from hvc.params import schema_rows
 
-    if check or params:
+    if check or dump or params:
         with _stage("params"):
             p = _load(params, None)
-            typer.echo(f"parameters valid ({len(p.model_dump())} sections)")
+            if dump:
+                import yaml
+
+                typer.echo(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False), nl=False)
+            else:
+                typer.echo(f"parameters valid ({len(p.model_dump())} sections)")
         return
     table = Table("key", "type", "default", "meaning", title="params.yaml")
     for row in schema_rows():

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -84,6 +85,90 @@ def build_model(p: Params) -> HVC:
     )
 
 
+class CPUSyncBatchNorm(nn.BatchNorm2d):
+    """Batch norm with statistics over every process of the group, on the CPU (gloo).
+
+    ``torch.nn.SyncBatchNorm`` only runs on accelerators; this is the same computation
+    for CPU tensors (our multi-process tests run there): per-channel sums and squared
+    sums are all-reduced with the differentiable ``torch.distributed.nn.all_reduce``,
+    so forward and backward equal one process's batch norm over the global batch.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        import warnings
+
+        from torch.distributed.nn.functional import all_reduce  # differentiable; deprecated name, same op
+
+        warnings.filterwarnings("ignore", message=".*all_reduce is deprecated.*", category=FutureWarning)
+        x64 = x.double()  # E[x^2] - E[x]^2 cancels badly in float32
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64, device=x.device)
+        stats = all_reduce(torch.cat([x64.sum((0, 2, 3)), (x64 * x64).sum((0, 2, 3)), count]))
+        c = x.shape[1]
+        n = stats[-1]
+        mean64 = stats[:c] / n
+        var = (stats[c : 2 * c] / n - mean64 * mean64).to(x.dtype)
+        mean = mean64.to(x.dtype)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
+        y = (x - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + self.eps)
+        return y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Replace every BatchNorm2d by a synchronised one: torch's on GPU, ours on CPU."""
+    if device.type != "cpu":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in model.named_children():
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, CPUSyncBatchNorm):
+            new = CPUSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            # share, not copy: parameters keep their identity and requires_grad (target: frozen)
+            new.weight, new.bias = child.weight, child.bias
+            new.running_mean, new.running_var = child.running_mean, child.running_var
+            new.num_batches_tracked = child.num_batches_tracked
+            setattr(model, name, new)
+        else:
+            convert_sync_batchnorm(child, device)
+    return model
+
+
+def train_step(
+    model: HVC,
+    forward: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, ...],
+    step: int,
+    total_steps: int,
+    base_momentum: float,
+    bf16: bool = False,
+) -> tuple[dict[str, torch.Tensor], float]:
+    """One iteration of Algorithm 1: loss, backward, Adam step, then the EMA update.
+
+    Args:
+        model: the HVC module (for the EMA update).
+        forward: what computes the loss: ``model``, its DDP wrapper or its compiled form.
+        batch: (v1, v2, box1, box2) on the model's device.
+        step: index k of this step (0-based) for the momentum schedule over ``total_steps``.
+    Returns:
+        (loss dict, momentum m used for the EMA update).
+    """
+    v1, v2, b1, b2 = batch
+    device_type = v1.device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        losses = forward(v1, v2, b1, b2)
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    optimizer.step()
+    m = momentum_at(step, total_steps, base_momentum)
+    model.update_target(m)
+    return losses, m
+
+
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 
@@ -138,7 +223,7 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> d
     np.random.seed(p.seed)
     model = build_model(p).to(device)
     if d.world_size > 1 and t.sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_sync_batchnorm(model, device)
     if device.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     trainable = [q for q in model.parameters() if q.requires_grad]
@@ -158,7 +243,7 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> d
         prefetch_factor=4 if t.workers else None,
     )
 
-    step, elapsed = 0, 0.0
+    step, elapsed, last_loss = 0, 0.0, None
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state.get("config_id") != config_id:
@@ -215,13 +300,8 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> d
                 b1, b2 = (b.to(device, non_blocking=True) for b in (b1, b2))
                 if device.type == "cuda" and t.channels_last:
                     v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    losses = forward(v1, v2, b1, b2)
-                optimizer.zero_grad(set_to_none=True)
-                losses["loss"].backward()
-                optimizer.step()
-                m = momentum_at(step, total_steps, t.momentum)
-                model.update_target(m)
+                losses, m = train_step(model, forward, optimizer, (v1, v2, b1, b2), step, total_steps, t.momentum, bf16)
+                last_loss = float(losses["loss"].detach())
                 step += 1
                 elapsed += time.perf_counter() - tic
                 n_window += v1.shape[0] * d.world_size
@@ -260,7 +340,7 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> d
         "images_per_s": step * t.batch_size / max(elapsed, 1e-9),
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "final_loss": float(losses["loss"].detach()) if step else None,
+        "final_loss": last_loss,
         "config_id": config_id,
     }
     if d.main:
