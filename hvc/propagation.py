@@ -197,9 +197,10 @@ def predict_windowed(
         q = q_tiles[a:b]  # (t, s², C)
         qf = q.reshape(-1, C)
         best = _topk_candidates(qf @ keys0, labs0, k)  # first frame: global
+        if R > 0 and prev_windows:
+            blocked = ~(disk[None] & valid[a:b, None, :])  # (t, s², win²): outside the disk or the image
         for f, lab, m in prev_windows if R > 0 else []:
-            aff = torch.bmm(q, f[a:b])  # (t, s², win²)
-            aff = aff.masked_fill(~(disk[None] & valid[a:b, None, :]), NEG)
+            aff = torch.bmm(q, f[a:b]).masked_fill_(blocked, NEG)  # (t, s², win²)
             vals, idx = aff.topk(min(k, aff.shape[-1]), dim=-1)  # (t, s², k)
             labs = lab[a:b].gather(1, idx.reshape(b - a, -1, 1).expand(-1, -1, lab.shape[-1]))
             vals, labs = vals.reshape(qf.shape[0], -1), labs.reshape(qf.shape[0], vals.shape[-1], -1)
