@@ -29,13 +29,21 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
-# Where each training set keeps its images below its extracted folder (data.root/<name>).
+# Each training set: its dataset in the registry (hvc/data/datasets.yaml; `hvc fetch NAME`
+# extracts it to data.root/NAME) and where its images lie below data.root. YouTube-VOS
+# frames are separate images (HVC-YT).
+TRAIN_SET_DATASETS = {
+    "coco": "coco2017_train",
+    "voc": "voc2012_trainval",
+    "msra10k": "msra10k",
+    "ytvos": "ytvos2018_train",
+}
 TRAIN_SET_GLOBS = {
     "demo": "train/*",
-    "coco": "coco2017/train2017/*.jpg",
-    "voc": "voc2012/VOCdevkit/VOC2012/JPEGImages/*.jpg",
+    "coco": "coco2017_train/train2017/*.jpg",
+    "voc": "voc2012_trainval/VOCdevkit/VOC2012/JPEGImages/*.jpg",
     "msra10k": "msra10k/MSRA10K_Imgs_GT/Imgs/*.jpg",
-    "ytvos": "ytvos2018/train/JPEGImages/*/*.jpg",
+    "ytvos": "ytvos2018_train/train_all_frames/JPEGImages/*/*.jpg",
 }
 
 

@@ -100,3 +100,15 @@ def test_views_record_their_crop_boxes():
     assert v1.shape == (3, 24, 24)
     for b in (b1, b2):
         assert 0 <= b[0] < b[2] <= 1 and 0 <= b[1] < b[3] <= 1
+
+
+def test_training_sets_point_into_the_dataset_registry():
+    from hvc.download import load_registry
+    from hvc.shards import TRAIN_SET_DATASETS, TRAIN_SET_GLOBS
+
+    registry = load_registry()
+    datasets = registry if isinstance(registry, dict) else registry.datasets
+    for train_set, name in TRAIN_SET_DATASETS.items():
+        entry = datasets[name]
+        layout = entry["layout"] if isinstance(entry, dict) else entry.layout
+        assert TRAIN_SET_GLOBS[train_set].startswith(f"{name}/{layout[0]}/"), train_set
