@@ -219,6 +219,35 @@ def tables_cmd(
         log.info("tables: %s", ", ".join(names))
 
 
+@app.command("figures")
+def figures_cmd(
+    params: ParamsOpt = None,  # type: ignore[assignment]
+    predictions: Annotated[
+        list[str], typer.Option(help="KEY:BENCHMARK=DIR of predicted masks, or KEY=DIR with one folder per benchmark (repeat).")
+    ] = ...,  # type: ignore[assignment]
+    demo: DemoOpt = None,
+    out: OutOpt = ...,  # type: ignore[assignment]
+) -> None:
+    """Mask overlays on sampled frames, one PNG per encoder and benchmark (<out>/<key>_<benchmark>.png)."""
+    from hvc.figures import overlay_grid
+    from hvc.io import atomic_dir
+
+    with _stage("figures"):
+        p = _load(params, None)
+        jobs = []
+        for item in predictions:
+            head, _, path = item.partition("=")
+            key, _, bench = head.partition(":")
+            if not (key and path):
+                raise ParamsError(f"--predictions {item!r}: expected KEY:BENCHMARK=DIR or KEY=DIR")
+            for name, root in _benchmarks(p, bench or None, None, demo):
+                jobs.append((key, name, root, Path(path) if bench else Path(path) / name))
+        with atomic_dir(out) as tmp:
+            for key, name, root, pred in jobs:
+                overlay_grid(name, root, pred, tmp / f"{key}_{name}.png")
+        log.info("figures: %d overlay grids", len(jobs))
+
+
 @app.command("plan")
 def plan_cmd(params: ParamsOpt = None) -> None:  # type: ignore[assignment]
     """Print the experiments (trained models and baselines) these params ask for."""

@@ -19,7 +19,7 @@ from hvc.params import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-STAGES = {"demo_data", "shards", "train", "propagate", "evaluate", "tables"}
+STAGES = {"demo_data", "shards", "train", "propagate", "evaluate", "tables", "figures"}
 
 pytestmark = pytest.mark.slow
 
@@ -61,16 +61,17 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     values = re.findall(r"\| (-?\d+\.\d)(?= \|)", table)
     assert len(values) >= 14  # 7 metrics x 2 encoders, real numbers
     assert (ws / "results/tables/demo.csv").exists() and (ws / "results/tables/demo.tex").exists()
+    assert (ws / "results/figures/hvc_demo.png").exists()
 
     assert "Nothing to be done" in run(f"{smk} -n", ws)
 
     (ws / "lr.yaml").write_text("train:\n  lr: 0.002\n")
     counts = job_counts(run(f"snakemake all_tables --cores 2 -n --configfile tests/configs/tiny.yaml lr.yaml", ws))
-    assert counts == {"train": 1, "propagate": 1, "evaluate": 1, "tables": 1, "all_tables": 1}
+    assert counts == {"train": 1, "propagate": 1, "evaluate": 1, "tables": 1, "figures": 1, "all_tables": 1}
 
     (ws / "prop.yaml").write_text("propagation:\n  topk: 5\n")
     counts = job_counts(run(f"snakemake all_tables --cores 2 -n --configfile tests/configs/tiny.yaml prop.yaml", ws))
-    assert counts == {"propagate": 2, "evaluate": 2, "tables": 1, "all_tables": 1}
+    assert counts == {"propagate": 2, "evaluate": 2, "tables": 1, "figures": 1, "all_tables": 1}
 
 
 def _dvc_stages():

@@ -34,6 +34,7 @@ MODEL = "artifacts/models/{model}"
 PREDICTIONS = "artifacts/predictions/{encoder}/{propagation}/{benchmark}"
 SCORES = "artifacts/scores/{encoder}/{propagation}/{benchmark}.json"
 TABLES = "results/tables"
+FIGURES = "results/figures"
 
 
 def set_args(exp):
