@@ -108,6 +108,7 @@ class TrainParams(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
     channels_last: bool = Field(True, description="channels_last memory format on GPU.")
     compile: bool = Field(False, description="torch.compile the model (GPU).")
+    gpus: int = Field(1, ge=1, description="GPUs per training job; >1 runs torchrun (DDP) inside the job.")
     sync_bn: bool = Field(True, description="SyncBatchNorm when training with DDP.")
     workers: int = Field(2, ge=0, description="Data-loader worker processes per GPU.")
     checkpoint_every: int = Field(200, ge=1, description="Save a resumable checkpoint every N steps.")
@@ -126,6 +127,8 @@ class TrainParams(_Section):
         lo, hi = self.ratio
         if not 0 < lo <= hi:
             raise ValueError(f"train.ratio = {self.ratio!r}: need 0 < min <= max")
+        if self.batch_size % self.gpus:
+            raise ValueError(f"train.batch_size = {self.batch_size} is not divisible by train.gpus = {self.gpus}")
         return self
 
 

@@ -294,8 +294,8 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> d
         while step < total_steps:
             epoch, in_epoch = divmod(step, steps_per_epoch)
             stream.set_epoch(epoch, skip_batches=in_epoch)
+            tic = time.perf_counter()
             for v1, v2, b1, b2 in loader:
-                tic = time.perf_counter()
                 v1, v2 = (v.to(device, non_blocking=True) for v in (v1, v2))
                 b1, b2 = (b.to(device, non_blocking=True) for b in (b1, b2))
                 if device.type == "cuda" and t.channels_last:
@@ -303,7 +303,9 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> d
                 losses, m = train_step(model, forward, optimizer, (v1, v2, b1, b2), step, total_steps, t.momentum, bf16)
                 last_loss = float(losses["loss"].detach())
                 step += 1
-                elapsed += time.perf_counter() - tic
+                now = time.perf_counter()
+                elapsed += now - tic  # wall time per step, waiting for data included
+                tic = now
                 n_window += v1.shape[0] * d.world_size
                 if live is not None and (step % t.log_every == 0 or step == total_steps):
                     now = time.perf_counter()

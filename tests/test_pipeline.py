@@ -86,8 +86,10 @@ def _dvc_stages():
 
 
 def _kind(path):
-    """artifacts/<kind>/<id>/... → <kind>; results/tables → tables."""
+    """artifacts/<kind>/<id>/... → <kind>; metrics/<encoder>.json → scores; results/x → results/x."""
     parts = Path(path).parts
+    if parts[0] == "metrics":
+        return "scores"
     return parts[1] if parts[0] == "artifacts" else "/".join(parts[:2])
 
 
@@ -121,7 +123,7 @@ def test_dvc_repro_and_experiments(tmp_path):
     ws = workspace(tmp_path, tiny_params=True)
     run("git init -q && dvc init -q && git add -A && git commit -qm init", ws)
     run("dvc repro", ws)
-    scores = json.loads((ws / "artifacts/scores/hvc/dvc/scores.json").read_text())
+    scores = json.loads((ws / "metrics/hvc.json").read_text())
     assert 0 <= scores["demo"]["JF_mean"] <= 1
     assert (ws / "results/tables/demo.md").exists()
     assert "up to date" in run("dvc repro", ws)
@@ -132,7 +134,7 @@ def test_dvc_repro_and_experiments(tmp_path):
     for commit in shown:
         for exp in [commit] + [e for e in commit.get("experiments") or [] for e in e.get("revs", [])]:
             data = (exp.get("data") or {})
-            metrics = data.get("metrics", {}).get("artifacts/scores/hvc/dvc/scores.json", {}).get("data", {})
+            metrics = data.get("metrics", {}).get("metrics/hvc.json", {}).get("data", {})
             params = data.get("params", {}).get("params.yaml", {}).get("data", {})
             if metrics:
                 rows.append((params["train"]["lr"], metrics["demo"]["JF_mean"]))

@@ -57,5 +57,15 @@ def gpus(exp=None):
     Returned as the `gpu` resource, the name the executors read (slurm: sbatch --gpus,
     kubernetes: nvidia.com/gpu). None leaves the resource unset, so a CPU run asks for none.
     """
-    device = (exp.params if exp is not None else P).device
-    return None if device == "cpu" else 1
+    params = exp.params if exp is not None else P
+    if params.device == "cpu":
+        return None
+    return params.train.gpus if exp is not None and exp.key not in ("random", "imagenet") else 1
+
+
+def launcher(exp):
+    """`hvc`, or torchrun with one process per GPU when a training job has several (DDP)."""
+    n = exp.params.train.gpus
+    if n > 1 and exp.params.device != "cpu":
+        return f"torchrun --standalone --nproc_per_node {n} -m hvc.cli"
+    return "hvc"

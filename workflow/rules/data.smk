@@ -4,6 +4,8 @@
 rule demo_data:
     output:
         directory(DATA),
+    params:
+        id=lambda wc: wc.data,  # the content id: keeps the between-workflow cache exact
     cache: "omit-software"
     resources:
         mem_mb=4000,
@@ -25,6 +27,7 @@ rule shards:
     output:
         directory(SHARDS),
     params:
+        id=lambda wc: wc.shards,
         overrides=lambda wc: set_args(BY_SHARDS[wc.shards]),
         source=lambda wc, input: input[0] if input else P.data.root,
     cache: "omit-software"

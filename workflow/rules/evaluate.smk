@@ -23,7 +23,7 @@ rule propagate:
         encoder=encoder_spec,
         data=lambda wc: bench_root(wc.benchmark),
     resources:
-        gpus=lambda wc: gpus(None),
+        gpu=lambda wc: gpus(BY_ENCODER[wc.encoder]),
         mem_mb=16000,
         runtime=240,
     shell:

@@ -7,12 +7,14 @@ rule train:
     output:
         directory(MODEL),
     params:
+        id=lambda wc: wc.model,
         overrides=lambda wc: set_args(BY_MODEL[wc.model]),
+        launcher=lambda wc: launcher(BY_MODEL[wc.model]),
     cache: "omit-software"
-    threads: lambda wc: max(1, BY_MODEL[wc.model].params.train.workers)
+    threads: lambda wc: 1 + BY_MODEL[wc.model].params.train.workers  # main process + loader workers
     resources:
-        gpus=lambda wc: gpus(BY_MODEL[wc.model]),
+        gpu=lambda wc: gpus(BY_MODEL[wc.model]),
         mem_mb=32000,
         runtime=24 * 60,
     shell:
-        "hvc train {PARAMS}{params.overrides} --shards {input} --out {output}"
+        "{params.launcher} train {PARAMS}{params.overrides} --shards {input} --out {output}"
