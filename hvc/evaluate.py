@@ -8,6 +8,7 @@ and ``hvc evaluate`` stages; the method itself lives in :mod:`hvc.propagation` a
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from pathlib import Path
 
@@ -51,18 +52,66 @@ def load_encoder(spec: str, seed: int = 0) -> Backbone:
             renamed[k] = v
         return build_encoder_for_propagation(renamed)
     path = Path(spec)
+    if path.is_dir():
+        raise DataError(path, "is a folder; pass its encoder.pt")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DataError(path, "encoder checkpoint not found") from None
-    except Exception as e:  # torch raises several types for truncated/foreign files
-        raise DataError(path, f"not a readable checkpoint ({type(e).__name__}: {e})") from None
+    except pickle.UnpicklingError:  # refused by weights_only (Python objects inside), or not a pickle at all
+        hint = " (checkpoint.pt is the training state)" if path.name == "checkpoint.pt" else ""
+        raise DataError(
+            path, f"not a plain PyTorch state dict of tensors{hint}; pass the encoder.pt written by `hvc train`"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - torch raises several types for truncated and foreign files
+        raise DataError(path, f"truncated or not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
     if not isinstance(state, dict):
         raise DataError(path, f"expected a state dict, found {type(state).__name__}")
+    _check_backbone_state(path, state)
     try:
         return build_encoder_for_propagation(state)
     except (ValueError, RuntimeError) as e:
-        raise DataError(path, str(e)) from None
+        raise DataError(path, _first_line(e)) from None
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, at most ``limit`` characters (torch's run long)."""
+    line = (str(e).strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _check_backbone_state(path: Path, state: dict) -> None:
+    """Compare a state dict with the HVC ResNet-18 backbone's keys and shapes.
+
+    Raises:
+        DataError: one line saying how the checkpoint differs (missing, unexpected and
+            reshaped keys, with an example of each), e.g. for a ResNet-50 or a full
+            training checkpoint.
+    """
+    if {"model", "optimizer", "step"} <= set(state):
+        raise DataError(path, "is a full training checkpoint (checkpoint.pt); pass encoder.pt from the same folder")
+    with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
+        expected = {k: tuple(v.shape) for k, v in Backbone().state_dict().items()}
+    found = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state.items()}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [k for k in expected if k in found and found[k] != expected[k]]
+    if not (missing or unexpected or reshaped):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if reshaped:
+        k = reshaped[0]
+        shapes = f"{list(found[k] or [])} here, {list(expected[k])} in HVC"
+        parts.append(f"{len(reshaped)} keys of another shape (e.g. {k}: {shapes})")
+    raise DataError(
+        path,
+        f"holds another model's weights, not the HVC ResNet-18 backbone: {', '.join(parts)}; "
+        "pass the encoder.pt written by `hvc train`",
+    )
 
 
 def propagation_config(p: Params) -> PropagationConfig:
@@ -83,7 +132,9 @@ def propagate_benchmark(p: Params, encoder_spec: str, benchmark: str, root: Path
 
     Returns (and writes to ``out_dir/propagation.json``) videos, frames and seconds per frame.
     Raises:
-        DataError: a bad frame, mask, sequence or checkpoint (the message names the file).
+        DataError: a bad frame, mask, sequence or checkpoint (the message names the file);
+            every video is checked (:meth:`~hvc.benchmarks.Video.check`) before the first
+            one is propagated, and ``out_dir`` is written only when all are done.
     """
     from tqdm import tqdm
 
@@ -91,14 +142,13 @@ def propagate_benchmark(p: Params, encoder_spec: str, benchmark: str, root: Path
     encoder = load_encoder(encoder_spec, p.seed).to(device)
     cfg = propagation_config(p)
     videos = read_benchmark(benchmark, root)
+    for video in tqdm(videos, desc=f"check {benchmark}", unit="video", mininterval=2.0):
+        video.check()  # every frame decoded once before any work: a bad file costs seconds
     frames_done, seconds = 0, 0.0
     with atomic_dir(out_dir) as tmp:
         for video in tqdm(videos, desc=f"propagate {benchmark}", unit="video"):
             frames = video.read_frames()
             first = video.first_labels()
-            for i, f in enumerate(frames):
-                if f.shape[:2] != first.shape:
-                    raise DataError(video.frames[i], f"frame is {f.shape[1]}x{f.shape[0]}, mask {first.shape[1]}x{first.shape[0]}")
             tic = time.perf_counter()
             pred = propagate_video(
                 lambda x, layer: encoder(x, layer),

@@ -14,7 +14,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,15 +27,100 @@ from PIL import Image, UnidentifiedImageError
 
 
 class DataError(ValueError):
-    """Bad input data: the message names the file and the problem."""
+    """Bad input data: the message names the file and the problem.
 
-    def __init__(self, path: str | os.PathLike[str], problem: str):
+    Raised as ``DataError(path, problem)``; the message is ``"<path>: <problem>"``.
+    ``DataError(message)`` rebuilds one from that message alone, which is how pickling
+    and torch's DataLoader re-raise an exception from a worker process (they call the
+    class with one string; for the DataLoader that string is the worker's traceback, whose
+    last ``DataError:`` line holds the message). So a bad sample met in a loader worker
+    still reaches the CLI as a DataError, one line naming the file, not a RuntimeError.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str | None = None):
+        if problem is None:
+            path, problem = _split_message(str(path))
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
 
+def _split_message(message: str) -> tuple[str, str]:
+    """(path, problem) of a DataError message, or of a traceback text ending in one."""
+    lines = [ln for ln in message.strip().splitlines() if ln.strip()]
+    if len(lines) > 1:  # a traceback: take its last "...DataError: <message>" line
+        for line in reversed(lines):
+            head, sep, tail = line.partition("DataError: ")
+            if sep and not head.startswith(" "):
+                message = tail
+                break
+    path, sep, problem = message.partition(": ")
+    return (path, problem) if sep else ("<input>", message)
+
+
 # --------------------------------------------------------------------------- atomic output
+
+
+def _temp_prefix(target: Path) -> str:
+    """``.<name>.<pid>@<host>.``: temporary names say which process made them."""
+    return f".{target.name}.{os.getpid()}@{socket.gethostname()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie, killed but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:  # Linux: state is the field after "(comm)"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries in ``folder`` that killed processes of this host left.
+
+    A process killed with SIGKILL (out of memory, a cluster's time limit, ``kill -9``)
+    cannot clean up: its half-written ``.<name>.<pid>@<host>.<random>.tmp`` file or folder
+    stays beside the target (gigabytes, for a shard folder). Those whose process no longer
+    runs on this host are removed; those of live processes, or of other hosts sharing the
+    filesystem, are left alone.
+
+    Returns:
+        the paths removed.
+    """
+    ours = re.compile(rf"^\..+\.(\d+)@{re.escape(socket.gethostname())}\.[a-z0-9_]+\.tmp$")
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        m = ours.match(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+_SWEPT: set[str] = set()  # folders this process has already cleaned
+
+
+def _prepare_folder(folder: Path) -> None:
+    """Create ``folder``; the first time this process writes there, remove stale temporaries."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(folder)
+    if key not in _SWEPT:
+        _SWEPT.add(key)
+        remove_stale_temporaries(folder)
 
 
 @contextlib.contextmanager
@@ -42,11 +129,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
     On any exception the temporary file is removed and ``target`` is left untouched.
     The temporary file lives in the target's folder so the final ``os.replace`` is an
-    atomic rename on the same filesystem.
+    atomic rename on the same filesystem. Temporaries left there by killed processes are
+    removed first (:func:`remove_stale_temporaries`).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _prepare_folder(target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -62,17 +150,26 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``target`` (a folder) on success.
 
     A previous ``target`` is removed only after the new content is complete; on any
-    exception the temporary folder is deleted and ``target`` is untouched.
+    exception the temporary folder is deleted and ``target`` is untouched. Temporaries
+    left beside it by killed processes are removed first (:func:`remove_stale_temporaries`).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _prepare_folder(target.parent)
+    prefix = _temp_prefix(target)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            # Two renames: a kill between them leaves no target (never a mixed one); the
+            # old content, renamed like a temporary, is removed by the next run.
+            old = target.with_name(f"{prefix}old.tmp")
+            shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
@@ -100,9 +197,7 @@ def write_json(target: str | os.PathLike[str], obj: Any) -> None:
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file; raises :class:`DataError` naming the file if it is not JSON."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
+        return json.loads(_read_input(path).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(path, f"not valid JSON ({e})") from None
 
@@ -119,14 +214,17 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 # --------------------------------------------------------------------------- images
 
 
-def decode_image(data: bytes, name: str | os.PathLike[str] = "<bytes>") -> np.ndarray:
+def decode_image(data: bytes | None, name: str | os.PathLike[str] = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, ...) to an RGB array.
 
     Returns:
         uint8 array of shape (H, W, 3).
     Raises:
-        DataError: naming ``name`` when the bytes are empty, not an image, or truncated.
+        DataError: naming ``name`` when there are no bytes (None, e.g. a shard sample
+            without an image member), they are empty, not an image, or truncated.
     """
+    if data is None:
+        raise DataError(name, "no image data (e.g. a shard sample without a .jpg or .png member)")
     if len(data) == 0:
         raise DataError(name, "empty file (0 bytes)")
     try:
@@ -135,6 +233,8 @@ def decode_image(data: bytes, name: str | os.PathLike[str] = "<bytes>") -> np.nd
             return np.array(im.convert("RGB"))  # writable: torch.from_numpy needs it
     except UnidentifiedImageError:
         raise DataError(name, "not a readable image") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(name, f"image too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(name, f"corrupt or truncated image ({e})") from None
 
@@ -147,11 +247,19 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     Raises:
         DataError: the file is missing, empty, not an image or truncated.
     """
+    return decode_image(_read_input(path), path)
+
+
+def _read_input(path: str | os.PathLike[str], what: str = "file") -> bytes:
+    """The bytes of an input file; DataError naming it when it is missing or unreadable."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    return decode_image(data, path)
+        raise DataError(path, f"{what} not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, expected a file") from None
+    except PermissionError:
+        raise DataError(path, "permission denied") from None
 
 
 # --------------------------------------------------------------------------- masks
@@ -189,15 +297,18 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     Raises:
         DataError: missing, unreadable, or of another mode (RGB masks are ambiguous).
     """
+    data = _read_input(path, "mask file")
+    if len(data) == 0:
+        raise DataError(path, "empty file (0 bytes)")
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             mode = im.mode
             arr = np.asarray(im)
-    except FileNotFoundError:
-        raise DataError(path, "mask file not found") from None
     except UnidentifiedImageError:
         raise DataError(path, "not a readable image") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(path, f"mask too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(path, f"corrupt or truncated mask ({e})") from None
     if mode == "P":

@@ -376,7 +376,8 @@ def evaluate_folder(
     Raises:
         DataError: naming the file or folder: no ground truth for a sequence, fewer than
             3 frames, a missing or an extra prediction, masks of a different size,
-            an unreadable mask, a predicted label above the number of objects.
+            an unreadable mask, a predicted label above the number of objects, an empty
+            first ground-truth frame, a ground-truth object absent from the first frame.
     Source: ``davis2017/evaluation.py::DAVISEvaluation.evaluate``,
     ``davis2017/results.py::Results.read_masks``.
     """
@@ -426,7 +427,24 @@ def _read_sequence(gt_dir: Path, pred_dir: Path) -> tuple[np.ndarray, np.ndarray
             raise DataError(pred_dir / name, f"mask is {_size(p)} but the ground truth {truth} is {_size(g)}")
         gt_frames.append(g)
         pred_frames.append(p)
+    _check_ground_truth_objects(gt_dir, names, gt_frames)
     return np.stack(gt_frames), np.stack(pred_frames)
+
+
+def _check_ground_truth_objects(gt_dir: Path, names: list[str], gt_frames: list[np.ndarray]) -> None:
+    """The protocol scores the objects of the first ground-truth frame: refuse ground truth
+    it would silently get wrong (an empty first frame, an object absent from it)."""
+    first = set(np.unique(gt_frames[0]).tolist()) - {0, VOID_LABEL}
+    if not first:
+        raise DataError(gt_dir / names[0], "first-frame mask is empty: no object to score")
+    for name, g in zip(names[1:], gt_frames[1:]):
+        new = sorted(set(np.unique(g).tolist()) - {0, VOID_LABEL} - first)
+        if new:
+            raise DataError(
+                gt_dir / name,
+                f"object label(s) {new} absent from the first frame {names[0]} (labels {sorted(first)}); "
+                "the semi-supervised protocol scores only objects annotated in the first frame",
+            )
 
 
 def _size(mask: np.ndarray) -> str:

@@ -267,6 +267,10 @@ def load_params(
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ParamsError(f"{path}: parameter file not found") from None
+        except UnicodeDecodeError:
+            raise ParamsError(f"{path}: not a text file (not valid UTF-8), so not YAML") from None
+        except OSError as e:  # a folder, no permission, ...
+            raise ParamsError(f"{path}: cannot read the parameter file ({e.strerror or e})") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:

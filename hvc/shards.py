@@ -143,6 +143,12 @@ def _seed(*parts: object) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:15], 16)
 
 
+def _bad_shard(exn: Exception) -> bool:
+    """webdataset error handler: a truncated or corrupt tar becomes a DataError naming the shard."""
+    url = next((a for a in reversed(exn.args) if isinstance(a, str) and a.endswith(".tar")), "<shard>")
+    raise DataError(url, f"corrupt or truncated shard ({type(exn).__name__}: {exn.args[0] if exn.args else exn})")
+
+
 class TrainStream(IterableDataset):
     """Batches of two views, streamed from shards (use with ``DataLoader(batch_size=None)``).
 
@@ -221,7 +227,7 @@ class TrainStream(IterableDataset):
         slot = self.rank * self.num_workers + worker
         rng = random.Random(_seed(self.seed, self.epoch, "buffer", slot))
         samples = wds.WebDataset(
-            urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False
+            urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False, handler=_bad_shard
         ).shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
         batch: list[tuple[torch.Tensor, ...]] = []
         for n, sample in enumerate(samples):
