@@ -21,7 +21,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hvc.io import DataError
 
 
 class _Section(BaseModel):

@@ -66,11 +66,11 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     assert "Nothing to be done" in run(f"{smk} -n", ws)
 
     (ws / "lr.yaml").write_text("train:\n  lr: 0.002\n")
-    counts = job_counts(run(f"snakemake all_tables --cores 2 -n --configfile tests/configs/tiny.yaml lr.yaml", ws))
+    counts = job_counts(run("snakemake all_tables --cores 2 -n --configfile tests/configs/tiny.yaml lr.yaml", ws))
     assert counts == {"train": 1, "propagate": 1, "evaluate": 1, "tables": 1, "figures": 1, "all_tables": 1}
 
     (ws / "prop.yaml").write_text("propagation:\n  topk: 5\n")
-    counts = job_counts(run(f"snakemake all_tables --cores 2 -n --configfile tests/configs/tiny.yaml prop.yaml", ws))
+    counts = job_counts(run("snakemake all_tables --cores 2 -n --configfile tests/configs/tiny.yaml prop.yaml", ws))
     assert counts == {"propagate": 2, "evaluate": 2, "tables": 1, "figures": 1, "all_tables": 1}
 
 

@@ -1,6 +1,5 @@
 """Shards round-trip the original bytes; the training stream is reproducible and resumable."""
 
-import io
 
 import numpy as np
 import pytest
