@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from hvc.io import DataError
-from hvc.params import Params, ParamsError, load_params, parse_overrides
+from hvc.params import Params, ParamsError, check_data_root, load_params, parse_overrides
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 log = logging.getLogger("hvc")
@@ -101,6 +101,7 @@ def shards(
 
     with _stage("shards"):
         p = _load(params, overrides)
+        check_data_root(p)
         images = list_training_images(input, p.data.train_set, p.shards.step)
         index = write_shards(
             images, input, out, f"{p.data.train_set}-train", p.shards.max_size_mb, p.shards.max_count, p.shards.on_bad_image

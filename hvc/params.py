@@ -205,6 +205,20 @@ class ParamsError(ValueError):
     """params.yaml is malformed or violates the schema."""
 
 
+def check_data_root(p: Params) -> None:
+    """Stop a non-demo run whose dataset folder is missing, before any work starts.
+
+    Raises:
+        ParamsError: ``data.root`` does not exist while a real training set or benchmark is used.
+    """
+    real = [b for b in p.data.benchmarks if b != "demo"] + ([p.data.train_set] if p.data.train_set != "demo" else [])
+    if real and not Path(p.data.root).is_dir():
+        raise ParamsError(
+            f"data.root = {p.data.root!r}: folder does not exist, but {', '.join(real)} need it; "
+            "download the datasets first (hvc fetch NAME --root DATA_ROOT, see README) or fix data.root"
+        )
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid parameters"]
     for e in err.errors():

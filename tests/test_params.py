@@ -78,3 +78,14 @@ def test_ablation_grid_has_one_experiment_per_distinct_model(tmp_path):
     # the row equal to the base setting (alpha 1.0, radius 0.1) is the base model itself
     assert "train.alpha=1.0" not in exps and "train.radius=0.1" not in exps
     assert {"train.alpha=0.1", "train.alpha=0.5", "train.alpha=2.0", "train.radius=0.01"} <= set(exps)
+
+
+def test_a_real_run_without_its_dataset_folder_stops_early(tmp_path):
+    from hvc.params import check_data_root
+
+    p = load_params([ROOT / "params.yaml", ROOT / "configs/paper.yaml"], parse_overrides([f"data.root={tmp_path / 'nope'}"]))
+    with pytest.raises(ParamsError, match="data.root"):
+        check_data_root(p)
+    (tmp_path / "nope").mkdir()
+    check_data_root(p)  # present: fine
+    check_data_root(load_params(ROOT / "params.yaml", parse_overrides([f"data.root={tmp_path / 'x'}"])))  # demo needs none

@@ -3,7 +3,7 @@ import os
 
 from hvc.benchmarks import benchmark_root
 from hvc.experiments import flatten, override_args, plan
-from hvc.params import load_params, validate_params
+from hvc.params import check_data_root, load_params, validate_params
 
 
 configfile: "params.yaml"
@@ -14,6 +14,7 @@ PARAMS_FILES = ["params.yaml"] + [
     os.path.relpath(f) for f in workflow.overwrite_configfiles if os.path.relpath(f) != "params.yaml"
 ]
 P = validate_params(config, source=", ".join(PARAMS_FILES))  # stops here on any bad key
+check_data_root(P)  # a real run without its datasets stops here too
 _from_files = flatten(load_params(PARAMS_FILES).model_dump())
 _cli_overrides = {k: v for k, v in flatten(P.model_dump()).items() if _from_files.get(k) != v}
 PARAMS = " ".join(f"--params {f}" for f in PARAMS_FILES) + "".join(
