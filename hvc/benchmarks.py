@@ -78,9 +78,11 @@ class Video:
 # name → (folder below data.root, image-set file, layout)
 BENCHMARK_LAYOUTS = {
     "demo": ("", "ImageSets/2017/val.txt", "davis2017"),
-    "davis2017": ("davis2017/DAVIS", "ImageSets/2017/val.txt", "davis2017"),
+    "davis2017": ("davis2017_trainval/DAVIS", "ImageSets/2017/val.txt", "davis2017"),
     "davis2016": ("davis2016/DAVIS", "ImageSets/480p/val.txt", "davis2016"),
 }
+# The folder's first part is the dataset's name in hvc/data/datasets.yaml: `hvc fetch NAME`
+# extracts it to data.root/NAME.
 
 
 def read_davis(root: Path, image_set: str, layout: str, resolution: str = "480p") -> list[Video]:

@@ -111,3 +111,18 @@ def test_training_sets_point_into_the_dataset_registry():
         entry = datasets[name]
         layout = entry["layout"] if isinstance(entry, dict) else entry.layout
         assert TRAIN_SET_GLOBS[train_set].startswith(f"{name}/{layout[0]}/"), train_set
+
+
+def test_benchmarks_point_into_the_dataset_registry():
+    from hvc.benchmarks import BENCHMARK_LAYOUTS
+    from hvc.download import load_registry
+
+    registry = load_registry()
+    datasets = registry if isinstance(registry, dict) else registry.datasets
+    for name, (folder, _, _) in BENCHMARK_LAYOUTS.items():
+        if name == "demo":
+            continue
+        dataset, _, inner = folder.partition("/")
+        entry = datasets[dataset]
+        layout = entry["layout"] if isinstance(entry, dict) else entry.layout
+        assert any(item.startswith(inner + "/") for item in layout), name
