@@ -116,6 +116,8 @@ def plan(p: Params) -> dict[str, Experiment]:
         for row in tables[name]["rows"]:
             if row.get("encoder") in ("random", "imagenet") and row["encoder"] not in p.baselines:
                 continue
+            if row.get("overrides") and name not in p.ablations:
+                continue  # e.g. HVC-YT in Table 1: trained only when its ablation table is listed
             exp = row_experiment(p, row)
             if exp is not None:
                 out.setdefault(exp.key, exp)

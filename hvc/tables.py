@@ -64,6 +64,8 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
                 cells.append(f"not run: {b} not in data.benchmarks")
             elif row.get("encoder") in ("random", "imagenet") and row["encoder"] not in p.baselines:
                 cells.append(f"not run: {row['encoder']} not in baselines")
+            elif (exp.key, b) not in scores and row.get("overrides") and name not in p.ablations:
+                cells.append("not run: a training variant; list its ablation table (e.g. table7e) in ablations")
             elif (exp.key, b) not in scores:
                 cells.append("missing score")
             else:

@@ -89,3 +89,11 @@ def test_a_real_run_without_its_dataset_folder_stops_early(tmp_path):
     (tmp_path / "nope").mkdir()
     check_data_root(p)  # present: fine
     check_data_root(load_params(ROOT / "params.yaml", parse_overrides([f"data.root={tmp_path / 'x'}"])))  # demo needs none
+
+
+def test_paper_setting_trains_only_the_base_model_unless_ablations_are_listed():
+    paper = load_params([ROOT / "params.yaml", ROOT / "configs/paper.yaml"])
+    trained = [k for k in plan(paper) if k not in ("random", "imagenet")]
+    assert trained == ["hvc"]  # HVC-YT (Table 1/3) needs YouTube-VOS: only with table7e listed
+    with_e = load_params([ROOT / "params.yaml", ROOT / "configs/paper.yaml"], parse_overrides(["ablations=[table7e]"]))
+    assert "data.train_set=ytvos" in plan(with_e)
