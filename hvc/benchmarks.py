@@ -75,6 +75,18 @@ class Video:
                 )
 
 
+def _list_frames(frame_dir: Path) -> tuple[list[Path], dict[str, int]]:
+    """A sequence's JPEG frames in order and {file stem: frame index}.
+
+    Raises:
+        DataError: fewer than 2 frames (nothing to propagate to).
+    """
+    frames = sorted(frame_dir.glob("*.jpg"))
+    if len(frames) < 2:
+        raise DataError(frame_dir, f"sequence has {len(frames)} frame(s); propagation needs at least 2")
+    return frames, {p.stem: i for i, p in enumerate(frames)}
+
+
 # name → (folder below data.root, image-set file, layout)
 BENCHMARK_LAYOUTS = {
     "demo": ("", "ImageSets/2017/val.txt", "davis2017"),
@@ -124,10 +136,7 @@ def read_davis(root: Path, image_set: str, layout: str, resolution: str = "480p"
         mask_dir = root / "Annotations" / resolution / name
         if not frame_dir.is_dir():
             raise DataError(split, f"names sequence {name!r} but {frame_dir} does not exist")
-        frames = sorted(frame_dir.glob("*.jpg"))
-        if len(frames) < 2:
-            raise DataError(frame_dir, f"sequence has {len(frames)} frame(s); propagation needs at least 2")
-        stems = {p.stem: i for i, p in enumerate(frames)}
+        frames, stems = _list_frames(frame_dir)
         masks = {}
         for m in sorted(mask_dir.glob("*.png")):
             if m.stem not in stems:
@@ -193,10 +202,7 @@ def read_ytvos(root: Path, split: str = "valid") -> list[Video]:
         frame_dir, mask_dir = split_dir / "JPEGImages" / name, split_dir / "Annotations" / name
         if not frame_dir.is_dir():
             raise DataError(meta_path, f"lists video {name!r} but {frame_dir} does not exist")
-        frames = sorted(frame_dir.glob("*.jpg"))
-        if len(frames) < 2:
-            raise DataError(frame_dir, f"video has {len(frames)} frame(s); propagation needs at least 2")
-        stems = {p.stem: i for i, p in enumerate(frames)}
+        frames, stems = _list_frames(frame_dir)
         for obj_id, obj in objects.items():
             listed = obj.get("frames") if isinstance(obj, dict) else None
             if not isinstance(listed, list) or not listed:

@@ -71,9 +71,15 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _merge_topk(
-    best: tuple[torch.Tensor, torch.Tensor] | None, vals: torch.Tensor, labs: torch.Tensor, k: int
+    best: tuple[torch.Tensor, torch.Tensor] | None, vals: torch.Tensor, labs: torch.Tensor, k: int, times: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Running top-k: (Q, k) values and (Q, k, L) labels, merged with new candidates."""
+    """Running top-k: (Q, k) values and (Q, k, L) labels, merged with new candidates.
+
+    ``times`` > 1 counts each new candidate that many times (a context frame repeated in
+    the official context); min(times, k) copies give the same top-k.
+    """
+    if times > 1:
+        vals, labs = vals.repeat_interleave(min(times, k), 1), labs.repeat_interleave(min(times, k), 1)
     if best is not None:
         vals = torch.cat([best[0], vals], dim=1)
         labs = torch.cat([best[1], labs], dim=1)
@@ -189,7 +195,6 @@ def predict_windowed(
         disk = _disk_mask(s, R).to(query.device)
         ones = torch.ones(1, h, w, device=query.device, dtype=query.dtype)
         valid = _windows(ones, s, R)[..., 0] > 0  # (n, win²) key inside the image
-        prev_windows = [(*window_cache(f, lab, s, R), m) for f, lab, m in previous]
     tiles_per_chunk = max(1, cfg.query_chunk // (s * s))
     out = []
     for a in range(0, n_tiles, tiles_per_chunk):
@@ -197,23 +202,18 @@ def predict_windowed(
         q = q_tiles[a:b]  # (t, s², C)
         qf = q.reshape(-1, C)
         best = _topk_candidates(qf @ keys0, labs0, k)  # first frame: global
-        if R > 0 and prev_windows:
+        if R > 0:
             blocked = ~(disk[None] & valid[a:b, None, :])  # (t, s², win²): outside the disk or the image
-        for f, lab, m in prev_windows if R > 0 else []:
-            aff = torch.bmm(q, f[a:b]).masked_fill_(blocked, NEG)  # (t, s², win²)
-            vals, idx = aff.topk(min(k, aff.shape[-1]), dim=-1)  # (t, s², k)
-            labs = lab[a:b].gather(1, idx.reshape(b - a, -1, 1).expand(-1, -1, lab.shape[-1]))
-            vals, labs = vals.reshape(qf.shape[0], -1), labs.reshape(qf.shape[0], vals.shape[-1], -1)
-            if m > 1:  # the same frame m times: each candidate m times (min(m, k) suffices)
-                vals = vals.repeat_interleave(min(m, k), 1)
-                labs = labs.repeat_interleave(min(m, k), 1)
-            best = _merge_topk(best, vals, labs, k)
-        if R == 0:
-            for f, lab, m in previous:
+        for f, lab, m in previous:
+            if R > 0:
+                f_win, lab_win = window_cache(f, lab, s, R)
+                aff = torch.bmm(q, f_win[a:b]).masked_fill_(blocked, NEG)  # (t, s², win²)
+                vals, idx = aff.topk(min(k, aff.shape[-1]), dim=-1)  # (t, s², k)
+                labs = lab_win[a:b].gather(1, idx.reshape(b - a, -1, 1).expand(-1, -1, lab_win.shape[-1]))
+                vals, labs = vals.reshape(qf.shape[0], -1), labs.reshape(qf.shape[0], vals.shape[-1], -1)
+            else:  # no radius: every cell of the frame is a candidate
                 vals, labs = _topk_candidates(qf @ f.reshape(C, -1), lab.reshape(lab.shape[0], -1).T, k)
-                if m > 1:
-                    vals, labs = vals.repeat_interleave(min(m, k), 1), labs.repeat_interleave(min(m, k), 1)
-                best = _merge_topk(best, vals, labs, k)
+            best = _merge_topk(best, vals, labs, k, times=m)
         out.append(_readout(best, cfg.temperature).reshape(b - a, s * s, -1))
     return _untile(torch.cat(out), h, w, s)
 
