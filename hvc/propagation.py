@@ -9,14 +9,19 @@ context's soft labels → upsample and argmax → write palette PNGs.
 The radius-limited part is computed only inside each query's window: queries are
 grouped in s x s tiles and each tile is matched against the (s + 2R)^2 key cells that
 contain all of its windows (one batched matrix product per context frame), then cells
-outside each query's disk are masked. :func:`propagate_dense` is the reference dense
+outside each query's disk are masked. :func:`predict_dense` is the reference dense
 computation (affinity against every context cell, masked afterwards); both give the
 same top-k candidates.
+
+:func:`propagate_soft` is the frame loop on soft labels at feature resolution, shared by
+segmentation (:func:`propagate_video` upsamples and argmaxes each frame) and pose
+tracking (:mod:`hvc.pose` reads joints out of propagated heatmaps).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -176,7 +181,9 @@ def predict_windowed(
 
     Args:
         query: (C, h, w) L2-normalised features of the target frame.
-        first: (features (C, h, w), labels (L, h, w)) of the first frame, matched globally.
+        first: (features (C, h, w'), labels (L, h, w')) of the global reference, matched
+            globally: the first frame, or, once later objects appear, the first frame and
+            the frames where they appear, concatenated along the width.
         previous: (features, labels, multiplicity) of the previous context frames, matched
             within ``cfg.radius`` cells; a multiplicity m > 1 counts the frame m times (the
             official context repeats the first frame while fewer frames exist).
@@ -240,7 +247,8 @@ def predict_dense(
         aff = qf[a : a + cfg.query_chunk] @ keys  # (q, F*hw)
         if cfg.radius > 0 and len(frames) > 1:
             local = torch.cdist(pos[a : a + cfg.query_chunk], pos) < cfg.radius  # (q, hw)
-            mask = torch.cat([torch.ones_like(local)] + [local] * (len(frames) - 1), dim=1)
+            everywhere = torch.ones(local.shape[0], first[0][0].numel(), dtype=torch.bool, device=local.device)
+            mask = torch.cat([everywhere] + [local] * (len(frames) - 1), dim=1)  # the reference: global
             aff = aff.masked_fill(~mask, NEG)
         out.append(_readout(_topk_candidates(aff, labs, cfg.topk), cfg.temperature))
     return torch.cat(out).T.reshape(-1, h, w)
@@ -276,7 +284,6 @@ def propagate_video(
     device: torch.device | str = "cpu",
     bf16: bool = False,
     dense: bool = False,
-    extra_features=None,
 ) -> np.ndarray:
     """Propagate first-frame labels through a video.
 
@@ -292,11 +299,10 @@ def propagate_video(
             joins the first frame as a globally attended reference.
         device, bf16: where and in which precision features are computed.
         dense: use :func:`predict_dense` (reference) instead of the windowed computation.
-        extra_features: optional callable (1, 3, h, w) → (1, C', h/8, w/8), merged with
-            the encoder's features (official code: a frozen MoCo encoder; see
-            :func:`merge_features`).
     Returns:
-        (T, H, W) uint8 predicted label maps; frame 0 is the given annotation.
+        (T, H, W) uint8 predicted label maps; frame 0 is the given annotation. At a frame
+        where objects first appear, their labels are exactly the annotation's (they are
+        not propagated outside it); the other objects are propagated as usual.
     Raises:
         ValueError: empty first-frame annotation (nothing to propagate) or size mismatch.
     """
@@ -307,47 +313,94 @@ def propagate_video(
     num_objects = int(max([first_labels.max()] + [m.max() for m in later_labels.values()]))
     if first_labels.max() == 0 and not later_labels:
         raise ValueError("the first-frame annotation is empty: no object to propagate")
-    predict = predict_dense if dense else predict_windowed
 
     def features(frame: np.ndarray) -> torch.Tensor:
         x = preprocess(frame, resolution).to(device)
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            f = encoder(x, layer)
-            if extra_features is not None:
-                f = merge_features(f, extra_features(x))
-        return F.normalize(f.float(), dim=1)[0]
+        return encode(encoder, x, layer, bf16)
 
-    feats = [features(frames[0])]
-    hw = tuple(feats[0].shape[-2:])
-    refs = [(feats[0], resize_labels(labels_to_onehot(first_labels, num_objects).to(device), hw))]
-    soft = [refs[0][1]]
+    def soft(labels: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
+        return resize_labels(labels_to_onehot(labels, num_objects).to(device), hw)
+
+    f0 = features(frames[0])
+    hw = tuple(f0.shape[-2:])
+    later = {t: soft(m, hw) for t, m in later_labels.items()}
     out = np.zeros((len(frames), H, W), np.uint8)
     out[0] = first_labels
-    for t in range(1, len(frames)):
-        feats.append(features(frames[t]))
-        previous = [(feats[i], soft[i], m) for i, m in context_frames(t, cfg.context)]
-        pred = predict(feats[t], refs[0], previous, cfg)
-        for ref in refs[1:]:  # later references: attended globally, merged by taking the max
-            pred = torch.maximum(pred, predict(feats[t], ref, [], cfg))
-        if t in later_labels:
-            new = resize_labels(labels_to_onehot(later_labels[t], num_objects).to(device), hw)
-            present = new[1:].sum(0, keepdim=True).clamp(0, 1)
-            pred = (1 - present) * pred + present * new
-            refs.append((feats[t], new))
-        soft.append(pred)
-        if not dense:  # windows of frames that left the context are not needed any more
-            clear_window_cache({id(feats[i]) for i, _ in context_frames(t + 1, cfg.context)})
+    rest = (features(frame) for frame in frames[1:])
+    for t, pred in propagate_soft((f0, soft(first_labels, hw)), rest, cfg, later, dense):
         full = F.interpolate(pred[None], (H, W), mode="bilinear", align_corners=True)[0]
+        if t in later_labels:  # new objects: the annotation itself, not its blurred feature-size copy
+            annotated = torch.from_numpy(later_labels[t] > 0).to(full.device)
+            new_ids = [int(k) for k in np.unique(later_labels[t]) if k > 0]
+            full[new_ids] = full[new_ids].masked_fill(~annotated, float("-inf"))
         out[t] = full.argmax(0).to(torch.uint8).cpu().numpy()
         if t in later_labels:
             annotated = later_labels[t] > 0
             out[t][annotated] = later_labels[t][annotated]
-        # only the context window of features is needed from here on
-        drop = t - max(cfg.context, 1)
-        if drop > 0:
-            feats[drop] = soft[drop] = None  # type: ignore[call-overload]
-    clear_window_cache()
     return out
+
+
+def encode(encoder: torch.nn.Module, x: torch.Tensor, layer: str, bf16: bool = False) -> torch.Tensor:
+    """Features of one preprocessed frame for matching: (1, 3, h, w) → (C, h/8, w/8), L2-normalised
+    over channels, computed under bf16 autocast when ``bf16`` (see :func:`propagate_video`)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        f = encoder(x, layer)
+    return F.normalize(f.float(), dim=1)[0]
+
+
+@torch.no_grad()
+def propagate_soft(
+    first: tuple[torch.Tensor, torch.Tensor],
+    features: Iterable[torch.Tensor],
+    cfg: PropagationConfig,
+    later: dict[int, torch.Tensor] | None = None,
+    dense: bool = False,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Propagate soft labels frame by frame at feature resolution (no upsampling, no argmax).
+
+    Each frame's prediction joins the context of the following ones (``cfg.context``
+    previous frames, the first frame repeated while fewer exist); features and cached
+    windows of frames that left the context are dropped as the video goes on.
+
+    Args:
+        first: (features (C, h, w) L2-normalised, soft labels (L, h, w)) of frame 0.
+        features: the (C, h, w) L2-normalised features of frames 1, 2, ... in order; may be
+            a lazy generator (each frame's features are computed only when it is reached).
+        cfg: propagation hyper-parameters.
+        later: {t: (L, h, w) soft labels, channel 0 background} of objects first annotated
+            at frame t > 0: where their channels 1.. have mass they replace the prediction,
+            and frame t, with these labels, joins frame 0 in the globally attended
+            reference (its cells are candidates of the same top-k).
+        dense: use :func:`predict_dense` (reference) instead of :func:`predict_windowed`.
+    Yields:
+        (t, (L, h, w) soft labels of frame t) for t = 1, 2, ..., one per item of ``features``.
+    """
+    later = later or {}
+    predict = predict_dense if dense else predict_windowed
+    feats, soft = [first[0]], [first[1]]
+    reference = first  # attended globally: frame 0, then every frame where objects appear
+    try:
+        for t, f in enumerate(features, start=1):
+            feats.append(f)
+            previous = [(feats[i], soft[i], m) for i, m in context_frames(t, cfg.context)]
+            pred = predict(f, reference, previous, cfg)
+            if t in later:
+                new = later[t]
+                present = new[1:].sum(0, keepdim=True).clamp(0, 1)
+                pred = (1 - present) * pred + present * new
+                # frame t joins the global reference with its labels (old objects as
+                # propagated, new ones as annotated): its cells compete in the same top-k
+                reference = (torch.cat([reference[0], f], dim=-1), torch.cat([reference[1], pred], dim=-1))
+            soft.append(pred)
+            if not dense:  # windows of frames that left the context are not needed any more
+                clear_window_cache({id(feats[i]) for i, _ in context_frames(t + 1, cfg.context)})
+            # only the context window of features is needed from here on
+            drop = t - max(cfg.context, 1)
+            if drop > 0:
+                feats[drop] = soft[drop] = None  # type: ignore[call-overload]
+            yield t, pred
+    finally:
+        clear_window_cache()
 
 
 def merge_features(hvc: torch.Tensor, semantic: torch.Tensor, weight: float = 1.05) -> torch.Tensor:
@@ -359,3 +412,15 @@ def merge_features(hvc: torch.Tensor, semantic: torch.Tensor, weight: float = 1.
         semantic = F.interpolate(semantic.float(), hvc.shape[-2:], mode="bilinear", align_corners=False)
     merged = torch.cat([weight * F.normalize(hvc.float(), dim=1), F.normalize(semantic.float(), dim=1)], dim=1)
     return F.normalize(merged, dim=1)
+
+
+def merged_encoder(encoder, semantic, weight: float = 1.05):
+    """An encoder callable ``(x, layer) → merge_features(encoder(x, layer), semantic(x), weight)``:
+    the official code's HVC + MoCo features (HVC-SPEC §4), usable wherever an encoder is.
+
+    Args:
+        encoder: callable (1, 3, h, w), layer → (1, C, h/8, w/8).
+        semantic: callable (1, 3, h, w) → (1, C', h', w'), e.g. :func:`hvc.semantic.load_semantic_encoder`.
+        weight: the HVC features' weight (official: 1.05).
+    """
+    return lambda x, layer: merge_features(encoder(x, layer), semantic(x), weight)
