@@ -1,10 +1,16 @@
 """Benchmark readers: each returns videos in one common form, :class:`Video`.
 
-Benchmarks stay in their official folder layouts. DAVIS 2016 (greyscale 0/255 masks,
-``ImageSets/480p/val.txt`` listing frame/mask path pairs), DAVIS 2017 (palette
-masks, ``ImageSets/2017/val.txt`` listing sequence names) and YouTube-VOS (``meta.json``,
-masks only where an object first appears) are read here; the built-in demo uses the
-DAVIS 2017 layout.
+Benchmarks stay in their official folder layouts; :data:`BENCHMARKS` says, per benchmark,
+where its folder is, which reader reads it, what is propagated and how it is scored:
+
+- DAVIS 2016 (greyscale 0/255 masks, ``ImageSets/480p/val.txt`` listing frame/mask
+  pairs), DAVIS 2017 val and test-dev (palette masks, ``ImageSets/2017/<split>.txt``
+  listing sequences; test-dev has first-frame masks only) — :func:`read_davis`;
+- YouTube-VOS 2018/2019 valid (``meta.json``; masks only where an object first appears,
+  which become propagation inputs) — :func:`read_ytvos`;
+- VOST (DAVIS 2017 layout without resolution folders) — :func:`read_vost`;
+- VIP part labels — :func:`hvc.parts.read_vip`; JHMDB joints — :func:`hvc.pose.read_jhmdb`;
+- the built-in demo uses the DAVIS 2017 layout.
 
 Readers check the layout (every listed sequence, frame and annotation exists) and
 :meth:`Video.check` decodes every file a video needs, so a bad input stops a stage with
@@ -36,6 +42,7 @@ class Video:
     name: str
     frames: list[Path]
     masks: dict[int, Path] = field(default_factory=dict)
+    inputs: tuple[int, ...] = (0,)
 
     def read_frames(self) -> list[np.ndarray]:
         """All frames as (H, W, 3) uint8 arrays; raises DataError naming a bad file."""
@@ -44,15 +51,28 @@ class Video:
     def first_labels(self) -> np.ndarray:
         """(H, W) uint8 label map of frame 0.
 
+        A video whose objects all appear later (YouTube-VOS, no mask at frame 0) gets an
+        all-background map; its objects start from :meth:`later_labels`.
+
         Raises:
-            DataError: the first-frame mask is missing, unreadable or empty.
+            DataError: the first-frame mask is missing (when frame 0 is an input),
+                unreadable, or empty while no later annotation exists.
         """
         if 0 not in self.masks:
+            if self.inputs and min(self.inputs) > 0:
+                first_later = read_mask(self.masks[min(self.inputs)])
+                return np.zeros_like(first_later)
             raise DataError(self.frames[0], f"sequence {self.name!r} has no first-frame annotation")
         labels = read_mask(self.masks[0])
-        if labels.max() == 0:
+        if labels.max() == 0 and len(self.inputs) <= 1:
             raise DataError(self.masks[0], "first-frame mask is empty: no object to propagate")
         return labels
+
+    def later_labels(self) -> dict[int, np.ndarray]:
+        """{t: (H, W) uint8 label map} of the input annotations after frame 0: objects
+        that first appear at frame t (YouTube-VOS); empty for DAVIS-style benchmarks,
+        whose later masks are ground truth, not input."""
+        return {t: read_mask(self.masks[t]) for t in self.inputs if t > 0}
 
     def check(self) -> None:
         """Decode every frame and the first-frame mask once, without keeping them.
@@ -67,6 +87,9 @@ class Video:
                 from the first-frame mask's.
         """
         first = self.first_labels()
+        for t, later in self.later_labels().items():
+            if later.shape != first.shape:
+                raise DataError(self.masks[t], f"mask is {later.shape[1]}x{later.shape[0]} but frame 0's is {first.shape[1]}x{first.shape[0]}")
         for path in self.frames:
             h, w = read_image(path).shape[:2]
             if (h, w) != first.shape:
@@ -85,16 +108,6 @@ def _list_frames(frame_dir: Path) -> tuple[list[Path], dict[str, int]]:
     if len(frames) < 2:
         raise DataError(frame_dir, f"sequence has {len(frames)} frame(s); propagation needs at least 2")
     return frames, {p.stem: i for i, p in enumerate(frames)}
-
-
-# name → (folder below data.root, image-set file, layout)
-BENCHMARK_LAYOUTS = {
-    "demo": ("", "ImageSets/2017/val.txt", "davis2017"),
-    "davis2017": ("davis2017_trainval/DAVIS", "ImageSets/2017/val.txt", "davis2017"),
-    "davis2016": ("davis2016/DAVIS", "ImageSets/480p/val.txt", "davis2016"),
-}
-# The folder's first part is the dataset's name in hvc/data/datasets.yaml: `hvc fetch NAME`
-# extracts it to data.root/NAME.
 
 
 def read_davis(root: Path, image_set: str, layout: str, resolution: str = "480p") -> list[Video]:
@@ -226,31 +239,126 @@ def read_ytvos(root: Path, split: str = "valid") -> list[Video]:
             if m.stem not in stems:
                 raise DataError(m, f"mask has no frame {m.stem}.jpg in {frame_dir}")
             masks[stems[m.stem]] = m
-        videos.append(Video(name, frames, masks))
+        videos.append(Video(name, frames, masks, inputs=tuple(sorted(masks))))
     return videos
+
+
+def read_vost(root: Path, split: str = "val") -> list[Video]:
+    """Read VOST (the DAVIS 2017 layout without resolution folders).
+
+    ``root/ImageSets/<split>.txt`` lists sequence names; frames are
+    ``root/JPEGImages/<seq>/*.jpg`` and annotations ``root/Annotations/<seq>/*.png``
+    (palette, one index per object, 255 void). Propagation runs through every frame;
+    the VOST toolkit scores only the annotated ones (``evaluation/source/dataset.py``
+    of github.com/TRI-ML/VOST).
+
+    Raises:
+        DataError: as :func:`read_davis`.
+    """
+    return read_davis(Path(root), f"ImageSets/{split}.txt", "davis2017", resolution="")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """How one benchmark is found, read, propagated and scored.
+
+    Attributes:
+        folder: its folder below ``data.root``; the first part is the dataset's name in
+            ``hvc/data/datasets.yaml`` (``hvc fetch NAME`` extracts it to data.root/NAME).
+        reader: ``"davis2017"``, ``"davis2017_testdev"``, ``"davis2016"``, ``"ytvos"``,
+            ``"vost"``, ``"vip"`` or ``"jhmdb"``; see :meth:`read`.
+        task: what is propagated: ``"vos"`` object masks, ``"parts"`` part labels at
+            560x560 (VIP), ``"pose"`` joints at 320x320 (JHMDB) (HVC-SPEC §4).
+        scoring: ``"davis"`` J&F (DAVIS toolkit), ``"vost"`` J and J on the last 25% of
+            frames (VOST toolkit), ``"server"`` ground truth not public: a submission
+            archive plus the server's score file, ``"miou"`` part mIoU, ``"pck"`` PCK.
+        annotations: ground-truth folder below the benchmark folder (davis, vost scoring).
+        server: where the submission archive is uploaded (server scoring).
+        archive_prefix: folder inside the submission archive that holds
+            ``<video>/<frame>.png`` (YouTube-VOS: ``Annotations``; DAVIS: none).
+    """
+
+    folder: str
+    reader: str
+    task: str = "vos"
+    scoring: str = "davis"
+    annotations: str = ""
+    server: str = ""
+    archive_prefix: str = ""
+
+    def read(self, root: Path) -> list:
+        """The videos found in ``root`` (the benchmark's folder), in the benchmark's order.
+
+        Returns :class:`Video` objects (``hvc.pose.PoseVideo`` for JHMDB).
+        Raises:
+            DataError: naming the file or folder that is missing or malformed.
+        """
+        root = Path(root)
+        if self.reader == "davis2017":
+            return read_davis(root, "ImageSets/2017/val.txt", "davis2017")
+        if self.reader == "davis2017_testdev":
+            return read_davis(root, "ImageSets/2017/test-dev.txt", "davis2017")
+        if self.reader == "davis2016":
+            return read_davis(root, "ImageSets/480p/val.txt", "davis2016")
+        if self.reader == "ytvos":
+            return read_ytvos(root, "valid")
+        if self.reader == "vost":
+            return read_vost(root)
+        if self.reader == "vip":
+            from hvc.parts import read_vip
+
+            return read_vip(root)
+        if self.reader == "jhmdb":
+            from hvc.pose import read_jhmdb
+
+            return read_jhmdb(root)
+        raise ValueError(f"unknown reader {self.reader!r}")
+
+
+_CODALAB = "https://codalab.lisn.upsaclay.fr"
+# name → how to find, read, propagate and score it (params: data.benchmarks)
+BENCHMARKS: dict[str, Benchmark] = {
+    "demo": Benchmark("", "davis2017", annotations="Annotations/480p"),
+    "davis2017": Benchmark("davis2017_trainval/DAVIS", "davis2017", annotations="Annotations/480p"),
+    "davis2016": Benchmark("davis2016/DAVIS", "davis2016", annotations="Annotations/480p"),
+    "davis2017_testdev": Benchmark(
+        "davis2017_testdev/DAVIS", "davis2017_testdev", scoring="server",
+        server=f"{_CODALAB} (DAVIS Challenge, semi-supervised, test-dev phase)",
+    ),
+    "ytvos2018": Benchmark(
+        "ytvos2018_val", "ytvos", scoring="server", archive_prefix="Annotations",
+        server=f"{_CODALAB} (YouTube-VOS 2018, semi-supervised VOS, valid phase)",
+    ),
+    "ytvos2019": Benchmark(
+        "ytvos2019_val", "ytvos", scoring="server", archive_prefix="Annotations",
+        server=f"{_CODALAB} (YouTube-VOS 2019, semi-supervised VOS, valid phase)",
+    ),
+    "vost": Benchmark("vost/VOST", "vost", scoring="vost", annotations="Annotations"),
+    "vip": Benchmark("vip", "vip", task="parts", scoring="miou"),
+    "jhmdb": Benchmark("jhmdb", "jhmdb", task="pose", scoring="pck"),
+}  # fmt: skip
 
 
 def benchmark_root(name: str, data_root: Path, demo_dir: Path | None = None) -> Path:
     """The folder of benchmark ``name``: below ``data_root``, or the demo's benchmark folder.
 
     Raises:
-        ParamsError: ``name`` has no reader, or is ``"demo"`` without ``demo_dir``.
+        ParamsError: ``name`` is not a benchmark, or is ``"demo"`` without ``demo_dir``.
     """
     if name == "demo":
         if demo_dir is None:
             raise ParamsError("the demo benchmark needs the demo-data folder (hvc: --demo DIR or --data DIR/benchmark)")
         return Path(demo_dir) / "benchmark"
-    if name not in BENCHMARK_LAYOUTS:
-        raise ParamsError(
-            f"benchmark {name!r} (data.benchmarks or --benchmark) has no reader yet; "
-            f"readers exist for {sorted(BENCHMARK_LAYOUTS)}"
-        )
-    return Path(data_root) / BENCHMARK_LAYOUTS[name][0]
+    return Path(data_root) / get_benchmark(name).folder
 
 
-def read_benchmark(name: str, root: Path) -> list[Video]:
+def get_benchmark(name: str) -> Benchmark:
+    """The :class:`Benchmark` called ``name``; ParamsError naming the known ones otherwise."""
+    if name not in BENCHMARKS:
+        raise ParamsError(f"benchmark {name!r} (data.benchmarks or --benchmark) is not one of {sorted(BENCHMARKS)}")
+    return BENCHMARKS[name]
+
+
+def read_benchmark(name: str, root: Path) -> list:
     """Videos of benchmark ``name`` found in ``root`` (see :func:`benchmark_root`)."""
-    if name not in BENCHMARK_LAYOUTS:
-        benchmark_root(name, Path(root))  # raises ParamsError naming the readers there are
-    _, image_set, layout = BENCHMARK_LAYOUTS[name]
-    return read_davis(root, image_set, layout)
+    return get_benchmark(name).read(root)

@@ -135,7 +135,7 @@ def _benchmarks(p: Params, benchmark: str | None, data: Path | None, demo: Path 
 
 
 BenchOpt = Annotated[
-    Optional[str], typer.Option(help="One benchmark (demo, davis2016, davis2017); default: every one in data.benchmarks.")
+    Optional[str], typer.Option(help="One benchmark (see data.benchmarks in `hvc params`); default: every one in data.benchmarks.")
 ]
 DataOpt = Annotated[Optional[Path], typer.Option(help="The benchmark's folder (default: derived from data.root).")]
 DemoOpt = Annotated[Optional[Path], typer.Option(help="The demo-data folder (for the demo benchmark).")]
@@ -145,20 +145,25 @@ DemoOpt = Annotated[Optional[Path], typer.Option(help="The demo-data folder (for
 def propagate_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
     overrides: SetOpt = None,
-    encoder: Annotated[str, typer.Option(help="encoder.pt of a trained model, or 'random' / 'imagenet'.")] = ...,  # type: ignore[assignment]
+    encoder: Annotated[
+        str, typer.Option(help="encoder.pt of a trained model, 'random', 'imagenet', or 'semantic' (propagation.semantic_checkpoint alone).")
+    ] = ...,  # type: ignore[assignment]
+    merge_semantic: Annotated[
+        bool, typer.Option(help="Merge the encoder's features with the semantic encoder's (official code).")
+    ] = False,
     benchmark: BenchOpt = None,
     data: DataOpt = None,
     demo: DemoOpt = None,
     out: OutOpt = ...,  # type: ignore[assignment]
 ) -> None:
-    """Propagate first-frame labels through every video; palette PNGs in <out> (or <out>/<benchmark>)."""
+    """Propagate first-frame labels through every video; palette PNGs (joints: JSON) in <out> (or <out>/<benchmark>)."""
     from hvc.evaluate import propagate_benchmark
 
     with _stage("propagate"):
         p = _load(params, overrides)
         for name, root in _benchmarks(p, benchmark, data, demo):
             target = out if benchmark is not None else out / name
-            info = propagate_benchmark(p, encoder, name, root, target)
+            info = propagate_benchmark(p, encoder, name, root, target, merge_semantic=merge_semantic)
             log.info("%s: %d videos, %.3f s/frame", name, info["videos"], info["seconds_per_frame"])
 
 
@@ -169,9 +174,13 @@ def evaluate_cmd(
     data: DataOpt = None,
     demo: DemoOpt = None,
     predictions: Annotated[Path, typer.Option(help="Folder of predicted masks (per benchmark without --benchmark).")] = ...,  # type: ignore[assignment]
+    server_scores: Annotated[
+        Optional[Path], typer.Option(help="The server's score file (server-scored benchmarks), read when it exists.")
+    ] = None,
+    archive: Annotated[Optional[Path], typer.Option(help="The submission archive to name in the status (server-scored).")] = None,
     out: OutOpt = ...,  # type: ignore[assignment]
 ) -> None:
-    """Score predictions with the DAVIS J&F definitions; <out> and <out stem>.objects.json.
+    """Score predictions with the benchmark's official definitions; <out> and <out stem>.objects.json.
 
     With --benchmark, <out> holds that benchmark's summary; without, {benchmark: summary}.
     """
@@ -181,15 +190,46 @@ def evaluate_cmd(
     with _stage("evaluate"):
         p = _load(params, None)
         if benchmark is not None:
-            s, _ = evaluate_benchmark(p, benchmark, _benchmarks(p, benchmark, data, demo)[0][1], predictions, out)
-            log.info("%s: J&F %.3f (J %.3f, F %.3f)", benchmark, s["JF_mean"], s["J_mean"], s["F_mean"])
+            root = _benchmarks(p, benchmark, data, demo)[0][1]
+            s, _ = evaluate_benchmark(p, benchmark, root, predictions, out, server_scores=server_scores, archive=archive)
+            log.info("%s: %s", benchmark, _headline(s))
             return
         summaries, objects = {}, {}
         for name, root in _benchmarks(p, None, None, demo):
             summaries[name], objects[name] = evaluate_benchmark(p, name, root, predictions / name, None)
-            log.info("%s: J&F %.3f", name, summaries[name]["JF_mean"])
+            log.info("%s: %s", name, _headline(summaries[name]))
         write_json(out.with_name(out.stem + ".objects.json"), objects)
         write_json(out, summaries)
+
+
+def _headline(summary: dict) -> str:
+    """The main numbers of a score summary, for the log."""
+    if "status" in summary:
+        return summary["status"]
+    keys = [k for k in ("JF_mean", "J_mean", "F_mean", "J_last_mean", "mIoU", "PCK@0.1", "PCK@0.2", "overall") if k in summary]
+    return ", ".join(f"{k} {summary[k]:.3f}" for k in keys)
+
+
+@app.command("submission")
+def submission_cmd(
+    params: ParamsOpt = None,  # type: ignore[assignment]
+    benchmark: Annotated[str, typer.Option(help="A server-scored benchmark: davis2017_testdev, ytvos2018, ytvos2019.")] = ...,  # type: ignore[assignment]
+    data: DataOpt = None,
+    predictions: Annotated[Path, typer.Option(help="The propagate stage's folder of masks.")] = ...,  # type: ignore[assignment]
+    out: OutOpt = ...,  # type: ignore[assignment]
+) -> None:
+    """Zip the predictions in the layout the benchmark's evaluation server expects."""
+    from hvc.benchmarks import get_benchmark, read_benchmark
+    from hvc.submission import write_archive
+
+    with _stage("submission"):
+        p = _load(params, None)
+        bench = get_benchmark(benchmark)
+        if bench.scoring != "server":
+            raise ParamsError(f"{benchmark} is scored locally (hvc evaluate); only server-scored benchmarks need an archive")
+        root = _benchmarks(p, benchmark, data, None)[0][1]
+        info = write_archive(predictions, read_benchmark(benchmark, root), out, bench.archive_prefix)
+        log.info("%s: %d frames of %d videos in %s; upload it to %s", benchmark, info["frames"], info["videos"], out, bench.server)
 
 
 @app.command("tables")
@@ -227,11 +267,14 @@ def figures_cmd(
         list[str], typer.Option(help="KEY:BENCHMARK=DIR of predicted masks, or KEY=DIR with one folder per benchmark (repeat).")
     ] = ...,  # type: ignore[assignment]
     demo: DemoOpt = None,
+    tables: Annotated[Optional[Path], typer.Option(help="The tables stage's folder (bar charts of its tables.json).")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="A trained model folder (pseudo-dynamic signals, Fig. 12).")] = None,
     out: OutOpt = ...,  # type: ignore[assignment]
 ) -> None:
-    """Mask overlays on sampled frames, one PNG per encoder and benchmark (<out>/<key>_<benchmark>.png)."""
-    from hvc.figures import overlay_grid
-    from hvc.io import atomic_dir
+    """Mask overlays (<key>_<benchmark>.png), bar charts of the demo and ablation tables
+    (bars_<table>.png) and the pseudo-dynamic signals of the model (pseudo_dynamic_<benchmark>.png)."""
+    from hvc.figures import bar_chart, overlay_grid
+    from hvc.io import atomic_dir, read_json
 
     with _stage("figures"):
         p = _load(params, None)
@@ -246,7 +289,61 @@ def figures_cmd(
         with atomic_dir(out) as tmp:
             for key, name, root, pred in jobs:
                 overlay_grid(name, root, pred, tmp / f"{key}_{name}.png")
-        log.info("figures: %d overlay grids", len(jobs))
+            charts = 0
+            if tables is not None:
+                built = read_json(tables / "tables.json")
+                for name in [n for n in built if n == "demo" or n in p.ablations]:
+                    charts += bar_chart(built[name], tmp / f"bars_{name}.png")
+            if model is not None:
+                _pseudo_dynamic_figures(p, model, demo, tmp)
+        log.info("figures: %d overlay grids, %d bar charts", len(jobs), charts)
+
+
+def _pseudo_dynamic_figures(p: Params, model_dir: Path, demo: Optional[Path], out: Path, pairs: int = 4) -> None:
+    """Fig. 12: forward/backward pseudo-dynamic signals of the first frame pairs of each
+    mask benchmark's first videos (no optical flow: that needs RAFT weights, see `hvc flow`)."""
+    from hvc.benchmarks import get_benchmark, read_benchmark
+    from hvc.flow import flow_figure, load_hvc, pseudo_dynamic
+    from hvc.train import pick_device
+
+    device = pick_device(p.device)
+    hvc_model = load_hvc(model_dir, device=device)
+    for name, root in _benchmarks(p, None, None, demo):
+        if get_benchmark(name).task == "pose":
+            continue
+        videos = read_benchmark(name, root)[:pairs]
+        a = [v.frames[0] for v in videos]
+        b = [v.frames[1] for v in videos]
+        signals = [pseudo_dynamic(hvc_model, x, y, p.propagation.resolution, device) for x, y in zip(a, b)]
+        flow_figure(a, b, signals, None, out / f"pseudo_dynamic_{name}.png")
+
+
+@app.command("flow")
+def flow_cmd(
+    params: ParamsOpt = None,  # type: ignore[assignment]
+    model: Annotated[Path, typer.Option(help="A trained model folder (its checkpoint.pt).")] = ...,  # type: ignore[assignment]
+    benchmark: Annotated[str, typer.Option(help="Benchmark whose consecutive frames are compared (Table 11: davis2017, ytvos2018).")] = ...,  # type: ignore[assignment]
+    data: DataOpt = None,
+    max_pairs: Annotated[Optional[int], typer.Option(help="Score at most this many frame pairs (default: all).")] = None,
+    out: OutOpt = ...,  # type: ignore[assignment]
+) -> None:
+    """Table 11: end-point error of the pseudo-dynamic signals against RAFT (weights downloaded on first use)."""
+    from hvc.benchmarks import read_benchmark
+    from hvc.flow import load_hvc, load_raft, table11_scores
+    from hvc.io import write_json
+    from hvc.train import pick_device
+
+    with _stage("flow"):
+        p = _load(params, None)
+        device = pick_device(p.device)
+        root = _benchmarks(p, benchmark, data, None)[0][1]
+        videos = read_benchmark(benchmark, root)
+        scores = table11_scores(
+            load_hvc(model, device=device), [v.frames for v in videos], load_raft(device=str(device)),
+            max_pairs=max_pairs, resolution=p.propagation.resolution, device=device,
+        )  # fmt: skip
+        write_json(out, {"benchmark": benchmark, **scores})
+        log.info("%s: EPE forward %.2f, backward %.2f over %d pairs", benchmark, scores["forward_epe"], scores["backward_epe"], scores["pairs"])
 
 
 @app.command("plan")

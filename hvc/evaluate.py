@@ -16,10 +16,11 @@ import torch
 
 from hvc.benchmarks import read_benchmark
 from hvc.io import DataError, atomic_dir, write_json, write_mask
-from hvc.metrics import evaluate_folder
+from hvc.metrics import evaluate_folder, evaluate_vost_folder
 from hvc.model import Backbone, build_encoder_for_propagation
-from hvc.params import Params
-from hvc.propagation import PropagationConfig, propagate_video
+from hvc.params import Params, ParamsError
+from hvc.propagation import PropagationConfig, merged_encoder, propagate_video
+from hvc.submission import read_server_scores
 from hvc.train import pick_device
 
 log = logging.getLogger(__name__)
@@ -127,46 +128,88 @@ def propagation_config(p: Params) -> PropagationConfig:
     )
 
 
-def propagate_benchmark(p: Params, encoder_spec: str, benchmark: str, root: Path, out_dir: Path) -> dict:
-    """Propagate every video of a benchmark and write ``out_dir/<seq>/<frame>.png``.
+def semantic_features(p: Params, device: torch.device):
+    """The frozen semantic encoder of ``propagation.semantic_checkpoint``: (1, 3, h, w) →
+    (1, 1024, h/8, w/8) for :func:`hvc.propagation.merged_encoder`.
 
+    Raises:
+        ParamsError: ``propagation.semantic_checkpoint`` is not set.
+        DataError: the checkpoint is missing or not a MoCo/ResNet-50 checkpoint.
+    """
+    from hvc.semantic import load_semantic_encoder
+
+    if p.propagation.semantic_checkpoint is None:
+        raise ParamsError("the semantic encoder needs propagation.semantic_checkpoint (a MoCo-v1 ResNet-50 checkpoint)")
+    return load_semantic_encoder(Path(p.propagation.semantic_checkpoint)).to(device)
+
+
+def propagate_benchmark(
+    p: Params, encoder_spec: str, benchmark: str, root: Path, out_dir: Path, merge_semantic: bool = False
+) -> dict:
+    """Propagate every video of a benchmark and write the predictions to ``out_dir``.
+
+    Object and part labels (tasks ``vos``, ``parts``) become ``out_dir/<video>/<frame>.png``
+    palette PNGs, joints (``pose``) ``out_dir/<video>.json``. Objects that first appear
+    after frame 0 (YouTube-VOS) start from their own first annotated frame.
+
+    Args:
+        encoder_spec: see :func:`load_encoder`; ``"semantic"`` propagates with the frozen
+            semantic encoder alone (the paper's MoCo baseline, Table 6).
+        merge_semantic: merge the encoder's features with the semantic encoder's
+            (official code, HVC-SPEC §4).
     Returns (and writes to ``out_dir/propagation.json``) videos, frames and seconds per frame.
     Raises:
         DataError: a bad frame, mask, sequence or checkpoint (the message names the file);
-            every video is checked (:meth:`~hvc.benchmarks.Video.check`) before the first
-            one is propagated, and ``out_dir`` is written only when all are done.
+            every video is checked before the first one is propagated, and ``out_dir`` is
+            written only when all are done.
     """
     from tqdm import tqdm
 
+    from hvc.benchmarks import get_benchmark
+
+    bench = get_benchmark(benchmark)
     device = pick_device(p.device)
-    encoder = load_encoder(encoder_spec, p.seed).to(device)
+    if encoder_spec == "semantic":
+        semantic = semantic_features(p, device)
+        encode = lambda x, layer: semantic(x)  # noqa: E731
+    else:
+        encoder = load_encoder(encoder_spec, p.seed).to(device)
+        encode = lambda x, layer: encoder(x, layer)  # noqa: E731
+        if merge_semantic:
+            encode = merged_encoder(encode, semantic_features(p, device), p.propagation.semantic_weight)
     cfg = propagation_config(p)
     videos = read_benchmark(benchmark, root)
     for video in tqdm(videos, desc=f"check {benchmark}", unit="video", mininterval=2.0):
         video.check()  # every frame decoded once before any work: a bad file costs seconds
+    common = dict(layer=p.propagation.feature_layer, device=device, bf16=p.propagation.precision == "bf16")
     frames_done, seconds = 0, 0.0
     with atomic_dir(out_dir) as tmp:
         for video in tqdm(videos, desc=f"propagate {benchmark}", unit="video"):
             frames = video.read_frames()
-            first = video.first_labels()
             tic = time.perf_counter()
-            pred = propagate_video(
-                lambda x, layer: encoder(x, layer),
-                frames,
-                first,
-                cfg,
-                resolution=p.propagation.resolution,
-                layer=p.propagation.feature_layer,
-                device=device,
-                bf16=p.propagation.precision == "bf16",
-            )
+            if bench.task == "pose":
+                from hvc.pose import propagate_pose, write_pose
+
+                joints = propagate_pose(encode, frames, video.joints[0], cfg, **common)
+                write_pose(tmp / f"{video.name}.json", joints)
+            else:
+                if bench.task == "parts":
+                    from hvc.parts import propagate_parts
+
+                    pred = propagate_parts(encode, frames, video.first_labels(), cfg, **common)
+                else:
+                    pred = propagate_video(
+                        encode, frames, video.first_labels(), cfg, resolution=p.propagation.resolution,
+                        later_labels=video.later_labels(), **common,
+                    )  # fmt: skip
+                for path, labels in zip(video.frames, pred):
+                    write_mask(tmp / video.name / f"{path.stem}.png", labels)
             seconds += time.perf_counter() - tic
             frames_done += len(frames) - 1
-            for path, labels in zip(video.frames, pred):
-                write_mask(tmp / video.name / f"{path.stem}.png", labels)
         info = {
             "benchmark": benchmark,
             "encoder": encoder_spec,
+            "merge_semantic": merge_semantic,
             "videos": len(videos),
             "frames": frames_done,
             "seconds_per_frame": seconds / max(frames_done, 1),
@@ -175,18 +218,66 @@ def propagate_benchmark(p: Params, encoder_spec: str, benchmark: str, root: Path
     return info
 
 
-def evaluate_benchmark(p: Params, benchmark: str, root: Path, predictions: Path, out: Path | None) -> tuple[dict, dict]:
-    """J&F of a benchmark's predictions (DAVIS definitions, :mod:`hvc.metrics`).
+def evaluate_benchmark(
+    p: Params,
+    benchmark: str,
+    root: Path,
+    predictions: Path,
+    out: Path | None,
+    server_scores: Path | None = None,
+    archive: Path | None = None,
+) -> tuple[dict, dict]:
+    """Score a benchmark's predictions with its official definitions.
 
-    Returns (summary, per-object table), fractions in [0, 1]. When ``out`` is given, writes
-    the per-object table to ``<out stem>.objects.json`` and then the summary to ``out``.
+    - davis: J&F, J/F mean, recall, decay (DAVIS toolkit, :mod:`hvc.metrics`);
+    - vost: J and J on the last 25% of frames (VOST toolkit);
+    - miou: part mIoU (VIP, :mod:`hvc.parts`); pck: PCK@0.1/0.2 (JHMDB, :mod:`hvc.pose`);
+    - server: the scores of the server's file ``server_scores`` when it exists
+      (:func:`hvc.submission.read_server_scores`); until then the summary's ``status``
+      says which archive (:func:`hvc.submission.write_archive`) to upload where.
+
+    Returns (summary, per-object or per-video details), fractions in [0, 1]. When ``out``
+    is given, writes the details to ``<out stem>.objects.json`` and then the summary to ``out``.
+    Raises:
+        DataError: naming a missing or malformed prediction, annotation or score file.
     """
-    videos = read_benchmark(benchmark, root)
-    gt_root = Path(root) / "Annotations" / "480p"
-    scores = evaluate_folder(gt_root, predictions, [v.name for v in videos], bound_th=p.eval.bound_th)
-    per_object = scores.pop("per_object")
-    if out is not None:
-        write_json(out.with_name(out.stem + ".objects.json"), per_object)
-        write_json(out, scores)
-    return scores, per_object
+    from hvc.benchmarks import get_benchmark
 
+    bench = get_benchmark(benchmark)
+    videos = read_benchmark(benchmark, root)
+    names = [v.name for v in videos]
+    details: dict = {}
+    if bench.scoring == "davis":
+        scores = evaluate_folder(Path(root) / bench.annotations, predictions, names, bound_th=p.eval.bound_th)
+        details = scores.pop("per_object")
+    elif bench.scoring == "vost":
+        scores = evaluate_vost_folder(Path(root) / bench.annotations, predictions, names)
+        details = scores.pop("per_object")
+    elif bench.scoring == "miou":
+        from hvc.parts import evaluate_parts
+
+        scores = evaluate_parts(videos, predictions)
+    elif bench.scoring == "pck":
+        from hvc.pose import evaluate_pose, read_pose
+
+        pred = {v.name: read_pose(Path(predictions) / f"{v.name}.json") for v in videos}
+        try:
+            scores = evaluate_pose(videos, pred)
+        except ValueError as e:
+            raise DataError(Path(predictions), str(e)) from None
+    elif bench.scoring == "server":
+        scores = {"server": bench.server, "archive": str(archive) if archive else None}
+        if server_scores is not None and Path(server_scores).is_file():
+            scores.update(read_server_scores(Path(server_scores)))
+            scores["score_file"] = str(server_scores)
+        else:
+            scores["status"] = (
+                f"needs server score: upload {archive or 'the submission archive (hvc submission)'} to {bench.server}, "
+                f"save the server's score file as {server_scores or '<--server-scores PATH>'}, run again"
+            )
+    else:
+        raise ValueError(f"unknown scoring {bench.scoring!r}")
+    if out is not None:
+        write_json(out.with_name(out.stem + ".objects.json"), details)
+        write_json(out, scores)
+    return scores, details

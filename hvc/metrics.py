@@ -253,7 +253,11 @@ def statistics(per_frame: np.ndarray) -> tuple[float, float, float]:
 
 
 def evaluate_sequence(
-    gt: np.ndarray, pred: np.ndarray, num_objects: int | None = None, bound_th: float = 0.008
+    gt: np.ndarray,
+    pred: np.ndarray,
+    num_objects: int | None = None,
+    bound_th: float = 0.008,
+    measures: tuple[str, ...] = ("J", "F"),
 ) -> dict[int, dict[str, np.ndarray]]:
     """Per-object, per-frame J and F of one sequence, semi-supervised protocol.
 
@@ -267,6 +271,7 @@ def evaluate_sequence(
             of the first ground-truth frame (the toolkit's rule; DAVIS objects all appear
             in the first frame).
         bound_th: the F tolerance, see :func:`f_measure`.
+        measures: which of "J" and "F" to compute (VOST scores J only).
     Returns:
         ``{k: {"J": (T-2,) float64, "F": (T-2,) float64}}`` for k = 1..num_objects, in
         that order (empty when there are no objects).
@@ -300,7 +305,11 @@ def evaluate_sequence(
     scores = {}
     for k in range(1, num_objects + 1):
         gt_k, pred_k = gt == k, pred == k
-        scores[k] = {"J": jaccard(gt_k, pred_k), "F": f_measure(gt_k, pred_k, bound_th)}
+        scores[k] = {}
+        if "J" in measures:
+            scores[k]["J"] = jaccard(gt_k, pred_k)
+        if "F" in measures:
+            scores[k]["F"] = f_measure(gt_k, pred_k, bound_th)
     return scores
 
 
@@ -394,8 +403,52 @@ def evaluate_folder(
     return summarize(per_object)
 
 
-def _read_sequence(gt_dir: Path, pred_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth and predicted label maps of one sequence, (T, H, W) uint8 each."""
+def evaluate_vost_folder(gt_root: str | os.PathLike[str], pred_root: str | os.PathLike[str], sequences: list[str]) -> dict:
+    """VOST's table: J and J on the last 25% of the scored frames, per object, pooled.
+
+    The VOST toolkit (github.com/TRI-ML/VOST ``evaluation/source/evaluation.py``,
+    ``evaluation_method.py``) is the DAVIS semi-supervised protocol restricted to J:
+    only annotated frames are scored (VOST annotates a subset of the frames; predictions
+    for the others are ignored), the first and last annotated frames are not; for each
+    object the per-frame J values are summarised by :func:`statistics` over all scored
+    frames and over the last quarter, from index floor(0.75 * n) on; each column is the
+    plain mean over all objects of all sequences.
+
+    Args:
+        gt_root: ``VOST/Annotations``.
+        pred_root: folder with one subfolder of PNG masks per sequence.
+        sequences: sequence names.
+    Returns:
+        ``{"J_mean", "J_recall", "J_decay", "J_last_mean", "J_last_recall",
+        "J_last_decay", "per_object": {id: {same keys}}}``, fractions.
+    Raises:
+        DataError: as :func:`evaluate_folder` (a prediction for an unannotated frame is
+            not an error here).
+    """
+    rows = {}
+    for seq in sequences:
+        gt_dir, pred_dir = Path(gt_root) / seq, Path(pred_root) / seq
+        gt, pred = _read_sequence(gt_dir, pred_dir, extra_ok=True)
+        try:
+            scores = evaluate_sequence(gt, pred, bound_th=0.008, measures=("J",))
+        except ValueError as e:
+            raise DataError(pred_dir, str(e)) from None
+        for k, object_scores in scores.items():
+            j = object_scores["J"]
+            last = j[int(np.floor(len(j) * 0.75)) :]
+            row = dict(zip(("J_mean", "J_recall", "J_decay"), statistics(j)))
+            row.update(zip(("J_last_mean", "J_last_recall", "J_last_decay"), statistics(last)))
+            rows[f"{seq}_{k}"] = row
+    if not rows:
+        raise DataError(Path(gt_root), "no objects to score")
+    table = {key: float(np.mean([r[key] for r in rows.values()])) for key in next(iter(rows.values()))}
+    table["per_object"] = rows
+    return table
+
+
+def _read_sequence(gt_dir: Path, pred_dir: Path, extra_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth and predicted label maps of one sequence, (T, H, W) uint8 each; with
+    ``extra_ok`` predictions of frames without ground truth are ignored, not an error."""
     names = sorted(p.name for p in gt_dir.glob("*.png"))
     if not names:
         raise DataError(gt_dir, "no ground-truth PNG masks")
@@ -408,7 +461,7 @@ def _read_sequence(gt_dir: Path, pred_dir: Path) -> tuple[np.ndarray, np.ndarray
         if name not in predicted:
             raise DataError(pred_dir / name, f"missing prediction for ground-truth frame {gt_dir / name}")
     extra = sorted(predicted - set(names))
-    if extra:
+    if extra and not extra_ok:
         raise DataError(
             pred_dir / extra[0],
             f"{len(predicted)} predicted frames but {len(names)} ground-truth frames in {gt_dir}; "

@@ -430,10 +430,16 @@ def test_a_params_file_that_is_binary(caplog, tmp_path, train_src):
     assert_fails(caplog, args, bad, out=out)
 
 
-def test_a_benchmark_without_a_reader(caplog, tmp_path, bench):
+def test_an_unknown_benchmark(caplog, tmp_path, bench):
     out = tmp_path / "pred"
-    args = ["propagate", *PARAMS, "--encoder", "random", "--benchmark", "vost", "--out", out]
-    assert_fails(caplog, args, "vost", out=out, problem="no reader")
+    args = ["propagate", *PARAMS, "--encoder", "random", "--benchmark", "kitti", "--out", out]
+    assert_fails(caplog, args, "kitti", out=out, problem="is not one of")
+
+
+def test_a_benchmark_that_is_not_downloaded(caplog, tmp_path, bench):
+    out = tmp_path / "pred"
+    args = ["propagate", *PARAMS, "--encoder", "random", "--benchmark", "vost", "--data", tmp_path / "VOST", "--out", out]
+    assert_fails(caplog, args, tmp_path / "VOST" / "ImageSets" / "val.txt", out=out, problem="not found")
 
 
 # --------------------------------------------------------------------------- archives (hvc.extract, hvc.download)

@@ -114,15 +114,17 @@ def test_training_sets_point_into_the_dataset_registry():
 
 
 def test_benchmarks_point_into_the_dataset_registry():
-    from hvc.benchmarks import BENCHMARK_LAYOUTS
+    from hvc.benchmarks import BENCHMARKS
+    from hvc.params import BENCHMARKS as PARAM_BENCHMARKS
     from hvc.download import load_registry
 
     registry = load_registry()
     datasets = registry if isinstance(registry, dict) else registry.datasets
-    for name, (folder, _, _) in BENCHMARK_LAYOUTS.items():
+    assert set(BENCHMARKS) == set(PARAM_BENCHMARKS)  # params accept exactly the benchmarks with a reader
+    for name, bench in BENCHMARKS.items():
         if name == "demo":
             continue
-        dataset, _, inner = folder.partition("/")
+        dataset, _, inner = bench.folder.partition("/")
         entry = datasets[dataset]
         layout = entry["layout"] if isinstance(entry, dict) else entry.layout
-        assert any(item.startswith(inner + "/") for item in layout), name
+        assert not inner or any(item.startswith(inner + "/") for item in layout), name
