@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from hvc.params import Params, deep_merge, stage_ids, validate_params
+from hvc.params import Params, deep_merge, semantic_id, stage_ids, validate_params
 
 BASELINE_ENCODERS = ("random", "imagenet", "semantic")
 
@@ -60,26 +60,54 @@ class Experiment:
     overrides: dict[str, Any]
     params: Params
     ids: dict[str, str] = field(default_factory=dict)
+    merge_semantic: bool = False
+
+    @property
+    def trained(self) -> bool:
+        """Whether a model of ours is trained for it (not a baseline encoder)."""
+        return self.key not in BASELINE_ENCODERS
 
     @property
     def encoder(self) -> str:
-        """The encoder key in artifact paths: the model id, or the baseline's name."""
-        return self.key if self.key in BASELINE_ENCODERS else self.ids["model"]
+        """The encoder key in artifact paths: the model id (with ``+semantic-<id>`` when
+        merged with the semantic encoder), the baseline's name, or ``semantic-<id>``."""
+        if self.key == "semantic":
+            return f"semantic-{semantic_id(self.params)}"
+        if self.key in BASELINE_ENCODERS:
+            return self.key
+        if self.merge_semantic:
+            return f"{self.ids['model']}+semantic-{semantic_id(self.params)}"
+        return self.ids["model"]
 
     @property
     def set_args(self) -> list[str]:
         return override_args(self.overrides)
 
 
+def table_columns(table: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, metric) of each value column of a published table (see published.yaml)."""
+    if "columns" in table:
+        return [(src, m) for src, m in table["columns"]]
+    return [(b, m) for b in table["benchmarks"] for m in table["metrics"]]
+
+
+def source_available(source: str, p: Params) -> bool:
+    """Whether these params produce a column source: a listed benchmark, the training
+    log (``train``), or the flow comparison on a listed benchmark (``flow_<benchmark>``)."""
+    if source == "train":
+        return True
+    return source.removeprefix("flow_") in p.data.benchmarks
+
+
 def table_names(p: Params) -> list[str]:
-    """Tables assembled for these params: ``demo`` when the demo benchmark is scored,
-    benchmark tables whose benchmarks are all scored, and ``params.ablations``."""
-    tables = published_tables()
+    """Tables assembled for these params: every non-ablation table with a column these
+    params produce (``demo`` when the demo benchmark is scored; Table 8, the training
+    cost, always), then ``params.ablations``."""
     names = []
-    for name, t in tables.items():
+    for name, t in published_tables().items():
         if name.startswith("table7") or name == "table6":
             continue
-        if any(b in p.data.benchmarks for b in t["benchmarks"]):
+        if any(source_available(src, p) for src, _ in table_columns(t)):
             names.append(name)
     return names + [a for a in p.ablations if a not in names]
 
@@ -92,18 +120,24 @@ def resolve(p: Params, overrides: dict[str, Any] | None) -> Params:
 
 
 def row_experiment(p: Params, row: dict[str, Any]) -> Experiment | None:
-    """The experiment behind a table row, or None for a row we cannot compute
-    (the semantic encoder without a checkpoint)."""
+    """The experiment behind a table row, or None for a row we cannot compute (the
+    semantic encoder, alone or merged, without ``propagation.semantic_checkpoint``)."""
     encoder = row.get("encoder", "hvc")
     if encoder in ("random", "imagenet"):
         return Experiment(encoder, {}, p, stage_ids(p))
-    if encoder == "semantic":
+    merge = bool(row.get("merge_semantic"))
+    if (encoder == "semantic" or merge) and p.propagation.semantic_checkpoint is None:
         return None
+    if encoder == "semantic":
+        return Experiment("semantic", {}, p, stage_ids(p))
     rp = resolve(p, row.get("overrides"))
     ids = stage_ids(rp)
     base_model = stage_ids(p)["model"]
     key = "hvc" if ids["model"] == base_model else ",".join(override_args(row.get("overrides", {})))
-    return Experiment(key, row.get("overrides", {}) if key != "hvc" else {}, rp, ids)
+    if merge:
+        key += "+semantic"
+    overrides = row.get("overrides", {}) if ids["model"] != base_model else {}
+    return Experiment(key, overrides, rp, ids, merge_semantic=merge)
 
 
 def plan(p: Params) -> dict[str, Experiment]:
@@ -111,6 +145,9 @@ def plan(p: Params) -> dict[str, Experiment]:
     out: dict[str, Experiment] = {"hvc": Experiment("hvc", {}, p, stage_ids(p))}
     for b in p.baselines:
         out[b] = Experiment(b, {}, p, stage_ids(p))
+    if p.propagation.semantic_checkpoint is not None:  # HVC with and without the merge, and MoCo alone
+        out["hvc+semantic"] = Experiment("hvc+semantic", {}, p, stage_ids(p), merge_semantic=True)
+        out["semantic"] = Experiment("semantic", {}, p, stage_ids(p))
     tables = published_tables()
     for name in table_names(p):
         for row in tables[name]["rows"]:

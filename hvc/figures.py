@@ -1,7 +1,10 @@
-"""Figures: propagated masks overlaid on sampled frames (like the paper's Fig. 6).
+"""Figures: mask overlays (the paper's Fig. 6) and bar charts of the tables.
 
-One PNG per (encoder, benchmark): rows are sequences, columns evenly spaced frames,
-each frame blended with its predicted mask in the DAVIS palette colours.
+- :func:`overlay_grid`: one PNG per (encoder, benchmark): rows are sequences, columns
+  evenly spaced frames, each frame blended with its predicted mask in the DAVIS palette;
+- :func:`bar_chart`: one PNG per ablation table (and the demo table): our value beside
+  the published one for each row, per benchmark column;
+- pseudo-dynamic signals in flow colours (Fig. 12) are drawn by :func:`hvc.flow.flow_figure`.
 """
 
 from __future__ import annotations
@@ -51,3 +54,55 @@ def overlay_grid(
     grid = np.concatenate(rows, axis=0)
     with atomic_path(out_png) as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def bar_chart(table: dict, out_png: Path) -> bool:
+    """Grouped bars of one assembled table (:func:`hvc.tables.build_table`): for each
+    "(ours)" J&F column (every "(ours)" column when the table has no J&F) a panel with a
+    bar per row, and the "(paper)" value beside it when there is one. Cells that are not
+    numbers (not run, missing) are left out.
+
+    Returns:
+        False (nothing written) when the table has no numeric value of ours.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    header, rows = table["header"], table["rows"]
+    ours_columns = [c for c, name in enumerate(header) if name.endswith(" (ours)")]
+    headline = [c for c in ours_columns if " J&F " in header[c]]  # one panel per benchmark where J&F exists
+    panels = []
+    for c in headline or ours_columns:
+        name = header[c]
+        paper = header.index(name.replace(" (ours)", " (paper)")) if name.replace(" (ours)", " (paper)") in header else None
+        ours = [_number(r[c]) for r in rows]
+        if any(v is not None for v in ours):
+            panels.append((name.removesuffix(" (ours)"), ours, [_number(r[paper]) for r in rows] if paper else None))
+    if not panels:
+        return False
+    labels = [r[0] for r in rows]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 + 2.2 * len(panels), 3.6), squeeze=False)
+    x = np.arange(len(labels))
+    for ax, (title, ours, paper) in zip(axes[0], panels):
+        width = 0.4 if paper else 0.7
+        ax.bar(x - (width / 2 if paper else 0), [v if v is not None else 0 for v in ours], width, label="ours")
+        if paper:
+            ax.bar(x + width / 2, [v if v is not None else 0 for v in paper], width, label="paper", alpha=0.6)
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
+    fig.suptitle(table["title"], fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return True

@@ -52,7 +52,12 @@ class DataParams(_Section):
         "demo", description="Static training set (Table 7e): demo, coco, voc, msra10k or ytvos (frames as images)."
     )
     benchmarks: list[Literal[BENCHMARKS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["demo"], min_length=1, description="Benchmarks to propagate and score."
+        default_factory=lambda: ["demo"],
+        min_length=1,
+        description=(
+            "Benchmarks to propagate and score: demo, davis2017 (Table 1), ytvos2018 (2), davis2016 (3), "
+            "vost (4), vip and jhmdb (5), davis2017_testdev (9), ytvos2019 (10); Table 11 runs on davis2017/ytvos2018."
+        ),
     )
 
 
@@ -332,8 +337,17 @@ def train_config(p: Params) -> dict[str, Any]:
 
 
 def propagation_config(p: Params) -> dict[str, Any]:
-    """What the propagate stage reads (besides the model)."""
-    return {"propagation": p.propagation.model_dump()}
+    """What the propagate stage reads (besides the encoder). The semantic encoder is part
+    of the encoder's identity (:func:`semantic_id`), not of the propagation settings."""
+    return {"propagation": p.propagation.model_dump(exclude={"semantic_checkpoint", "semantic_weight"})}
+
+
+def semantic_id(p: Params) -> str | None:
+    """Content id of the semantic encoder (checkpoint path and merge weight), None when unset."""
+    q = p.propagation
+    if q.semantic_checkpoint is None:
+        return None
+    return content_id({"checkpoint": q.semantic_checkpoint, "weight": q.semantic_weight}, length=8)
 
 
 def stage_ids(p: Params) -> dict[str, str]:

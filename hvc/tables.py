@@ -12,74 +12,149 @@ import io
 from pathlib import Path
 from typing import Any
 
-from hvc.experiments import published_tables, row_experiment, table_names
+from hvc.experiments import published_tables, row_experiment, source_available, table_columns, table_names
 from hvc.io import atomic_dir, write_json, write_text
 from hvc.params import Params
 
-METRIC_NAMES = {
-    "JF_mean": "J&F",
-    "J_mean": "J mean",
-    "J_recall": "J recall",
-    "J_decay": "J decay",
-    "F_mean": "F mean",
-    "F_recall": "F recall",
-    "F_decay": "F decay",
+# metric → (column label, how a value is shown); fractions are shown in percent
+METRICS = {
+    "JF_mean": ("J&F", "percent"),
+    "J_mean": ("J mean", "percent"),
+    "J_recall": ("J recall", "percent"),
+    "J_decay": ("J decay", "percent"),
+    "F_mean": ("F mean", "percent"),
+    "F_recall": ("F recall", "percent"),
+    "F_decay": ("F decay", "percent"),
+    "J_last_mean": ("J_last mean", "percent"),
+    "J_last_recall": ("J_last recall", "percent"),
+    "overall": ("Mean", "percent"),
+    "J_seen": ("J seen", "percent"),
+    "F_seen": ("F seen", "percent"),
+    "J_unseen": ("J unseen", "percent"),
+    "F_unseen": ("F unseen", "percent"),
+    "mIoU": ("mIoU", "percent"),
+    "PCK@0.1": ("PCK@0.1", "percent"),
+    "PCK@0.2": ("PCK@0.2", "percent"),
+    "steps": ("iterations", "count"),
+    "train_hours": ("time (h)", "number"),
+    "peak_gpu_memory_gb": ("GPU memory (GB)", "number"),
+    "forward_epe": ("forward EPE", "number"),
+    "backward_epe": ("backward EPE", "number"),
 }
-BENCHMARK_NAMES = {"demo": "Demo", "davis2017": "DAVIS17", "davis2016": "DAVIS16"}
+BENCHMARK_NAMES = {
+    "demo": "Demo",
+    "davis2017": "DAVIS17",
+    "davis2016": "DAVIS16",
+    "davis2017_testdev": "DAVIS17 test-dev",
+    "ytvos2018": "YT-VOS18",
+    "ytvos2019": "YT-VOS19",
+    "vost": "VOST",
+    "vip": "VIP",
+    "jhmdb": "JHMDB",
+    "train": "Training",
+    "flow_davis2017": "DAVIS17",
+    "flow_ytvos2018": "YT-VOS18",
+}
+
+
+def _format(metric: str, value: float | None) -> str:
+    kind = METRICS[metric][1]
+    if value is None:
+        return "–"
+    if kind == "percent":
+        return f"{100 * value:.1f}"
+    if kind == "count":
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
+def _published(metric: str, value: float | None) -> str:
+    """A published value as the paper prints it: percent with one decimal, counts, hours, GB, EPE."""
+    if value is None:
+        return "–"
+    kind = METRICS[metric][1]
+    if kind == "count":
+        return f"{value:,.0f}"
+    if kind == "number":
+        return f"{value:g}"
+    return f"{value:.1f}"
 
 
 def _columns(table: dict[str, Any], scored: list[str]) -> list[tuple[str, str, bool]]:
-    """(benchmark, metric, has_published) for each value column."""
-    cols = [(b, m, True) for b in table["benchmarks"] for m in table["metrics"]]
-    if table["benchmarks"] != ["demo"]:  # ablation/benchmark tables also show scored extras
-        cols += [(b, m, False) for b in scored if b not in table["benchmarks"] for m in table["metrics"]]
+    """(source, metric, has_published) for each value column; ablation/benchmark tables
+    also show the other scored benchmarks (without published values)."""
+    cols = [(src, m, True) for src, m in table_columns(table)]
+    if "benchmarks" in table and table["benchmarks"] != ["demo"] and table["metrics"] == ["JF_mean"]:
+        cols += [(b, m, False) for b in scored if b not in table["benchmarks"] for m in table["metrics"] if _davis_like(b)]
     return cols
 
 
+def _davis_like(benchmark: str) -> bool:
+    from hvc.benchmarks import get_benchmark
+
+    return get_benchmark(benchmark).scoring == "davis"
+
+
 def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> dict[str, Any]:
-    """One table as ``{"title", "header", "rows"}`` of strings.
+    """One table as ``{"title", "header", "rows", "notes"}`` of strings.
 
     Args:
         name: a key of ``published.yaml``.
         p: the base params (to resolve each row's experiment).
-        scores: {(experiment key, benchmark): score summary (fractions)}.
+        scores: {(experiment key, source): summary}: a benchmark's scores (fractions),
+            ``"train"``: the model's train.json, ``"flow_<benchmark>"``: Table 11 errors.
+    Returns:
+        every cell is ours, a published value, or says why it is empty; ``notes`` hold
+        the longer instructions (e.g. where a server's score file goes).
     """
     table = published_tables()[name]
     cols = _columns(table, p.data.benchmarks)
     header = ["Setting"]
-    for b, m, has_pub in cols:
-        label = f"{BENCHMARK_NAMES.get(b, b)} {METRIC_NAMES[m]}"
+    for src, m, has_pub in cols:
+        label = f"{BENCHMARK_NAMES.get(src, src)} {METRICS[m][0]}"
         header.append(f"{label} (ours)")
-        if has_pub and b != "demo":
+        if has_pub and src != "demo":
             header.append(f"{label} (paper)")
-    rows = []
+    rows, notes = [], []
     for row in table["rows"]:
         exp = row_experiment(p, row)
         published = row.get("published") or []
         cells = [row["label"]]
-        for i, (b, m, has_pub) in enumerate(cols):
+        for i, (src, m, has_pub) in enumerate(cols):
+            summary = scores.get((exp.key, src)) if exp is not None else None
+            if src == "train" and summary is not None and "train_seconds" in summary:
+                summary = {**summary, "train_hours": summary["train_seconds"] / 3600}
             if exp is None:
                 cells.append("not run: needs propagation.semantic_checkpoint")
-            elif b not in p.data.benchmarks:
-                cells.append(f"not run: {b} not in data.benchmarks")
+            elif not source_available(src, p):
+                cells.append(f"not run: {src.removeprefix('flow_')} not in data.benchmarks")
             elif row.get("encoder") in ("random", "imagenet") and row["encoder"] not in p.baselines:
                 cells.append(f"not run: {row['encoder']} not in baselines")
-            elif (exp.key, b) not in scores and row.get("overrides") and name not in p.ablations:
+            elif summary is None and row.get("overrides") and name not in p.ablations:
                 cells.append("not run: a training variant; list its ablation table (e.g. table7e) in ablations")
-            elif (exp.key, b) not in scores:
+            elif summary is None:
                 cells.append("missing score")
+            elif m in summary and summary[m] is not None:
+                cells.append(_format(m, summary[m]))
+            elif "status" in summary:
+                cells.append("needs server score (see notes)")
+                if summary["status"] not in notes:
+                    notes.append(summary["status"])
+            elif m == "peak_gpu_memory_gb":
+                cells.append(f"not measured: trained on {summary.get('device', 'CPU')}")
             else:
-                cells.append(f"{100 * scores[(exp.key, b)][m]:.1f}")
-            if has_pub and b != "demo":
-                value = published[i] if i < len(published) else None
-                cells.append("–" if value is None else f"{value:.1f}")
+                cells.append(f"not in the score file: {m}")
+            if has_pub and src != "demo":
+                cells.append(_published(m, published[i] if i < len(published) else None))
         rows.append(cells)
-    return {"title": table["title"], "header": header, "rows": rows}
+    return {"title": table["title"], "header": header, "rows": rows, "notes": notes}
 
 
 def to_markdown(t: dict[str, Any]) -> str:
     lines = [f"## {t['title']}", "", "| " + " | ".join(t["header"]) + " |", "|" + "---|" * len(t["header"])]
     lines += ["| " + " | ".join(r) + " |" for r in t["rows"]]
+    if t.get("notes"):
+        lines += [""] + [f"- {n}" for n in t["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -110,16 +185,19 @@ def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path) -> l
     Args:
         p: base params.
         scores: {(experiment key, benchmark): the evaluate stage's summary}.
-        out_dir: ``results/tables``; also gets ``summary.json`` (all scores by key).
+        out_dir: ``results/tables``; also gets ``summary.json`` (all scores by key) and
+            ``tables.json`` (every table as built, for the figures).
     Returns:
         the table names written.
     """
     names = table_names(p)
+    built = {}
     with atomic_dir(out_dir) as tmp:
         for name in names:
-            t = build_table(name, p, scores)
+            t = built[name] = build_table(name, p, scores)
             write_text(tmp / f"{name}.md", to_markdown(t))
             write_text(tmp / f"{name}.csv", to_csv(t))
             write_text(tmp / f"{name}.tex", to_latex(t))
         write_json(tmp / "summary.json", {f"{k}/{b}": v for (k, b), v in sorted(scores.items())})
+        write_json(tmp / "tables.json", built)  # for the figures stage's bar charts
     return names

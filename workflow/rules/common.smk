@@ -1,9 +1,11 @@
 # Parameters, the experiment grid and artifact paths, computed once before the DAG is built.
 import os
 
-from hvc.benchmarks import benchmark_root
+from hvc.benchmarks import benchmark_root, get_benchmark
+from hvc.download import STAMP_NAME
 from hvc.experiments import flatten, override_args, plan
-from hvc.params import check_data_root, load_params, validate_params
+from hvc.params import load_params, validate_params
+from hvc.shards import TRAIN_SET_DATASETS
 
 
 configfile: "params.yaml"
@@ -14,7 +16,6 @@ PARAMS_FILES = ["params.yaml"] + [
     os.path.relpath(f) for f in workflow.overwrite_configfiles if os.path.relpath(f) != "params.yaml"
 ]
 P = validate_params(config, source=", ".join(PARAMS_FILES))  # stops here on any bad key
-check_data_root(P)  # a real run without its datasets stops here too
 _from_files = flatten(load_params(PARAMS_FILES).model_dump())
 _cli_overrides = {k: v for k, v in flatten(P.model_dump()).items() if _from_files.get(k) != v}
 PARAMS = " ".join(f"--params {f}" for f in PARAMS_FILES) + "".join(
@@ -23,8 +24,8 @@ PARAMS = " ".join(f"--params {f}" for f in PARAMS_FILES) + "".join(
 
 EXPERIMENTS = plan(P)  # key -> Experiment (overrides, resolved params, content ids)
 BASE = EXPERIMENTS["hvc"]
-TRAINED = [e for e in EXPERIMENTS.values() if e.key not in ("random", "imagenet")]
-BY_MODEL = {e.ids["model"]: e for e in TRAINED}
+TRAINED = [e for e in EXPERIMENTS.values() if e.trained]
+BY_MODEL = {e.ids["model"]: e for e in sorted(TRAINED, key=lambda e: not e.merge_semantic)}  # unmerged wins
 BY_SHARDS = {e.ids["shards"]: e for e in TRAINED}
 BY_ENCODER = {e.encoder: e for e in EXPERIMENTS.values()}
 
@@ -34,6 +35,9 @@ SHARDS = "artifacts/shards/{shards}"
 MODEL = "artifacts/models/{model}"
 PREDICTIONS = "artifacts/predictions/{encoder}/{propagation}/{benchmark}"
 SCORES = "artifacts/scores/{encoder}/{propagation}/{benchmark}.json"
+FETCHED = os.path.join(P.data.root, "{dataset}", STAMP_NAME)  # written by `hvc fetch` when verified
+SUBMISSIONS = "results/submissions/{benchmark}/{encoder}-{propagation}.zip"
+SERVER_SCORES = "results/server_scores/{benchmark}/{encoder}-{propagation}.txt"  # saved by the user
 TABLES = "results/tables"
 FIGURES = "results/figures"
 
@@ -48,8 +52,17 @@ def bench_root(benchmark):
 
 
 def bench_inputs(benchmark):
-    """The demo benchmark is built by a rule; real benchmarks are downloaded folders."""
-    return [DATA.format(data=BASE.ids["data"])] if benchmark == "demo" else []
+    """The demo benchmark is built by a rule; a real benchmark is its dataset's fetch stamp."""
+    if benchmark == "demo":
+        return [DATA.format(data=BASE.ids["data"])]
+    return [FETCHED.format(dataset=get_benchmark(benchmark).folder.split("/")[0])]
+
+
+def train_set_inputs(exp):
+    """The demo training set is built by a rule; a real one is its dataset's fetch stamp."""
+    if exp.params.data.train_set == "demo":
+        return [DATA.format(data=exp.ids["data"])]
+    return [FETCHED.format(dataset=TRAIN_SET_DATASETS[exp.params.data.train_set])]
 
 
 def gpus(exp=None):
@@ -61,7 +74,7 @@ def gpus(exp=None):
     params = exp.params if exp is not None else P
     if params.device == "cpu":
         return None
-    return params.train.gpus if exp is not None and exp.key not in ("random", "imagenet") else 1
+    return params.train.gpus if exp is not None and exp.trained else 1
 
 
 def launcher(exp):
@@ -70,3 +83,12 @@ def launcher(exp):
     if n > 1 and exp.params.device != "cpu":
         return f"torchrun --standalone --nproc_per_node {n} -m hvc.cli"
     return "hvc"
+
+
+wildcard_constraints:
+    data="[0-9a-f]+",
+    shards="[0-9a-f]+",
+    model="[0-9a-f]+",
+    propagation="[0-9a-f]+",
+    benchmark="[a-z0-9_]+",
+    dataset="[a-z0-9_]+",

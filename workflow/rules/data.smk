@@ -14,22 +14,32 @@ rule demo_data:
         "hvc demo-data {PARAMS} --out {output}"
 
 
-def shards_input(wildcards):
-    exp = BY_SHARDS[wildcards.shards]
-    if exp.params.data.train_set == "demo":
-        return DATA.format(data=exp.ids["data"])
-    return []
+rule fetch:
+    output:
+        FETCHED,
+    params:
+        root=P.data.root,
+    retries: 2  # downloads resume where they stopped
+    resources:
+        mem_mb=2000,
+        runtime=24 * 60,
+    shell:
+        "hvc fetch {wildcards.dataset} --root {params.root}"
+
+
+localrules:
+    fetch,  # downloads run where the workflow runs (cluster nodes often have no internet)
 
 
 rule shards:
     input:
-        shards_input,
+        lambda wc: train_set_inputs(BY_SHARDS[wc.shards]),
     output:
         directory(SHARDS),
     params:
         id=lambda wc: wc.shards,
         overrides=lambda wc: set_args(BY_SHARDS[wc.shards]),
-        source=lambda wc, input: input[0] if input else P.data.root,
+        source=lambda wc: DATA.format(data=BY_SHARDS[wc.shards].ids["data"]) if BY_SHARDS[wc.shards].params.data.train_set == "demo" else P.data.root,
     cache: "omit-software"
     resources:
         mem_mb=8000,

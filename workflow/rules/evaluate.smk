@@ -1,17 +1,24 @@
-# Label propagation on every benchmark, then the official metrics.
+# Label propagation on every benchmark, then the official metrics (or, for benchmarks
+# scored on a server, the submission archive and the server's score file).
 
 
 def encoder_input(wildcards):
     exp = BY_ENCODER[wildcards.encoder]
     deps = bench_inputs(wildcards.benchmark)
-    if exp.key not in ("random", "imagenet"):
+    if exp.trained:
         deps.append(MODEL.format(model=exp.ids["model"]))
+    if exp.key == "semantic" or exp.merge_semantic:
+        deps.append(P.propagation.semantic_checkpoint)
     return deps
 
 
-def encoder_spec(wildcards):
+def encoder_args(wildcards):
+    """--encoder (and --merge-semantic) of `hvc propagate` for one encoder key."""
     exp = BY_ENCODER[wildcards.encoder]
-    return exp.key if exp.key in ("random", "imagenet") else MODEL.format(model=exp.ids["model"]) + "/encoder.pt"
+    if not exp.trained:
+        return f"--encoder {exp.key}"
+    spec = MODEL.format(model=exp.ids["model"]) + "/encoder.pt"
+    return f"--encoder {spec}" + (" --merge-semantic" if exp.merge_semantic else "")
 
 
 rule propagate:
@@ -20,29 +27,63 @@ rule propagate:
     output:
         directory(PREDICTIONS),
     params:
-        encoder=encoder_spec,
+        encoder=encoder_args,
         data=lambda wc: bench_root(wc.benchmark),
     resources:
         gpu=lambda wc: gpus(BY_ENCODER[wc.encoder]),
         mem_mb=16000,
         runtime=240,
     shell:
-        "hvc propagate {PARAMS} --encoder {params.encoder} --benchmark {wildcards.benchmark}"
+        "hvc propagate {PARAMS} {params.encoder} --benchmark {wildcards.benchmark}"
         " --data {params.data} --out {output}"
+
+
+rule submission:
+    input:
+        predictions=PREDICTIONS,
+        benchmark=lambda wc: bench_inputs(wc.benchmark),
+    output:
+        SUBMISSIONS,
+    params:
+        data=lambda wc: bench_root(wc.benchmark),
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "hvc submission {PARAMS} --benchmark {wildcards.benchmark} --data {params.data}"
+        " --predictions {input.predictions} --out {output}"
+
+
+def server_inputs(wildcards):
+    """Server-scored benchmarks: the submission archive, and the server's score file once
+    the user has saved it where the status message says (see README)."""
+    if get_benchmark(wildcards.benchmark).scoring != "server":
+        return []
+    deps = [SUBMISSIONS.format(**wildcards)]
+    path = SERVER_SCORES.format(**wildcards)
+    return deps + ([path] if os.path.exists(path) else [])
+
+
+def server_args(wildcards):
+    if get_benchmark(wildcards.benchmark).scoring != "server":
+        return ""
+    return f"--archive {SUBMISSIONS.format(**wildcards)} --server-scores {SERVER_SCORES.format(**wildcards)}"
 
 
 rule evaluate:
     input:
         predictions=PREDICTIONS,
         benchmark=lambda wc: bench_inputs(wc.benchmark),
+        server=server_inputs,
     output:
         scores=SCORES,
         objects=SCORES.replace(".json", ".objects.json"),
     params:
         data=lambda wc: bench_root(wc.benchmark),
+        server=server_args,
     resources:
         mem_mb=8000,
         runtime=60,
     shell:
         "hvc evaluate {PARAMS} --benchmark {wildcards.benchmark} --data {params.data}"
-        " --predictions {input.predictions} --out {output.scores}"
+        " --predictions {input.predictions} {params.server} --out {output.scores}"

@@ -1,0 +1,107 @@
+"""The paper's tables: every cell ours, published, or a reason; the experiment grid behind them."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hvc.experiments import plan, published_tables, table_columns, table_names
+from hvc.figures import bar_chart
+from hvc.params import load_params, parse_overrides, stage_ids
+from hvc.tables import METRICS, assemble, build_table
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL = "davis2017,davis2016,davis2017_testdev,ytvos2018,ytvos2019,vost,vip,jhmdb"
+
+
+def params(*overrides):
+    return load_params([ROOT / "params.yaml", ROOT / "configs" / "paper.yaml"], parse_overrides(list(overrides)))
+
+
+def fake_scores(p, value=0.5):
+    """A score for every (experiment, source) the tables of ``p`` name."""
+    scores = {}
+    for key in plan(p):
+        for name in table_names(p):
+            for src, metric in table_columns(published_tables()[name]):
+                scores.setdefault((key, src), {})[metric] = value
+    return scores
+
+
+def test_every_table_has_one_published_value_per_column_and_known_metrics():
+    for name, t in published_tables().items():
+        cols = table_columns(t)
+        assert all(m in METRICS for _, m in cols), name
+        for row in t["rows"]:
+            assert len(row.get("published") or []) in (0, len(cols)), (name, row["label"])
+
+
+def test_cells_are_ours_published_or_say_why(tmp_path):
+    p = params(f"data.benchmarks=[{ALL}]", "ablations=[table6,table7c]", "baselines=[random,imagenet]")
+    names = table_names(p)
+    assert {"table1", "table2", "table3", "table4", "table5", "table8", "table9", "table10", "table11", "table6", "table7c"} <= set(names)
+    scores = fake_scores(p)
+    for name in names:
+        t = build_table(name, p, scores)
+        for row in t["rows"]:
+            for cell in row[1:]:
+                assert cell and (cell[0].isdigit() or cell == "–" or cell.startswith(("not run:", "not measured"))), (name, row, cell)
+    t1 = build_table("table1", p, scores)
+    hvc = t1["rows"][0]
+    assert hvc[:3] == ["HVC", "50.0", "73.1"]  # ours (fraction → percent) beside the paper's
+    semantic = next(r for r in t1["rows"] if r[0].startswith("MoCo"))
+    assert semantic[1] == "not run: needs propagation.semantic_checkpoint"
+
+
+def test_server_benchmarks_say_what_to_upload(tmp_path):
+    p = params("data.benchmarks=[ytvos2018]")
+    status = "needs server score: upload results/submissions/ytvos2018/x.zip to the server, save ..."
+    t = build_table("table2", p, {("hvc", "ytvos2018"): {"status": status}})
+    assert t["rows"][0][1] == "needs server score (see notes)" and t["notes"] == [status]
+    t = build_table("table2", p, {("hvc", "ytvos2018"): {"overall": 0.719, "J_seen": 0.70, "F_seen": 0.72, "J_unseen": 0.67, "F_unseen": 0.77}})
+    assert t["rows"][0][1:3] == ["71.9", "71.9"]
+
+
+def test_training_cost_table_reads_train_json():
+    p = params()
+    t = build_table("table8", p, {("hvc", "train"): {"steps": 18460, "train_seconds": 5400, "peak_gpu_memory_gb": 9.25, "device": "H100"}})
+    assert t["rows"][0][1:] == ["18,460", "50,000", "1.50", "2", "9.25", "16"]
+    t = build_table("table8", p, {("hvc", "train"): {"steps": 96, "train_seconds": 384, "peak_gpu_memory_gb": None, "device": "cpu"}})
+    assert t["rows"][0][5] == "not measured: trained on cpu"
+
+
+def test_semantic_checkpoint_adds_merged_and_alone_rows_without_retraining():
+    base = params("data.benchmarks=[davis2017]")
+    with_moco = params("data.benchmarks=[davis2017]", "propagation.semantic_checkpoint=moco.pth.tar")
+    assert stage_ids(base) == stage_ids(with_moco)  # same model and same plain-HVC predictions
+    exps = plan(with_moco)
+    assert exps["hvc+semantic"].ids["model"] == exps["hvc"].ids["model"]
+    assert exps["hvc+semantic"].encoder.startswith(exps["hvc"].encoder + "+semantic-")
+    assert exps["semantic"].encoder.startswith("semantic-") and not exps["semantic"].trained
+    other = params("data.benchmarks=[davis2017]", "propagation.semantic_checkpoint=other.pth.tar")
+    assert plan(other)["semantic"].encoder != exps["semantic"].encoder
+    rows = {r[0]: r for r in build_table("table1", with_moco, fake_scores(with_moco))["rows"]}
+    assert rows["HVC + MoCo merge (official code)"][1] == "50.0" and rows["MoCo (semantic encoder alone)"][1] == "50.0"
+
+
+def test_assemble_writes_every_format_and_bar_charts(tmp_path):
+    p = params("data.benchmarks=[davis2017,davis2016]", "ablations=[table7c]")
+    names = assemble(p, fake_scores(p, 0.6), tmp_path / "tables")
+    for name in names:
+        for ext in ("md", "csv", "tex"):
+            assert (tmp_path / "tables" / f"{name}.{ext}").stat().st_size > 0
+    with open(tmp_path / "tables" / "table7c.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:3] == ["Setting", "DAVIS17 J&F (ours)", "DAVIS17 J&F (paper)"] and rows[1][1:3] == ["60.0", "71.9"]
+    built = json.loads((tmp_path / "tables" / "tables.json").read_text())
+    assert bar_chart(built["table7c"], tmp_path / "bars.png")
+    assert Image.open(tmp_path / "bars.png").size[0] > 300
+    empty = build_table("table7c", p, {})
+    assert not bar_chart(empty, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.parametrize("bench", ["vip", "jhmdb"])
+def test_table5_needs_only_one_of_its_benchmarks(bench):
+    assert "table5" in table_names(params(f"data.benchmarks=[{bench}]"))
