@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hvc.io import DataError, read_image, read_json, read_mask
+from hvc.io import DataError, read_image, read_json, read_lines, read_mask
 from hvc.params import ParamsError
 
 
@@ -128,12 +128,7 @@ def read_davis(root: Path, image_set: str, layout: str, resolution: str = "480p"
     """
     root = Path(root)
     split = root / image_set
-    try:
-        lines = [ln.strip() for ln in split.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except FileNotFoundError:
-        raise DataError(split, "image-set file not found") from None
-    except (UnicodeDecodeError, IsADirectoryError) as e:
-        raise DataError(split, f"not a text file of sequence names ({e})") from None
+    lines = read_lines(split, "image-set file")
     if not lines:
         raise DataError(split, "image-set file lists no sequences")
     if layout == "davis2016":

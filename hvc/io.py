@@ -202,6 +202,22 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise DataError(path, f"not valid JSON ({e})") from None
 
 
+def read_lines(path: str | os.PathLike[str], what: str = "list file") -> list[str]:
+    """The non-blank lines of a text list file (split files, image sets), stripped.
+
+    Raises:
+        DataError: naming the file: ``"<what> not found"``, or a folder, unreadable or
+            not UTF-8 text.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(path, f"{what} not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise DataError(path, f"not a readable text file ({e})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()

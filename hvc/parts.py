@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from hvc.benchmarks import Video
-from hvc.io import DataError, read_mask
+from hvc.io import DataError, read_lines, read_mask
 from hvc.propagation import PropagationConfig, propagate_video
 
 VIP_FOLDER = "VIP_Fine"
@@ -88,12 +88,7 @@ def read_vip(root: Path, split: str = "val") -> list[Video]:
     """
     base = vip_folder(root)
     listing = base / "lists" / f"{split}_videos.txt"
-    try:
-        lines = [ln.strip() for ln in listing.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except FileNotFoundError:
-        raise DataError(listing, "video list not found") from None
-    except (UnicodeDecodeError, IsADirectoryError) as e:
-        raise DataError(listing, f"not a text file of video names ({e})") from None
+    lines = read_lines(listing, "video list")
     if not lines:
         raise DataError(listing, "video list names no videos")
     videos = []

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from scipy.io.matlab import MatReadError
 
-from hvc.io import DataError, read_image, read_json, write_json
+from hvc.io import DataError, read_image, read_json, read_lines, write_json
 from hvc.propagation import PropagationConfig, encode, preprocess, propagate_soft
 
 NUM_JOINTS = 15
@@ -125,7 +125,7 @@ def _test_videos(splits: Path) -> list[str]:
     names = []
     for path in files:
         action = path.name[: -len(TEST_SPLIT_SUFFIX)]
-        for n, line in enumerate(_text_lines(path), start=1):
+        for n, line in enumerate(read_lines(path, "split file"), start=1):
             parts = line.split()
             if len(parts) != 2 or parts[1] not in ("1", "2"):
                 raise DataError(path, f"line {n}: expected '<video>.avi <1|2>', got {line!r}")
@@ -139,7 +139,7 @@ def _test_videos(splits: Path) -> list[str]:
 def _listed_videos(path: Path) -> list[str]:
     """``<action>/<video>`` lines of a user-given list."""
     names = []
-    for n, line in enumerate(_text_lines(path), start=1):
+    for n, line in enumerate(read_lines(path, "split file"), start=1):
         parts = line.strip().strip("/").split("/")
         if len(parts) != 2 or not all(parts):
             raise DataError(path, f"line {n}: expected '<action>/<video>', got {line!r}")
@@ -147,17 +147,6 @@ def _listed_videos(path: Path) -> list[str]:
     if not names:
         raise DataError(path, "lists no video")
     return names
-
-
-def _text_lines(path: Path) -> list[str]:
-    """Non-blank lines of a text file; DataError naming it when missing or not text."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(path, "split file not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise DataError(path, f"not a readable text file ({e})") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _read_video(root: Path, name: str) -> PoseVideo:
