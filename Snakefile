@@ -1,4 +1,4 @@
-# HVC pipeline: data -> shards -> train -> propagate -> evaluate -> tables.
+# HVC pipeline: fetch/demo data -> shards -> train -> propagate -> evaluate -> tables, figures.
 #   snakemake --cores 2 all_tables                                  # built-in demo
 #   snakemake --cores 8 all_tables --configfile configs/paper.yaml  # the paper's setting
 # Rules hold only wiring; each calls one `hvc` subcommand (see hvc/cli.py).
