@@ -9,6 +9,7 @@ the tables stage finds each row's scores under the same key.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -140,6 +141,41 @@ def row_experiment(p: Params, row: dict[str, Any]) -> Experiment | None:
     return Experiment(key, overrides, rp, ids, merge_semantic=merge)
 
 
+def columns(table: dict[str, Any], p: Params) -> list[tuple[str, str, bool]]:
+    """(source, metric, has_published) of each value column of a table for these params:
+    the table's own columns, and, in J&F-only tables (ablations), the other scored
+    DAVIS-scored benchmarks (without published values)."""
+    from hvc.benchmarks import get_benchmark
+
+    cols = [(src, m, True) for src, m in table_columns(table)]
+    if "benchmarks" in table and table["benchmarks"] != ["demo"] and table["metrics"] == ["JF_mean"]:
+        extra = [b for b in p.data.benchmarks if b not in table["benchmarks"] and get_benchmark(b).scoring == "davis"]
+        cols += [(b, "JF_mean", False) for b in extra]
+    return cols
+
+
+def run_rows(p: Params) -> Iterator[tuple[str, dict[str, Any], Experiment]]:
+    """(table name, row, experiment) of every table row these params compute: rows of
+    baselines not in ``baselines``, training variants that no table in ``ablations``
+    trains (HVC-YT in Table 1 runs when table7e is listed) and semantic rows without a
+    checkpoint are left out (their cells say why)."""
+    tables = published_tables()
+    names = table_names(p)
+    ablation_keys = {
+        exp.key for name in p.ablations for row in tables[name]["rows"] if (exp := row_experiment(p, row)) is not None
+    }
+    for name in names:
+        for row in tables[name]["rows"]:
+            if row.get("encoder") in ("random", "imagenet") and row["encoder"] not in p.baselines:
+                continue
+            exp = row_experiment(p, row)
+            if exp is None:
+                continue
+            if row.get("overrides") and name not in p.ablations and exp.key not in ablation_keys | {"hvc"}:
+                continue  # e.g. HVC-YT in Table 1: trained only when an ablation table lists it (table7e)
+            yield name, row, exp
+
+
 def plan(p: Params) -> dict[str, Experiment]:
     """Every experiment the tables of these params need, keyed by :attr:`Experiment.key`."""
     out: dict[str, Experiment] = {"hvc": Experiment("hvc", {}, p, stage_ids(p))}
@@ -148,14 +184,18 @@ def plan(p: Params) -> dict[str, Experiment]:
     if p.propagation.semantic_checkpoint is not None:  # HVC with and without the merge, and MoCo alone
         out["hvc+semantic"] = Experiment("hvc+semantic", {}, p, stage_ids(p), merge_semantic=True)
         out["semantic"] = Experiment("semantic", {}, p, stage_ids(p))
-    tables = published_tables()
-    for name in table_names(p):
-        for row in tables[name]["rows"]:
-            if row.get("encoder") in ("random", "imagenet") and row["encoder"] not in p.baselines:
-                continue
-            if row.get("overrides") and name not in p.ablations:
-                continue  # e.g. HVC-YT in Table 1: trained only when its ablation table is listed
-            exp = row_experiment(p, row)
-            if exp is not None:
-                out.setdefault(exp.key, exp)
+    for _, _, exp in run_rows(p):
+        out.setdefault(exp.key, exp)
     return out
+
+
+def score_requests(p: Params) -> list[tuple[str, str]]:
+    """(experiment key, source) of every cell the tables show, sorted: only these are
+    propagated and scored (an ablation model is not run on VIP because VIP is listed)."""
+    tables = published_tables()
+    needed = set()
+    for name, _, exp in run_rows(p):
+        for src, _, _ in columns(tables[name], p):
+            if source_available(src, p):
+                needed.add((exp.key, src))
+    return sorted(needed)

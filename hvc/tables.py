@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from hvc.experiments import published_tables, row_experiment, source_available, table_columns, table_names
+from hvc.experiments import columns, published_tables, row_experiment, run_rows, source_available, table_names
 from hvc.io import atomic_dir, write_json, write_text
 from hvc.params import Params
 
@@ -80,21 +80,6 @@ def _published(metric: str, value: float | None) -> str:
     return f"{value:.1f}"
 
 
-def _columns(table: dict[str, Any], scored: list[str]) -> list[tuple[str, str, bool]]:
-    """(source, metric, has_published) for each value column; ablation/benchmark tables
-    also show the other scored benchmarks (without published values)."""
-    cols = [(src, m, True) for src, m in table_columns(table)]
-    if "benchmarks" in table and table["benchmarks"] != ["demo"] and table["metrics"] == ["JF_mean"]:
-        cols += [(b, m, False) for b in scored if b not in table["benchmarks"] for m in table["metrics"] if _davis_like(b)]
-    return cols
-
-
-def _davis_like(benchmark: str) -> bool:
-    from hvc.benchmarks import get_benchmark
-
-    return get_benchmark(benchmark).scoring == "davis"
-
-
 def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> dict[str, Any]:
     """One table as ``{"title", "header", "rows", "notes"}`` of strings.
 
@@ -108,13 +93,14 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
         the longer instructions (e.g. where a server's score file goes).
     """
     table = published_tables()[name]
-    cols = _columns(table, p.data.benchmarks)
+    cols = columns(table, p)
     header = ["Setting"]
     for src, m, has_pub in cols:
         label = f"{BENCHMARK_NAMES.get(src, src)} {METRICS[m][0]}"
         header.append(f"{label} (ours)")
         if has_pub and src != "demo":
             header.append(f"{label} (paper)")
+    trained = {exp.key for _, _, exp in run_rows(p)}
     rows, notes = [], []
     for row in table["rows"]:
         exp = row_experiment(p, row)
@@ -130,7 +116,7 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
                 cells.append(f"not run: {src.removeprefix('flow_')} not in data.benchmarks")
             elif row.get("encoder") in ("random", "imagenet") and row["encoder"] not in p.baselines:
                 cells.append(f"not run: {row['encoder']} not in baselines")
-            elif summary is None and row.get("overrides") and name not in p.ablations:
+            elif summary is None and row.get("overrides") and exp.key not in trained:
                 cells.append("not run: a training variant; list its ablation table (e.g. table7e) in ablations")
             elif summary is None:
                 cells.append("missing score")

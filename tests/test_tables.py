@@ -105,3 +105,16 @@ def test_assemble_writes_every_format_and_bar_charts(tmp_path):
 @pytest.mark.parametrize("bench", ["vip", "jhmdb"])
 def test_table5_needs_only_one_of_its_benchmarks(bench):
     assert "table5" in table_names(params(f"data.benchmarks=[{bench}]"))
+
+
+def test_only_the_cells_the_tables_show_are_computed():
+    from hvc.experiments import score_requests
+
+    p = params("data.benchmarks=[davis2017,vip]", "ablations=[table7c]")
+    requests = set(score_requests(p))
+    assert ("train.alpha=0.1", "davis2017") in requests  # an ablation row, on its table's benchmark
+    assert ("train.alpha=0.1", "vip") not in requests  # not on VIP: no table shows that cell
+    assert {("hvc", "vip"), ("random", "vip"), ("hvc", "train")} <= requests
+    assert not any(key.startswith("data.train_set=ytvos") for key, _ in requests)  # HVC-YT: table7e not listed
+    with_yt = set(score_requests(params("data.benchmarks=[davis2017,vip]", "ablations=[table7e]")))
+    assert {("data.train_set=ytvos", "vip"), ("data.train_set=ytvos", "train")} <= with_yt  # trained anyway: shown

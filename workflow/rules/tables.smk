@@ -1,25 +1,22 @@
 # The paper's tables from every experiment's scores, training logs and flow comparisons.
-from hvc.experiments import published_tables, table_columns
+from hvc.experiments import score_requests
 
 FLOW = "artifacts/flow/{model}/{benchmark}.json"
-SCORE_FILES = {
-    (e.key, b): SCORES.format(encoder=e.encoder, propagation=e.ids["propagation"], benchmark=b)
-    for e in EXPERIMENTS.values()
-    for b in P.data.benchmarks
-}
-# Table 8: each trained model's train.json
-SCORE_FILES.update({(e.key, "train"): MODEL.format(model=e.ids["model"]) + "/train.json" for e in TRAINED})
-# Table 11: the base model's pseudo-dynamic signal against RAFT, on the listed benchmarks it names
-FLOW_SOURCES = sorted(
-    {src for t in published_tables().values() for src, _ in table_columns(t) if src.startswith("flow_")}
-)
-SCORE_FILES.update(
-    {
-        ("hvc", src): FLOW.format(model=BASE.ids["model"], benchmark=src.removeprefix("flow_"))
-        for src in FLOW_SOURCES
-        if src.removeprefix("flow_") in P.data.benchmarks
-    }
-)
+
+
+def score_file(key, source):
+    """Where the tables stage reads one (experiment, source) cell group: a benchmark's
+    scores, the model's train.json (Table 8) or its flow comparison (Table 11)."""
+    exp = EXPERIMENTS[key]
+    if source == "train":
+        return MODEL.format(model=exp.ids["model"]) + "/train.json"
+    if source.startswith("flow_"):
+        return FLOW.format(model=exp.ids["model"], benchmark=source.removeprefix("flow_"))
+    return SCORES.format(encoder=exp.encoder, propagation=exp.ids["propagation"], benchmark=source)
+
+
+# only the cells the tables show are computed (an ablation model is not run on VIP)
+SCORE_FILES = {(key, src): score_file(key, src) for key, src in score_requests(P)}
 
 
 rule pseudo_dynamic:
@@ -62,7 +59,7 @@ PREDICTION_DIRS = {
     for e in EXPERIMENTS.values()
     if e.key in ("hvc", "random")
     for b in P.data.benchmarks
-    if get_benchmark(b).task != "pose"  # overlays are drawn for masks and parts
+    if (e.key, b) in SCORE_FILES and get_benchmark(b).task != "pose"  # overlays of masks and parts
 }
 
 
