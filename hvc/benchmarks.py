@@ -110,6 +110,20 @@ def _list_frames(frame_dir: Path) -> tuple[list[Path], dict[str, int]]:
     return frames, {p.stem: i for i, p in enumerate(frames)}
 
 
+def match_masks(mask_dir: Path, frame_dir: Path, stems: dict[str, int]) -> dict[int, Path]:
+    """{frame index: mask file} of the PNG masks in ``mask_dir`` (none if it does not exist).
+
+    Raises:
+        DataError: naming a mask whose frame (same name, ``.jpg``) is not in ``frame_dir``.
+    """
+    masks = {}
+    for m in sorted(mask_dir.glob("*.png")):
+        if m.stem not in stems:
+            raise DataError(m, f"mask has no frame {m.stem}.jpg in {frame_dir}")
+        masks[stems[m.stem]] = m
+    return masks
+
+
 def read_davis(root: Path, image_set: str, layout: str, resolution: str = "480p") -> list[Video]:
     """Read a DAVIS-layout benchmark.
 
@@ -145,11 +159,7 @@ def read_davis(root: Path, image_set: str, layout: str, resolution: str = "480p"
         if not frame_dir.is_dir():
             raise DataError(split, f"names sequence {name!r} but {frame_dir} does not exist")
         frames, stems = _list_frames(frame_dir)
-        masks = {}
-        for m in sorted(mask_dir.glob("*.png")):
-            if m.stem not in stems:
-                raise DataError(m, f"mask has no frame {m.stem}.jpg in {frame_dir}")
-            masks[stems[m.stem]] = m
+        masks = match_masks(mask_dir, frame_dir, stems)
         if 0 not in masks:
             raise DataError(mask_dir / f"{frames[0].stem}.png", f"first-frame annotation of sequence {name!r} not found")
         videos.append(Video(name, frames, masks))
@@ -229,11 +239,7 @@ def read_ytvos(root: Path, split: str = "valid") -> list[Video]:
                     f"video {name!r}, object {obj_id} is first annotated in frame {first} "
                     f"but {mask_dir / f'{first}.png'} does not exist",
                 )
-        masks = {}
-        for m in sorted(mask_dir.glob("*.png")):
-            if m.stem not in stems:
-                raise DataError(m, f"mask has no frame {m.stem}.jpg in {frame_dir}")
-            masks[stems[m.stem]] = m
+        masks = match_masks(mask_dir, frame_dir, stems)
         videos.append(Video(name, frames, masks, inputs=tuple(sorted(masks))))
     return videos
 

@@ -8,14 +8,13 @@ and ``hvc evaluate`` stages; the method itself lives in :mod:`hvc.propagation` a
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from pathlib import Path
 
 import torch
 
 from hvc.benchmarks import read_benchmark
-from hvc.io import DataError, atomic_dir, write_json, write_mask
+from hvc.io import DataError, atomic_dir, first_line, load_torch, state_dict_differences, write_json, write_mask
 from hvc.metrics import evaluate_folder, evaluate_vost_folder
 from hvc.model import Backbone, build_encoder_for_propagation
 from hvc.params import Params, ParamsError
@@ -53,32 +52,15 @@ def load_encoder(spec: str, seed: int = 0) -> Backbone:
             renamed[k] = v
         return build_encoder_for_propagation(renamed)
     path = Path(spec)
-    if path.is_dir():
-        raise DataError(path, "is a folder; pass its encoder.pt")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataError(path, "encoder checkpoint not found") from None
-    except pickle.UnpicklingError:  # refused by weights_only (Python objects inside), or not a pickle at all
-        hint = " (checkpoint.pt is the training state)" if path.name == "checkpoint.pt" else ""
-        raise DataError(
-            path, f"not a plain PyTorch state dict of tensors{hint}; pass the encoder.pt written by `hvc train`"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - torch raises several types for truncated and foreign files
-        raise DataError(path, f"truncated or not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+    hint = " (checkpoint.pt is the training state)" if path.name == "checkpoint.pt" else ""
+    state = load_torch(path, "encoder checkpoint", "the encoder.pt written by `hvc train`", hint)
     if not isinstance(state, dict):
         raise DataError(path, f"expected a state dict, found {type(state).__name__}")
     _check_backbone_state(path, state)
     try:
         return build_encoder_for_propagation(state)
     except (ValueError, RuntimeError) as e:
-        raise DataError(path, _first_line(e)) from None
-
-
-def _first_line(e: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message, at most ``limit`` characters (torch's run long)."""
-    line = (str(e).strip().splitlines() or [""])[0]
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+        raise DataError(path, first_line(e)) from None
 
 
 def _check_backbone_state(path: Path, state: dict) -> None:
@@ -93,24 +75,12 @@ def _check_backbone_state(path: Path, state: dict) -> None:
         raise DataError(path, "is a full training checkpoint (checkpoint.pt); pass encoder.pt from the same folder")
     with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
         expected = {k: tuple(v.shape) for k, v in Backbone().state_dict().items()}
-    found = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state.items()}
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    reshaped = [k for k in expected if k in found and found[k] != expected[k]]
-    if not (missing or unexpected or reshaped):
+    differences = state_dict_differences(state, expected, "HVC")
+    if not differences:
         return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-    if reshaped:
-        k = reshaped[0]
-        shapes = f"{list(found[k] or [])} here, {list(expected[k])} in HVC"
-        parts.append(f"{len(reshaped)} keys of another shape (e.g. {k}: {shapes})")
     raise DataError(
         path,
-        f"holds another model's weights, not the HVC ResNet-18 backbone: {', '.join(parts)}; "
+        f"holds another model's weights, not the HVC ResNet-18 backbone: {differences}; "
         "pass the encoder.pt written by `hvc train`",
     )
 

@@ -65,7 +65,7 @@ from torchvision.models.optical_flow import (
 )
 from torchvision.utils import flow_to_image
 
-from hvc.io import DataError, atomic_path, read_image
+from hvc.io import DataError, atomic_path, load_torch, read_image
 from hvc.model import HVC
 from hvc.params import Params
 from hvc.propagation import preprocess
@@ -79,14 +79,6 @@ FIGURE_HEADER = 18  # height of flow_figure's column-title row, pixels
 
 
 # --------------------------------------------------------------------------- the HVC model
-
-
-def _torch_load(path: Path) -> Any:
-    """torch.load without arbitrary code: tensors, containers, and the numpy RNG state."""
-    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, whatever its module
-    allowed = [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_hvc(checkpoint: str | os.PathLike[str], params: Params | None = None, device: str | torch.device = "cpu") -> HVC:
@@ -110,12 +102,7 @@ def load_hvc(checkpoint: str | os.PathLike[str], params: Params | None = None, d
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise DataError(path, "checkpoint not found")
-    try:
-        state = _torch_load(path)
-    except Exception as e:  # noqa: BLE001  (pickle, zip and torch raise many kinds)
-        raise DataError(path, f"not a PyTorch checkpoint of the train stage ({type(e).__name__})") from None
+    state = load_torch(path, "checkpoint", "the train stage's checkpoint.pt (or its model folder)", numpy_state=True)
     if not (isinstance(state, dict) and isinstance(state.get("model"), dict) and isinstance(state.get("params"), dict)):
         raise DataError(
             path, "not a training checkpoint: expected the train stage's checkpoint.pt with 'model' and 'params' entries"

@@ -218,6 +218,83 @@ def read_lines(path: str | os.PathLike[str], what: str = "list file") -> list[st
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, at most ``limit`` characters (torch's run long)."""
+    line = (str(e).strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def load_torch(path: str | os.PathLike[str], what: str, expected: str, hint: str = "", numpy_state: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, every failure a one-line DataError.
+
+    Nothing in the file is executed: a pickle holding Python objects is refused (only
+    tensors, containers, numbers and strings load; with ``numpy_state`` also the numpy
+    arrays of a saved RNG state, as in the train stage's checkpoint.pt).
+
+    Args:
+        path: the checkpoint file.
+        what: what it should be, for "<what> not found" (e.g. "encoder checkpoint").
+        expected: what to pass instead, for the messages (e.g. "the encoder.pt written by `hvc train`").
+        hint: appended to the refusal message (e.g. "(checkpoint.pt is the training state)").
+    Raises:
+        DataError: naming the file: a folder, missing, holding Python objects a weights-only
+            load refuses (names the first one), not a pickle, truncated.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, f"is a folder; pass {expected}")
+    allowed = []
+    if numpy_state:
+        reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, whatever its module
+        allowed = [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(path, f"{what} not found") from None
+    except pickle.UnpicklingError as e:
+        _, found, rest = str(e).partition("Unsupported global: GLOBAL ")
+        if found and rest.split():
+            refused = rest.split()[0]
+            raise DataError(
+                path, f"holds Python objects that a weights-only load refuses (e.g. {refused}){hint}; pass {expected}"
+            ) from None
+        raise DataError(path, f"not a PyTorch checkpoint (not a readable pickle){hint}; pass {expected}") from None
+    except Exception as e:  # noqa: BLE001 - torch raises KeyError, EOFError, RuntimeError... for foreign files
+        raise DataError(path, f"truncated or not a PyTorch checkpoint ({type(e).__name__}: {first_line(e)})") from None
+
+
+def state_dict_differences(state: dict, expected: dict[str, tuple[int, ...]], model: str) -> str:
+    """How a loaded state dict differs from a model's, in one line ("" when it matches).
+
+    Args:
+        state: the loaded {key: tensor}.
+        expected: {key: shape} of the model.
+        model: the model's name in the message (e.g. "HVC", "ResNet-50").
+    Returns:
+        e.g. ``"2 missing keys (e.g. fc.weight), 1 keys of another shape (e.g. conv1.weight:
+        [64, 3, 3, 3] here, [64, 3, 7, 7] in ResNet-50)"``: counts with one example each, not
+        torch's list of every key.
+    """
+    found = {str(k): tuple(v.shape) if hasattr(v, "shape") else None for k, v in state.items()}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [k for k in expected if k in found and found[k] != expected[k]]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if reshaped:
+        k = reshaped[0]
+        parts.append(f"{len(reshaped)} keys of another shape (e.g. {k}: {list(found[k] or [])} here, {list(expected[k])} in {model})")
+    return ", ".join(parts)
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()

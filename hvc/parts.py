@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc.benchmarks import Video
+from hvc.benchmarks import Video, match_masks
 from hvc.io import DataError, read_lines, read_mask
 from hvc.propagation import PropagationConfig, propagate_video
 
@@ -103,11 +103,7 @@ def read_vip(root: Path, split: str = "val") -> list[Video]:
         if len(frames) < 2:
             raise DataError(frame_dir, f"video has {len(frames)} frame(s); propagation needs at least 2")
         index = {p.stem: i for i, p in enumerate(frames)}
-        masks = {}
-        for m in sorted(mask_dir.glob("*.png"), key=_frame_order):
-            if m.stem not in index:
-                raise DataError(m, f"mask has no frame {m.stem}.jpg in {frame_dir}")
-            masks[index[m.stem]] = m
+        masks = match_masks(mask_dir, frame_dir, index)
         if 0 not in masks:
             raise DataError(mask_dir / f"{frames[0].stem}.png", f"first frame {frames[0]} has no part annotation")
         videos.append(Video(name, frames, masks))

@@ -22,14 +22,13 @@ missing from the checkpoint; :func:`load_semantic_encoder` refuses such a file i
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from hvc.io import DataError
+from hvc.io import DataError, load_torch, state_dict_differences
 
 SEMANTIC_CHANNELS = 1024  # ResNet-50 layer3
 MOCO_PREFIXES = ("module.encoder_q.", "encoder_q.")  # saved from DistributedDataParallel, or not
@@ -85,36 +84,17 @@ def load_semantic_encoder(path: Path) -> SemanticEncoder:
             unexpected and reshaped keys, with an example of each).
     """
     path = Path(path)
-    if path.is_dir():
-        raise DataError(path, "is a folder; pass the MoCo checkpoint file (e.g. moco_v1_200ep_pretrain.pth.tar)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataError(path, "semantic encoder checkpoint not found") from None
-    except pickle.UnpicklingError as e:
-        refused = _refused_global(e)
-        if refused is not None:  # a real checkpoint holding e.g. argparse.Namespace
-            raise DataError(
-                path,
-                f"holds Python objects that a weights-only load refuses (e.g. {refused}); "
-                "if you trust the file, save just its state dict of tensors and pass that",
-            ) from None
-        raise DataError(path, "not a PyTorch checkpoint (not a readable pickle)") from None
-    except Exception as e:  # noqa: BLE001 - torch raises KeyError, EOFError, RuntimeError... for foreign files
-        line = (str(e).strip().splitlines() or [""])[0][:200]
-        raise DataError(path, f"truncated or not a PyTorch checkpoint ({type(e).__name__}: {line})") from None
+    ckpt = load_torch(
+        path,
+        "semantic encoder checkpoint",
+        "the MoCo checkpoint file (e.g. moco_v1_200ep_pretrain.pth.tar)",
+        hint=" (if you trust the file, re-save just its state dict of tensors)",
+    )
     state = _resnet50_state(path, ckpt)
     with torch.device("meta"):  # no random initialisation: every tensor comes from the file
         net = SemanticEncoder()
     net.load_state_dict(state, strict=True, assign=True)
     return net.requires_grad_(False).eval()
-
-
-def _refused_global(e: BaseException) -> str | None:
-    """``module.name`` of the object a weights-only load refused (torch: "Unsupported global:
-    GLOBAL module.name ..."), or None when the refusal is of bytes that are no pickle at all."""
-    _, found, rest = str(e).partition("Unsupported global: GLOBAL ")
-    return rest.split()[0] if found and rest.split() else None
 
 
 def _resnet50_state(path: Path, ckpt: object) -> dict[str, torch.Tensor]:
@@ -139,25 +119,11 @@ def _resnet50_state(path: Path, ckpt: object) -> dict[str, torch.Tensor]:
     state = {k: v for k, v in state.items() if not (isinstance(k, str) and k.startswith(("fc.", "layer4.")))}
     with torch.device("meta"):  # shapes only
         expected = {k: tuple(v.shape) for k, v in SemanticEncoder().state_dict().items()}
-    found = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state.items()}
-    missing = [k for k in expected if k not in found]
-    unexpected = [str(k) for k in found if k not in expected]
-    reshaped = [k for k in expected if k in found and found[k] != expected[k]]
-    if missing or unexpected or reshaped:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if reshaped:
-            k = reshaped[0]
-            parts.append(
-                f"{len(reshaped)} keys of another shape (e.g. {k}: {list(found[k] or [])} here, "
-                f"{list(expected[k])} in ResNet-50)"
-            )
-        hint = " (an HVC encoder.pt? the semantic encoder is MoCo's ResNet-50)" if "stem.0.weight" in found else ""
+    differences = state_dict_differences(state, expected, "ResNet-50")
+    if differences:
+        hint = " (an HVC encoder.pt? the semantic encoder is MoCo's ResNet-50)" if "stem.0.weight" in state else ""
         raise DataError(
             path,
-            f"holds another model's weights, not a ResNet-50 (MoCo encoder_q or torchvision){hint}: {', '.join(parts)}",
+            f"holds another model's weights, not a ResNet-50 (MoCo encoder_q or torchvision){hint}: {differences}",
         )
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
