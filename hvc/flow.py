@@ -155,9 +155,7 @@ def pseudo_dynamic(
         ValueError: the two frames differ in size.
         DataError: a frame file is missing or unreadable.
     """
-    a, b = _frame(frame_a), _frame(frame_b)
-    if a.shape != b.shape:
-        raise ValueError(f"the two frames differ in size: {a.shape} vs {b.shape}")
+    a, b = _frame_pair(frame_a, frame_b)
     model = model.to(device).eval()
     xa = preprocess(a, resolution, normalization).to(device)
     xb = preprocess(b, resolution, normalization).to(device)
@@ -175,6 +173,14 @@ def _frame(frame: Frame) -> np.ndarray:
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"a frame must be an (H, W, 3) uint8 array, got {frame.dtype} {frame.shape}")
     return frame
+
+
+def _frame_pair(frame_a: Frame, frame_b: Frame) -> tuple[np.ndarray, np.ndarray]:
+    """Two frames as (H, W, 3) uint8 arrays (see :func:`_frame`); ValueError when their sizes differ."""
+    a, b = _frame(frame_a), _frame(frame_b)
+    if a.shape != b.shape:
+        raise ValueError(f"the two frames differ in size: {a.shape} vs {b.shape}")
+    return a, b
 
 
 # --------------------------------------------------------------------------- RAFT
@@ -237,9 +243,7 @@ def raft_flow(
         ValueError: the two frames differ in size.
         DataError: a frame file is missing or unreadable.
     """
-    a, b = _frame(frame_a), _frame(frame_b)
-    if a.shape != b.shape:
-        raise ValueError(f"the two frames differ in size: {a.shape} vs {b.shape}")
+    a, b = _frame_pair(frame_a, frame_b)
     if model is None:
         model = load_raft(weights, str(device))
     model = model.to(device).eval()
