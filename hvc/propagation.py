@@ -329,14 +329,16 @@ def propagate_video(
     rest = (features(frame) for frame in frames[1:])
     for t, pred in propagate_soft((f0, soft(first_labels, hw)), rest, cfg, later, dense):
         full = F.interpolate(pred[None], (H, W), mode="bilinear", align_corners=True)[0]
-        if t in later_labels:  # new objects: the annotation itself, not its blurred feature-size copy
-            annotated = torch.from_numpy(later_labels[t] > 0).to(full.device)
-            new_ids = [int(k) for k in np.unique(later_labels[t]) if k > 0]
-            full[new_ids] = full[new_ids].masked_fill(~annotated, float("-inf"))
+        if t not in later_labels:
+            out[t] = full.argmax(0).to(torch.uint8).cpu().numpy()
+            continue
+        # new objects: the annotation itself, not its blurred feature-size copy
+        labels = later_labels[t]
+        annotated = labels > 0
+        new_ids = [int(k) for k in np.unique(labels) if k > 0]
+        full[new_ids] = full[new_ids].masked_fill(~torch.from_numpy(annotated).to(full.device), float("-inf"))
         out[t] = full.argmax(0).to(torch.uint8).cpu().numpy()
-        if t in later_labels:
-            annotated = later_labels[t] > 0
-            out[t][annotated] = later_labels[t][annotated]
+        out[t][annotated] = labels[annotated]
     return out
 
 
