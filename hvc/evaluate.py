@@ -13,12 +13,23 @@ from pathlib import Path
 
 import torch
 
-from hvc.benchmarks import read_benchmark
-from hvc.io import DataError, atomic_dir, first_line, load_torch, state_dict_differences, write_json, write_mask
+from hvc.benchmarks import get_benchmark, read_benchmark
+from hvc.io import (
+    DataError,
+    atomic_dir,
+    first_line,
+    load_torch,
+    state_dict_differences,
+    write_json,
+    write_mask,
+)
 from hvc.metrics import evaluate_folder, evaluate_vost_folder
 from hvc.model import Backbone, build_encoder_for_propagation
 from hvc.params import Params, ParamsError
+from hvc.parts import evaluate_parts, propagate_parts
+from hvc.pose import evaluate_pose, propagate_pose, read_pose, write_pose
 from hvc.propagation import PropagationConfig, merged_encoder, propagate_video
+from hvc.semantic import load_semantic_encoder
 from hvc.submission import read_server_scores
 from hvc.train import pick_device
 
@@ -106,8 +117,6 @@ def semantic_features(p: Params, device: torch.device):
         ParamsError: ``propagation.semantic_checkpoint`` is not set.
         DataError: the checkpoint is missing or not a MoCo/ResNet-50 checkpoint.
     """
-    from hvc.semantic import load_semantic_encoder
-
     if p.propagation.semantic_checkpoint is None:
         raise ParamsError("the semantic encoder needs propagation.semantic_checkpoint (a MoCo-v1 ResNet-50 checkpoint)")
     return load_semantic_encoder(Path(p.propagation.semantic_checkpoint)).to(device)
@@ -135,8 +144,6 @@ def propagate_benchmark(
     """
     from tqdm import tqdm
 
-    from hvc.benchmarks import get_benchmark
-
     bench = get_benchmark(benchmark)
     device = pick_device(p.device)
     if encoder_spec == "semantic":
@@ -158,14 +165,10 @@ def propagate_benchmark(
             frames = video.read_frames()
             tic = time.perf_counter()
             if bench.task == "pose":
-                from hvc.pose import propagate_pose, write_pose
-
                 joints = propagate_pose(encode, frames, video.joints[0], cfg, **common)
                 write_pose(tmp / f"{video.name}.json", joints)
             else:
                 if bench.task == "parts":
-                    from hvc.parts import propagate_parts
-
                     pred = propagate_parts(encode, frames, video.first_labels(), cfg, **common)
                 else:
                     pred = propagate_video(
@@ -211,8 +214,6 @@ def evaluate_benchmark(
     Raises:
         DataError: naming a missing or malformed prediction, annotation or score file.
     """
-    from hvc.benchmarks import get_benchmark
-
     bench = get_benchmark(benchmark)
     videos = read_benchmark(benchmark, root)
     names = [v.name for v in videos]
@@ -224,12 +225,8 @@ def evaluate_benchmark(
         scores = evaluate_vost_folder(Path(root) / bench.annotations, predictions, names)
         details = scores.pop("per_object")
     elif bench.scoring == "miou":
-        from hvc.parts import evaluate_parts
-
         scores = evaluate_parts(videos, predictions)
     elif bench.scoring == "pck":
-        from hvc.pose import evaluate_pose, read_pose
-
         pred = {v.name: read_pose(Path(predictions) / f"{v.name}.json") for v in videos}
         try:
             scores = evaluate_pose(videos, pred)
