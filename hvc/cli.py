@@ -146,7 +146,7 @@ def propagate_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
     overrides: SetOpt = None,
     encoder: Annotated[
-        str, typer.Option(help="encoder.pt of a trained model, 'random', 'imagenet', or 'semantic' (propagation.semantic_checkpoint alone).")
+        str, typer.Option(help="encoder.pt of a trained model, 'random', 'imagenet', 'semantic' (propagation.semantic_checkpoint alone) or 'authors' (authors_checkpoint).")
     ] = ...,  # type: ignore[assignment]
     merge_semantic: Annotated[
         bool, typer.Option(help="Merge the encoder's features with the semantic encoder's (official code).")

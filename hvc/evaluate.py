@@ -29,6 +29,7 @@ from hvc.params import Params, ParamsError
 from hvc.parts import evaluate_parts, propagate_parts
 from hvc.pose import evaluate_pose, propagate_pose, read_pose, write_pose
 from hvc.propagation import PropagationConfig, merged_encoder, propagate_video
+from hvc.released import load_authors_encoder
 from hvc.semantic import load_semantic_encoder
 from hvc.submission import read_server_scores
 from hvc.train import pick_device
@@ -122,6 +123,18 @@ def semantic_features(p: Params, device: torch.device):
     return load_semantic_encoder(Path(p.propagation.semantic_checkpoint)).to(device)
 
 
+def authors_encoder(p: Params) -> Backbone:
+    """Our backbone with the authors' released weights of ``authors_checkpoint``.
+
+    Raises:
+        ParamsError: ``authors_checkpoint`` is not set.
+        DataError: the file is missing or not an official HVC checkpoint.
+    """
+    if p.authors_checkpoint is None:
+        raise ParamsError("the authors' weights need authors_checkpoint (the official hvc.pth)")
+    return load_authors_encoder(Path(p.authors_checkpoint), p.propagation.feature_layer)
+
+
 def propagate_benchmark(
     p: Params, encoder_spec: str, benchmark: str, root: Path, out_dir: Path, merge_semantic: bool = False
 ) -> dict:
@@ -133,7 +146,8 @@ def propagate_benchmark(
 
     Args:
         encoder_spec: see :func:`load_encoder`; ``"semantic"`` propagates with the frozen
-            semantic encoder alone (the paper's MoCo baseline, Table 6).
+            semantic encoder alone (the paper's MoCo baseline, Table 6); ``"authors"`` with
+            the authors' released weights (``authors_checkpoint``).
         merge_semantic: merge the encoder's features with the semantic encoder's
             (official code, HVC-SPEC §4).
     Returns (and writes to ``out_dir/propagation.json``) videos, frames and seconds per frame.
@@ -150,7 +164,10 @@ def propagate_benchmark(
         semantic = semantic_features(p, device)
         encode = lambda x, layer: semantic(x)  # noqa: E731
     else:
-        encoder = load_encoder(encoder_spec, p.seed).to(device)
+        if encoder_spec == "authors":
+            encoder = authors_encoder(p).to(device)
+        else:
+            encoder = load_encoder(encoder_spec, p.seed).to(device)
         encode = lambda x, layer: encoder(x, layer)  # noqa: E731
         if merge_semantic:
             encode = merged_encoder(encode, semantic_features(p, device), p.propagation.semantic_weight)

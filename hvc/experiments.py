@@ -17,9 +17,11 @@ from typing import Any
 
 import yaml
 
-from hvc.params import Params, deep_merge, semantic_id, stage_ids, validate_params
+from hvc.params import Params, authors_id, deep_merge, semantic_id, stage_ids, validate_params
 
-BASELINE_ENCODERS = ("random", "imagenet", "semantic")
+BASELINE_ENCODERS = ("random", "imagenet", "semantic", "authors")
+# Encoders whose weights come from a file named in params, and the key naming it.
+CHECKPOINT_KEYS = {"semantic": "propagation.semantic_checkpoint", "authors": "authors_checkpoint"}
 
 
 @lru_cache(maxsize=1)
@@ -51,7 +53,9 @@ class Experiment:
 
     Attributes:
         key: ``"hvc"`` for the base setting, the override string for an ablation
-            (``"train.alpha=0.1"``), or a baseline name (``"random"``, ``"imagenet"``).
+            (``"train.alpha=0.1"``), or an encoder not trained here (``"random"``,
+            ``"imagenet"``, ``"semantic"``, ``"authors"``); ``+semantic`` when merged with
+            the semantic encoder.
         overrides: nested overrides of the base params.
         params: the resolved parameters.
         ids: content ids (data, shards, model, propagation).
@@ -66,7 +70,7 @@ class Experiment:
     @property
     def trained(self) -> bool:
         """Whether a model of ours is trained for it (not a baseline encoder)."""
-        return self.key not in BASELINE_ENCODERS
+        return self.key.removesuffix("+semantic") not in BASELINE_ENCODERS
 
     @property
     def encoder(self) -> str:
@@ -74,11 +78,13 @@ class Experiment:
         merged with the semantic encoder), the baseline's name, or ``semantic-<id>``."""
         if self.key == "semantic":
             return f"semantic-{semantic_id(self.params)}"
-        if self.key in BASELINE_ENCODERS:
+        if self.key.removesuffix("+semantic") == "authors":
+            base = f"authors-{authors_id(self.params)}"
+        elif self.key in BASELINE_ENCODERS:
             return self.key
-        if self.merge_semantic:
-            return f"{self.ids['model']}+semantic-{semantic_id(self.params)}"
-        return self.ids["model"]
+        else:
+            base = self.ids["model"]
+        return f"{base}+semantic-{semantic_id(self.params)}" if self.merge_semantic else base
 
     @property
     def set_args(self) -> list[str]:
@@ -120,17 +126,29 @@ def resolve(p: Params, overrides: dict[str, Any] | None) -> Params:
     return validate_params(deep_merge(p.model_dump(), overrides), source="ablation row")
 
 
+def missing_checkpoint(p: Params, row: dict[str, Any]) -> str | None:
+    """The params key a row needs but these params leave unset (``authors_checkpoint`` for
+    the authors' weights, ``propagation.semantic_checkpoint`` for the semantic encoder,
+    alone or merged), or None."""
+    encoder = row.get("encoder", "hvc")
+    if encoder == "authors" and p.authors_checkpoint is None:
+        return CHECKPOINT_KEYS["authors"]
+    if (encoder == "semantic" or row.get("merge_semantic")) and p.propagation.semantic_checkpoint is None:
+        return CHECKPOINT_KEYS["semantic"]
+    return None
+
+
 def row_experiment(p: Params, row: dict[str, Any]) -> Experiment | None:
-    """The experiment behind a table row, or None for a row we cannot compute (the
-    semantic encoder, alone or merged, without ``propagation.semantic_checkpoint``)."""
+    """The experiment behind a table row, or None for a row we cannot compute (see
+    :func:`missing_checkpoint`)."""
     encoder = row.get("encoder", "hvc")
     if encoder in ("random", "imagenet"):
         return Experiment(encoder, {}, p, stage_ids(p))
-    merge = bool(row.get("merge_semantic"))
-    if (encoder == "semantic" or merge) and p.propagation.semantic_checkpoint is None:
+    if missing_checkpoint(p, row) is not None:
         return None
-    if encoder == "semantic":
-        return Experiment("semantic", {}, p, stage_ids(p))
+    merge = bool(row.get("merge_semantic"))
+    if encoder in ("semantic", "authors"):
+        return Experiment(encoder + ("+semantic" if merge else ""), {}, p, stage_ids(p), merge_semantic=merge)
     rp = resolve(p, row.get("overrides"))
     ids = stage_ids(rp)
     base_model = stage_ids(p)["model"]
@@ -184,6 +202,8 @@ def plan(p: Params) -> dict[str, Experiment]:
     if p.propagation.semantic_checkpoint is not None:  # HVC with and without the merge, and MoCo alone
         out["hvc+semantic"] = Experiment("hvc+semantic", {}, p, stage_ids(p), merge_semantic=True)
         out["semantic"] = Experiment("semantic", {}, p, stage_ids(p))
+    if p.authors_checkpoint is not None:  # the authors' released weights, scored like ours
+        out["authors"] = Experiment("authors", {}, p, stage_ids(p))
     for _, _, exp in run_rows(p):
         out.setdefault(exp.key, exp)
     return out

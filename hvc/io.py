@@ -224,7 +224,14 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def load_torch(path: str | os.PathLike[str], what: str, expected: str, hint: str = "", numpy_state: bool = False) -> Any:
+def load_torch(
+    path: str | os.PathLike[str],
+    what: str,
+    expected: str,
+    hint: str = "",
+    numpy_state: bool = False,
+    safe_globals: tuple = (),
+) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, every failure a one-line DataError.
 
     Nothing in the file is executed: a pickle holding Python objects is refused (only
@@ -236,6 +243,8 @@ def load_torch(path: str | os.PathLike[str], what: str, expected: str, hint: str
         what: what it should be, for "<what> not found" (e.g. "encoder checkpoint").
         expected: what to pass instead, for the messages (e.g. "the encoder.pt written by `hvc train`").
         hint: appended to the refusal message (e.g. "(checkpoint.pt is the training state)").
+        safe_globals: further classes a weights-only load may rebuild (e.g.
+            ``argparse.Namespace``, which the authors' checkpoints carry under ``args``).
     Raises:
         DataError: naming the file: a folder, missing, holding Python objects a weights-only
             load refuses (names the first one), not a pickle, truncated.
@@ -251,6 +260,7 @@ def load_torch(path: str | os.PathLike[str], what: str, expected: str, hint: str
     if numpy_state:
         reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, whatever its module
         allowed = [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    allowed += list(safe_globals)
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -58,25 +58,35 @@ class Backbone(nn.Module):
 class SpaceProjection(nn.Module):
     """The space projection module used as projector and predictor (paper §3.1, Eq. 2).
 
-    ``head='paper'``: conv1x1 → BN → ReLU → conv1x1 → BN → ReLU → conv1x1.
-    ``head='official'``: the authors' code, LeakyReLU and a residual add around the middle conv.
     Shapes: (B, in_dim, h, w) → (B, dim, h, w).
+
+    ``head='paper'``: conv1x1 → BN → ReLU → conv1x1 → BN → ReLU → conv1x1 (the paper's
+    description; the middle convs have no bias since BN follows them).
+    ``head='official'``: the authors' block (github.com/NUST-Machine-Intelligence-Laboratory/
+    HVC, models/model.py ``ProjBlock``), exactly: r = LeakyReLU(BN1(conv1 x)),
+    out = LeakyReLU(BN2(conv2 r + r)), conv3(out), LeakyReLU slope 0.01 (PyTorch's default),
+    every conv with a bias. Its parameter names are those of ``ProjBlock``
+    (conv1, bn1, conv2, bn2, conv3), so the authors' weights load as they are.
     """
 
     def __init__(self, in_dim: int, dim: int = 256, head: str = "paper") -> None:
         super().__init__()
         if head not in ("paper", "official"):
             raise ValueError(f"head must be 'paper' or 'official', got {head!r}")
-        act = nn.ReLU if head == "paper" else lambda inplace: nn.LeakyReLU(0.1, inplace=inplace)
-        self.residual = head == "official"
-        self.conv1 = nn.Sequential(nn.Conv2d(in_dim, dim, 1, bias=False), nn.BatchNorm2d(dim), act(inplace=True))
-        self.conv2 = nn.Sequential(nn.Conv2d(dim, dim, 1, bias=False), nn.BatchNorm2d(dim), act(inplace=True))
+        self.official = head == "official"
+        bias = self.official
+        self.conv1 = nn.Conv2d(in_dim, dim, 1, bias=bias)
+        self.bn1 = nn.BatchNorm2d(dim)
+        self.conv2 = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.bn2 = nn.BatchNorm2d(dim)
         self.conv3 = nn.Conv2d(dim, dim, 1)
+        self.act = nn.LeakyReLU(0.01) if self.official else nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        x = x + self.conv2(x) if self.residual else self.conv2(x)
-        return self.conv3(x)
+        r = self.act(self.bn1(self.conv1(x)))
+        if self.official:
+            return self.conv3(self.act(self.bn2(self.conv2(r) + r)))
+        return self.conv3(self.act(self.bn2(self.conv2(r))))
 
 
 class PseudoDynamic(nn.Module):
@@ -140,7 +150,7 @@ class HVC(nn.Module):
         proj_dim: int = 256,
         head: str = "paper",
         radius: float = 0.1,
-        radius_unit: str = "image",
+        radius_unit: str = "cell",
         alpha: float = 1.0,
         static: bool = True,
         dynamic: bool = True,

@@ -81,14 +81,16 @@ class TrainParams(_Section):
     alpha: float = Field(1.0, ge=0, description="Weight of L_dynamic in L_hybrid (Table 7c: 0.1/0.5/1/2).")
     radius: float = Field(0.1, gt=0, description="Positive radius r of Eq. 8 (Table 7d: 0.01/0.1/0.3/0.7).")
     radius_unit: Literal["image", "cell"] = Field(
-        "image",
-        description="'image': r in normalised image units (the paper, Eq. 8); "
-        "'cell': r in feature-cell diagonals (the official code).",
+        "cell",
+        description="'cell': D in feature-cell diagonals, A = D < r (the authors' code; matches the "
+        "positive counts of the paper's Fig. 8); 'image': D in normalised image units, A = D <= r.",
     )
     # model (§3.1, Table 7f)
     proj_dim: int = Field(256, ge=1, description="Hidden and output channels of projector/predictor (Table 7f: 128/256/512/1024).")
     head: Literal["paper", "official"] = Field(
-        "paper", description="'paper': conv-BN-ReLU x2 + conv; 'official': LeakyReLU and a residual middle conv."
+        "paper",
+        description="'paper': conv-BN-ReLU x2 + conv (paper §3.1); 'official': the authors' ProjBlock, "
+        "LeakyReLU(0.01), BN over a residual middle conv, biased convs.",
     )
     # data and views (Table 7b)
     crop_size: int = Field(256, ge=16, description="Side of each square view after RandomResizedCrop, pixels.")
@@ -99,7 +101,9 @@ class TrainParams(_Section):
         description="Table 7b, cumulative: crop; crop+affine/perspective; +colour jitter; +Gaussian blur.",
     )
     normalization: Literal["imagenet", "cifar"] = Field(
-        "imagenet", description="Mean/std of the input normalisation (official code: cifar when training)."
+        "imagenet",
+        description="Mean/std of the training input normalisation: imagenet, or cifar "
+        "(the authors' train_img.py: mean 0.4914/0.4822/0.4465, std 0.2023/0.1994/0.2010).",
     )
     # optimisation (§3.3)
     batch_size: int = Field(128, ge=1, description="Global batch size (split across GPUs).")
@@ -109,14 +113,18 @@ class TrainParams(_Section):
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
     momentum: float = Field(0.99, ge=0, le=1, description="Initial EMA momentum m_0; cosine schedule to 1 (Eq. 1).")
     # engineering
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32",
+        description="fp32: as the authors' COCO script trains; bf16: bfloat16 autocast (about 2x faster "
+        "on a recent GPU; matmuls and convs in bf16, loss and optimizer state in fp32); auto: bf16 on a GPU, fp32 on CPU.",
+    )
     channels_last: bool = Field(True, description="channels_last memory format on GPU.")
     compile: bool = Field(False, description="torch.compile the model (GPU).")
     gpus: int = Field(1, ge=1, description="GPUs per training job; >1 runs torchrun (DDP) inside the job.")
     sync_bn: bool = Field(True, description="SyncBatchNorm when training with DDP.")
     workers: int = Field(2, ge=0, description="Data-loader worker processes per GPU.")
     checkpoint_every: int = Field(200, ge=1, description="Save a resumable checkpoint every N steps.")
-    log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
+    log_every: int = Field(10, ge=1, description="Log metrics every N steps (logging only: not part of the model id).")
 
     @model_validator(mode="after")
     def _check(self) -> TrainParams:
@@ -189,6 +197,11 @@ class Params(_Section):
     ablations: list[str] = Field(
         default_factory=list,
         description="Paper ablation tables whose rows Snakemake trains (table6, table7a ... table7f).",
+    )
+    authors_checkpoint: str | None = Field(
+        None,
+        description="The authors' released HVC checkpoint (official model zoo, e.g. hvc_coco.pth): when set, "
+        "the tables add 'HVC (authors' weights)' rows, propagated and scored like ours.",
     )
     baselines: list[Literal["random", "imagenet"]] = Field(
         default_factory=lambda: ["random"],
@@ -332,14 +345,31 @@ def shards_config(p: Params) -> dict[str, Any]:
 
 
 def train_config(p: Params) -> dict[str, Any]:
-    """What the train stage reads: shards identity, seed and the train section."""
-    return {"seed": p.seed, "train": p.train.model_dump(), "shards": content_id(shards_config(p))}
+    """What the train stage reads: shards identity, seed and the train section (less
+    ``log_every``, which only changes how often metrics are logged)."""
+    return {"seed": p.seed, "train": p.train.model_dump(exclude={"log_every"}), "shards": content_id(shards_config(p))}
 
 
 def propagation_config(p: Params) -> dict[str, Any]:
-    """What the propagate stage reads (besides the encoder). The semantic encoder is part
-    of the encoder's identity (:func:`semantic_id`), not of the propagation settings."""
-    return {"propagation": p.propagation.model_dump(exclude={"semantic_checkpoint", "semantic_weight"})}
+    """What the propagate stage reads (besides the encoder): the propagation section and the
+    seed (the random-init baseline is drawn from it). The semantic encoder is part of the
+    encoder's identity (:func:`semantic_id`), not of the propagation settings."""
+    return {
+        "seed": p.seed,
+        "propagation": p.propagation.model_dump(exclude={"semantic_checkpoint", "semantic_weight"}),
+    }
+
+
+def evaluation_config(p: Params) -> dict[str, Any]:
+    """What the evaluate stage reads besides the predictions: the eval section."""
+    return {"eval": p.eval.model_dump()}
+
+
+def authors_id(p: Params) -> str | None:
+    """Content id of the authors' released checkpoint (its path), None when unset."""
+    if p.authors_checkpoint is None:
+        return None
+    return content_id({"checkpoint": p.authors_checkpoint}, length=8)
 
 
 def semantic_id(p: Params) -> str | None:
@@ -351,12 +381,14 @@ def semantic_id(p: Params) -> str | None:
 
 
 def stage_ids(p: Params) -> dict[str, str]:
-    """Content ids of every stage output, keyed by stage: data, shards, model, propagation."""
+    """Content ids of every stage output, keyed by stage: data, shards, model, propagation,
+    evaluation."""
     return {
         "data": content_id(data_config(p)),
         "shards": content_id(shards_config(p)),
         "model": content_id(train_config(p)),
         "propagation": content_id(propagation_config(p)),
+        "evaluation": content_id(evaluation_config(p)),
     }
 
 

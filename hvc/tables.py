@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from hvc.experiments import columns, published_tables, row_experiment, run_rows, source_available, table_names
+from hvc.experiments import columns, missing_checkpoint, published_tables, row_experiment, run_rows, source_available, table_names
 from hvc.io import atomic_dir, write_json, write_text
 from hvc.params import Params
 
@@ -111,7 +111,7 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
             if src == "train" and summary is not None and "train_seconds" in summary:
                 summary = {**summary, "train_hours": summary["train_seconds"] / 3600}
             if exp is None:
-                cells.append("not run: needs propagation.semantic_checkpoint")
+                cells.append(f"not run: needs {missing_checkpoint(p, row)}")
             elif not source_available(src, p):
                 cells.append(f"not run: {src.removeprefix('flow_')} not in data.benchmarks")
             elif row.get("encoder") in ("random", "imagenet") and row["encoder"] not in p.baselines:

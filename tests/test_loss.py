@@ -34,7 +34,8 @@ def test_mask_radius_counts_neighbours():
 def test_disjoint_crops_give_empty_mask_and_finite_zero_loss():
     b1 = torch.tensor([[0.0, 0.0, 0.3, 0.3]])
     b2 = torch.tensor([[0.7, 0.7, 1.0, 1.0]])
-    assert positive_mask(b1, b2, 4, 4, 0.1).sum() == 0
+    for unit in ("cell", "image"):
+        assert positive_mask(b1, b2, 4, 4, 0.1, unit).sum() == 0
     f1 = F.normalize(torch.randn(1, 8, 4, 4), dim=1).requires_grad_()
     f2 = F.normalize(torch.randn(1, 8, 4, 4), dim=1)
     out = hybrid_loss(f1, f2, b1, b2, PseudoDynamic(8, 8), radius=0.1)
@@ -50,7 +51,7 @@ def test_static_loss_equals_hand_computed_value():
     out = hybrid_loss(f1, f2, FULL, FULL, None, radius=0.1, static=True, dynamic=False)
     # cos(cell0) = 0.6, cos(cell1) = 0.0 -> L_static = -(0.6 + 0.0) / 2
     assert out["static"].item() == pytest.approx(-0.3)
-    assert out["loss"].item() == pytest.approx(-0.3)
+    assert out["loss"].item() == pytest.approx(-0.6)  # x2, as the authors' code returns it
     assert out["dynamic"].item() == 0.0
 
 
@@ -73,7 +74,7 @@ def test_hybrid_loss_weights_dynamic_term_by_alpha():
     pseudo = PseudoDynamic(8, 8).eval()
     one = hybrid_loss(f1, f2, box, box, pseudo, radius=0.3, alpha=1.0)
     two = hybrid_loss(f1, f2, box, box, pseudo, radius=0.3, alpha=2.0)
-    assert two["loss"].item() == pytest.approx((one["static"] + 2 * one["dynamic"]).item(), abs=1e-6)
+    assert two["loss"].item() == pytest.approx(2 * (one["static"] + 2 * one["dynamic"]).item(), abs=1e-6)
     assert -1 <= one["dynamic"].item() <= 1
 
 

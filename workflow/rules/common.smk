@@ -34,7 +34,7 @@ DATA = "artifacts/data/{data}"
 SHARDS = "artifacts/shards/{shards}"
 MODEL = "artifacts/models/{model}"
 PREDICTIONS = "artifacts/predictions/{encoder}/{propagation}/{benchmark}"
-SCORES = "artifacts/scores/{encoder}/{propagation}/{benchmark}.json"
+SCORES = "artifacts/scores/{encoder}/{propagation}/{evaluation}/{benchmark}.json"
 FETCHED = os.path.join(P.data.root, "{dataset}", STAMP_NAME)  # written by `hvc fetch` when verified
 SUBMISSIONS = "results/submissions/{benchmark}/{encoder}-{propagation}.zip"
 SERVER_SCORES = "results/server_scores/{benchmark}/{encoder}-{propagation}.txt"  # saved by the user
@@ -90,5 +90,6 @@ wildcard_constraints:
     shards="[0-9a-f]+",
     model="[0-9a-f]+",
     propagation="[0-9a-f]+",
+    evaluation="[0-9a-f]+",
     benchmark="[a-z0-9_]+",
     dataset="[a-z0-9_]+",

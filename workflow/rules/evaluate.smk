@@ -9,16 +9,19 @@ def encoder_input(wildcards):
         deps.append(MODEL.format(model=exp.ids["model"]))
     if exp.key == "semantic" or exp.merge_semantic:
         deps.append(P.propagation.semantic_checkpoint)
+    if exp.key.removesuffix("+semantic") == "authors":
+        deps.append(P.authors_checkpoint)
     return deps
 
 
 def encoder_args(wildcards):
     """--encoder (and --merge-semantic) of `hvc propagate` for one encoder key."""
     exp = BY_ENCODER[wildcards.encoder]
+    merge = " --merge-semantic" if exp.merge_semantic else ""
     if not exp.trained:
-        return f"--encoder {exp.key}"
+        return f"--encoder {exp.key.removesuffix('+semantic')}" + merge
     spec = MODEL.format(model=exp.ids["model"]) + "/encoder.pt"
-    return f"--encoder {spec}" + (" --merge-semantic" if exp.merge_semantic else "")
+    return f"--encoder {spec}" + merge
 
 
 rule propagate:

@@ -12,7 +12,9 @@ def score_file(key, source):
         return MODEL.format(model=exp.ids["model"]) + "/train.json"
     if source.startswith("flow_"):
         return FLOW.format(model=exp.ids["model"], benchmark=source.removeprefix("flow_"))
-    return SCORES.format(encoder=exp.encoder, propagation=exp.ids["propagation"], benchmark=source)
+    return SCORES.format(
+        encoder=exp.encoder, propagation=exp.ids["propagation"], evaluation=exp.ids["evaluation"], benchmark=source
+    )
 
 
 # only the cells the tables show are computed (an ablation model is not run on VIP)
