@@ -269,7 +269,7 @@ class Benchmark:
         reader: ``"davis2017"``, ``"davis2017_testdev"``, ``"davis2016"``, ``"ytvos"``,
             ``"vost"``, ``"vip"`` or ``"jhmdb"``; see :meth:`read`.
         task: what is propagated: ``"vos"`` object masks, ``"parts"`` part labels at
-            560x560 (VIP), ``"pose"`` joints at 320x320 (JHMDB) (HVC-SPEC §4).
+            560x560 (VIP), ``"pose"`` joints at 320x320 (JHMDB) (paper §4.1).
         scoring: ``"davis"`` J&F (DAVIS toolkit), ``"vost"`` J and J on the last 25% of
             frames (VOST toolkit), ``"server"`` ground truth not public: a submission
             archive plus the server's score file, ``"miou"`` part mIoU, ``"pck"`` PCK.

@@ -149,7 +149,7 @@ def propagate_benchmark(
             semantic encoder alone (the paper's MoCo baseline, Table 6); ``"authors"`` with
             the authors' released weights (``authors_checkpoint``).
         merge_semantic: merge the encoder's features with the semantic encoder's
-            (official code, HVC-SPEC §4).
+            (the authors' infer_vos.py, TEST.MERGE).
     Returns (and writes to ``out_dir/propagation.json``) videos, frames and seconds per frame.
     Raises:
         DataError: a bad frame, mask, sequence or checkpoint (the message names the file);

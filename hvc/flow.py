@@ -37,7 +37,7 @@ plays the role of the flow from frame t+1 back to frame t; both signals lie on o
 
 Not reproduced: the PWC-Net rows of Table 11 (torchvision ships no PWC-Net).
 
-Sources: paper §3.2.2 (Eq. 6), §4.3.4, Table 11, Fig. 12; HVC-SPEC §1 and §6;
+Sources: paper §3.2.2 (Eq. 6), §4.3.4, Table 11, Fig. 12; the authors' models/model.py ``Flow``;
 torchvision's optical-flow models (``torchvision.models.optical_flow.raft_large``; inputs of
 equal size, H and W divisible by 8, transforms ``Raft_Large_Weights.DEFAULT.transforms()``
 mapping [0, 1] to [-1, 1]; the last of the returned flow predictions is the final one) and

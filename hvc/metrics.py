@@ -6,8 +6,7 @@ A re-implementation, without OpenCV, of the official DAVIS toolkit
 ``davis2017/utils.py`` (``db_statistics``), ``davis2017/evaluation.py`` and
 ``davis2017/davis.py`` (the semi-supervised protocol) and ``evaluation_method.py`` (the
 global table). It performs the same arithmetic on the same pixel counts, so on every input
-the toolkit accepts the numbers agree exactly (not just to rounding). HVC-SPEC §5
-summarises the definitions.
+the toolkit accepts the numbers agree exactly (not just to rounding).
 
 Toolkit behaviour kept on purpose, because published numbers depend on it:
 

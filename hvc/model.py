@@ -1,4 +1,4 @@
-"""HVC model (paper §3.1-3.2, Fig. 3, Algorithm 1; HVC-SPEC §1).
+"""HVC model (paper §3.1-3.2, Fig. 3, Algorithm 1; the authors' code, github.com/NUST-Machine-Intelligence-Laboratory/HVC models/model.py).
 
 Online encoder = ResNet-18 backbone (output stride 8) + projector + predictor.
 Target encoder = backbone + projector, an exponential moving average of the online one
@@ -22,7 +22,8 @@ FEATURE_CHANNELS = {"layer3": 256, "layer4": 512}
 
 
 class Backbone(nn.Module):
-    """ResNet-18 trained from scratch with output stride 8 (HVC-SPEC §1).
+    """ResNet-18 trained from scratch with output stride 8 (paper §3.1; the authors' models/model.py
+    ``remove_strides`` on layer3/layer4 and models/resnet.py initialisation).
 
     Every stride of layer3 and layer4 is 1 (downsample convs included, no dilation), so a
     (B, 3, H, W) input gives layer3 and layer4 maps of (B, 256, H/8, W/8) and
@@ -90,7 +91,7 @@ class SpaceProjection(nn.Module):
 
 
 class PseudoDynamic(nn.Module):
-    """Pseudo-dynamic signal generator F_pseudo (paper §3.2.2, Eq. 6; HVC-SPEC §1).
+    """Pseudo-dynamic signal generator F_pseudo (paper §3.2.2, Eq. 6; the authors' models/model.py ``Flow``).
 
     Two consecutive 1x1 convs with BN (and ReLU between): (B, 2C, h, w) → (B, 2, h, w),
     L2-normalised over its 2 channels. ``forward(a, b)`` takes the two views' features
@@ -125,7 +126,7 @@ class Encoder(nn.Module):
 
 
 def momentum_at(step: int, total_steps: int, base: float = 0.99) -> float:
-    """Cosine EMA momentum schedule (HVC-SPEC §1, BYOL's schedule).
+    """Cosine EMA momentum schedule (BYOL's; the authors' models/model.py ``_update_momentum_encoder``).
 
     m_k = 1 - (1 - base) * (cos(pi * k / K) + 1) / 2: ``base`` at k = 0, (1 + base)/2 at
     k = K/2, 1 at k = K.

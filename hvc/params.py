@@ -73,7 +73,7 @@ class ShardParams(_Section):
 
 
 class TrainParams(_Section):
-    """HVC training (paper §3.3, HVC-SPEC §1-3). Defaults are the paper's recipe."""
+    """HVC training (paper §3.3, Tables 6-7; the authors' train_img.py where the paper is silent)."""
 
     # loss (Eqs. 6-10, Table 6, 7c, 7d)
     static: bool = Field(True, description="Use the static term L_static (Table 6).")
@@ -145,7 +145,7 @@ class TrainParams(_Section):
 
 
 class PropagationParams(_Section):
-    """Label propagation (paper §4.1, HVC-SPEC §4). Defaults = the official code; preset 'crw' = CRW's."""
+    """Label propagation (paper §4.1). Defaults = the authors' infer_vos.py and core/config.py; preset 'crw' = CRW's."""
 
     temperature: float = Field(0.1, gt=0, description="Softmax temperature of the affinity.")
     topk: int = Field(15, ge=1, description="Keep the top-k affinities per query pixel.")

@@ -1,6 +1,6 @@
 """Human-part propagation on VIP (Video Instance-level Parsing): read, propagate, score.
 
-Paper §4.1 and HVC-SPEC §4: the first annotated frame's part map (19 parts + background)
+Paper §4.1 and Table 5 (UVC protocol): the first annotated frame's part map (19 parts + background)
 is propagated through the video at 560x560 and scored by mIoU. HVC's public code has no
 VIP script, so the protocol follows the public code that defined it:
 
@@ -41,7 +41,7 @@ from hvc.propagation import PropagationConfig, propagate_video
 
 VIP_FOLDER = "VIP_Fine"
 VOID = 255  # ground-truth label that is never scored
-VIP_SIZE = 560  # HVC-SPEC §4; UVC --scale_size 560 560
+VIP_SIZE = 560  # paper §4.1; UVC --scale_size 560 560
 VIP_CLASSES = (
     "background", "hat", "hair", "sun-glasses", "upper-clothes", "dress", "coat", "socks", "pants", "gloves",
     "scarf", "skirt", "torso-skin", "face", "right-arm", "left-arm", "right-leg", "left-leg", "right-shoe",
@@ -142,7 +142,7 @@ def propagate_parts(
     device: torch.device | str = "cpu",
     bf16: bool = False,
 ) -> np.ndarray:
-    """Propagate a part map through a video at ``size`` x ``size`` (HVC-SPEC §4; UVC).
+    """Propagate a part map through a video at ``size`` x ``size`` (paper §4.1; UVC).
 
     Frames are resized to size x size (bilinear) and the first part map (nearest), then
     :func:`hvc.propagation.propagate_video` runs at that input size: one channel per part

@@ -1,4 +1,4 @@
-"""JHMDB pose tracking by label propagation (HVC-SPEC §4; the CRW protocol).
+"""JHMDB pose tracking by label propagation (paper §4.1, Table 5; the CRW protocol).
 
 In the order it runs: read the split-1 test videos and their 15 joints
 (:func:`read_jhmdb`) → resize every frame to 320 x 320 and turn the first frame's joints
@@ -195,7 +195,7 @@ def _read_joints(mat: Path) -> np.ndarray:
 def joints_to_heatmaps(
     joints: np.ndarray, size_hw: tuple[int, int], stride: float, sigma: float = 0.5
 ) -> torch.Tensor:
-    """Gaussian maps of joints at feature resolution (CRW ``code/data/jhmdb.py``, HVC-SPEC §4).
+    """Gaussian maps of joints at feature resolution (CRW ``code/data/jhmdb.py``).
 
     Joint j's map is exp(-d² / (2 sigma²)), d the distance in cells to the cell nearest the
     joint (peak 1, not normalised to sum 1), zero outside the square of half-width
@@ -260,7 +260,7 @@ def propagate_pose(
     sigma: float = 0.5,
     topk: int = 3,
 ) -> np.ndarray:
-    """Track joints through a video by propagating first-frame heatmaps (HVC-SPEC §4; CRW ``code/test.py``).
+    """Track joints through a video by propagating first-frame heatmaps (paper §4.1; CRW ``code/test.py``).
 
     Every frame is resized to size x size (aspect ratio not kept, as CRW's ``JhmdbSet``)
     and encoded; frame 0's joints become Gaussian maps at feature resolution
@@ -359,7 +359,7 @@ def read_pose(path: str | os.PathLike[str]) -> np.ndarray:
 def pck(
     pred: np.ndarray, gt: np.ndarray, thresholds: Iterable[float] = (0.1, 0.2)
 ) -> tuple[dict[float, np.ndarray], np.ndarray]:
-    """Per-joint PCK counts of one video (CRW ``code/eval/eval_pck.py``, HVC-SPEC §4).
+    """Per-joint PCK counts of one video (CRW ``code/eval/eval_pck.py``).
 
     In each frame t >= 1, the joints with a prediction (finite x, y) are scored; the
     reference distance is 0.6 x the diagonal of the box around those joints' ground

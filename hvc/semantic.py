@@ -1,4 +1,5 @@
-"""The frozen semantic encoder of the official feature merge (HVC-SPEC §4).
+"""The frozen semantic encoder of the official feature merge (the authors'
+infer_vos.py TEST.MERGE, models/encoder.py ``mocov1``; paper Table 6).
 
 The authors' inference code (NUST-Machine-Intelligence-Laboratory/HVC, ``infer_vos.py``
 with ``models/encoder.py`` and ``models/resnet.py``) by default matches frames on
@@ -35,7 +36,7 @@ MOCO_PREFIXES = ("module.encoder_q.", "encoder_q.")  # saved from DistributedDat
 
 
 class SemanticEncoder(nn.Module):
-    """ResNet-50 up to layer3 with output stride 8, frozen (HVC-SPEC §4).
+    """ResNet-50 up to layer3 with output stride 8, frozen (the authors' models/encoder.py).
 
     ``forward``: (B, 3, H, W) ImageNet-normalised → (B, 1024, ceil(H/8), ceil(W/8)), the
     same grid as :class:`hvc.model.Backbone`. Parameter names are torchvision's

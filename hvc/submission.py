@@ -1,6 +1,6 @@
 """Benchmarks scored on an evaluation server: submission archives and the server's scores.
 
-DAVIS 2017 test-dev and YouTube-VOS 2018/2019 valid publish no ground truth (HVC-SPEC §5).
+DAVIS 2017 test-dev and YouTube-VOS 2018/2019 valid publish no ground truth: their challenge servers score submissions.
 The pipeline writes the archive the server expects, and reads back the score file the
 user downloads from the server, so the paper's Tables 2, 9 and 10 fill in once it is
 there:

@@ -1,7 +1,7 @@
 """The paper's tables, with our numbers beside the published ones.
 
 Every cell is ours (from a score file) or says why it is empty ("not run: ..."); the
-published value, where the paper has one (HVC-SPEC §6), stands in its own column
+published value, where the paper has one (hvc/data/published.yaml), stands in its own column
 labelled "paper". Output per table: Markdown, CSV and LaTeX under ``results/tables/``.
 """
 

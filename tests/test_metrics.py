@@ -504,7 +504,7 @@ def test_real_degraded_prediction_matches_direct_computation(davis2016_sample, t
     table = evaluate_folder(gt_root, pred_root, [seq])
 
     # the definition, computed directly on the scored frames (first and last dropped)
-    radius = 8  # ceil(0.008 * sqrt(480^2 + 854^2)), HVC-SPEC §5
+    radius = 8  # ceil(0.008 * sqrt(480^2 + 854^2)), DAVIS toolkit bound_th
     assert gt_masks[0].shape == (480, 854)
     scored = list(zip(gt_masks, pred_masks))[1:-1]
     j = np.array([reference_j(g, p) for g, p in scored])
