@@ -159,3 +159,26 @@ def test_logged_loss_equals_the_official_value():
         ref = official_hybrid_loss(o1, t2, b1, b2, flow, 0.1) + official_hybrid_loss(o2, t1, b2, b1, flow, 0.1)
     assert out["loss"].item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
     assert math.isfinite(out["loss"].item()) and out["loss"].item() != 0
+
+
+def test_readme_faithfulness_table_names_default_and_published_reading():
+    import re
+    from pathlib import Path
+
+    from hvc.params import Params
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Faithfulness")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    header, body = rows[0], rows[1:]
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "what", "our default", "other option", "published numbers came from",
+    ]  # fmt: skip
+    assert len(body) >= 8
+    defaults = Params().model_dump()
+    for row in body:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 4 and cells[1] and cells[3], row
+        # a `section.key: value` named as our default must be the schema's default
+        for section, key, value in re.findall(r"`(\w+)\.(\w+): (\w+)`", cells[1]):
+            assert str(defaults[section][key]) == value, row
