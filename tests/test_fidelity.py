@@ -182,3 +182,17 @@ def test_readme_faithfulness_table_names_default_and_published_reading():
         # a `section.key: value` named as our default must be the schema's default
         for section, key, value in re.findall(r"`(\w+)\.(\w+): (\w+)`", cells[1]):
             assert str(defaults[section][key]) == value, row
+
+
+def test_content_ids_follow_what_each_stage_reads():
+    from hvc.params import Params, stage_ids
+
+    base = stage_ids(Params())
+    seeded = stage_ids(Params(seed=1))
+    assert seeded["propagation"] != base["propagation"]  # the random-init baseline is drawn from the seed
+    assert seeded["model"] != base["model"]
+    bound = stage_ids(Params(eval={"bound_th": 0.01}))
+    assert bound["evaluation"] != base["evaluation"]
+    assert {k: v for k, v in bound.items() if k != "evaluation"} == {k: v for k, v in base.items() if k != "evaluation"}
+    logging_only = stage_ids(Params(train={"log_every": 1}))
+    assert logging_only == base  # logging frequency does not make another model
