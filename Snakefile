@@ -2,6 +2,9 @@
 #   snakemake --cores 2 all_tables                                  # built-in demo
 #   snakemake --cores 8 all_tables --configfile configs/paper.yaml  # the paper's setting
 # Rules hold only wiring; each calls one `hvc` subcommand (see hvc/cli.py).
+report: "workflow/report/workflow.rst"  # snakemake --report report.html (after a run)
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
