@@ -34,7 +34,7 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output path (written 
 ThreadsOpt = Annotated[
     Optional[int],
     typer.Option(
-        "--threads", "-j", min=1,
+        "--threads", min=1,
         help="CPU threads for PyTorch's operators (torch.set_num_threads); default: PyTorch's own "
         "(OMP_NUM_THREADS, else every core). The Snakemake rules pass the job's `threads`.",
     ),

@@ -102,10 +102,3 @@ rule figures:
     shell:
         "hvc figures {PARAMS} {params.predictions} --demo {params.demo} --tables {input.tables}"
         " --model {input.model} --out {output} --threads {threads} 2> {log}"
-
-
-rule all_tables:
-    default_target: True
-    input:
-        TABLES,
-        FIGURES,
