@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +69,13 @@ def test_plan_prints_a_table_and_one_line_errors(tmp_path, caplog, monkeypatch):
     assert len(errors) == 1 and "train.batch_size = 'many'" in errors[0] and str(bad) in errors[0]
 
 
-def test_threads_option_sets_torchs_thread_count():
+def test_threads_option_sets_torchs_thread_count(monkeypatch):
     before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     try:
         _set_threads(1)
         assert torch.get_num_threads() == 1
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # idle threads sleep: shared CPUs
         _set_threads(2)
         assert torch.get_num_threads() == 2
         _set_threads(None)  # left as it is
