@@ -71,7 +71,8 @@ def test_plan_prints_a_table_and_one_line_errors(tmp_path, caplog, monkeypatch):
 
 def test_threads_option_sets_torchs_thread_count(monkeypatch):
     before = torch.get_num_threads()
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "")  # restored after the test
+    monkeypatch.delenv("OMP_WAIT_POLICY")
     try:
         _set_threads(1)
         assert torch.get_num_threads() == 1
