@@ -597,16 +597,17 @@ def _layout_links(name: str, spec: DatasetSpec, source: Path) -> dict[str, Path]
     )
 
 
-def _walk_files(folder: Path, links: dict[str, Path]) -> dict[str, Path]:
-    """Every file under ``links`` (following them, not links met inside), keyed by its path
-    as seen from the dataset folder (``DAVIS/JPEGImages/480p/bear/00000.jpg``), sorted."""
+def _walk_files(links: dict[str, Path]) -> dict[str, Path]:
+    """Every file under ``links`` (symbolic links inside are followed: the content as the
+    readers see it), keyed by its path as seen from the dataset folder
+    (``DAVIS/JPEGImages/480p/bear/00000.jpg``), sorted."""
     files = {}
     for link, real in links.items():
         base = Path(real)
         if base.is_file():
             files[link] = base
             continue
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
             dirnames.sort()
             rel = Path(dirpath).relative_to(base)
             for f in filenames:
@@ -636,7 +637,7 @@ def write_manifest(name: str, dataset_dir: Path, links: dict[str, Path], source:
     Returns:
         the manifest.
     """
-    files = _walk_files(dataset_dir, links)
+    files = _walk_files(links)
     entries = []
     for rel, path in tqdm(files.items(), desc=f"hash {name}", unit="file", disable=not progress, mininterval=2.0):
         st = path.stat()
@@ -669,7 +670,7 @@ def verify_manifest(dataset_dir: Path, links: dict[str, Path], rehash: bool = Fa
     manifest_path = dataset_dir / MANIFEST_NAME
     manifest = read_json(manifest_path)
     recorded = {e["path"]: e for e in manifest.get("files", [])}
-    files = _walk_files(dataset_dir, links)
+    files = _walk_files(links)
     hint = f"; if this change is intended, delete {manifest_path} and run again to record the new content"
     missing = [p for p in recorded if p not in files]
     if missing:
