@@ -734,7 +734,8 @@ def fetch_from(
         stamp = read_json(stamp_path) if stamp_path.exists() else None
     except DataError:
         stamp = None
-    if not in_place and target.exists():
+    empty = target.is_dir() and not target.is_symlink() and not any(target.iterdir())  # e.g. made by Snakemake for the stamp
+    if not in_place and target.exists() and not empty:
         if stamp is None or "source" not in stamp:
             raise DataError(
                 target,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,9 @@ def test_wrong_layout_and_an_existing_download_are_refused(lab: Path, tmp_path: 
     with pytest.raises(DataError, match="not a folder"):
         fetch_from("davis2017_trainval", tmp_path / "data", tmp_path / "nope", progress=False)
     downloaded = tmp_path / "data" / "davis2017_trainval"
+    downloaded.mkdir(parents=True)  # an empty folder (Snakemake makes one for the stamp) is free to use
+    fetch_from("davis2017_trainval", tmp_path / "data", lab / "DAVIS", progress=False)
+    shutil.rmtree(downloaded)
     make_davis(downloaded / "DAVIS")
     with pytest.raises(DataError, match="already holds a copy"):
         fetch_from("davis2017_trainval", tmp_path / "data", lab / "DAVIS", progress=False)
