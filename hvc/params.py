@@ -421,11 +421,9 @@ def allowed_values(key: str) -> str:
             return list(typing.get_args(ann))
         return [v for arg in typing.get_args(ann) for v in literals(arg)]
 
-    choices = literals(field.annotation)
+    choices = ", ".join(str(c) for c in literals(field.annotation))
     if choices:
-        return "one of " + ", ".join(str(c) for c in choices) if typing.get_origin(field.annotation) is Literal else (
-            "items from " + ", ".join(str(c) for c in choices)
-        )
+        return f"one of {choices}" if typing.get_origin(field.annotation) is Literal else f"items from {choices}"
     bounds = []
     for meta in field.metadata:
         for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
