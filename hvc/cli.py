@@ -8,6 +8,7 @@ its output atomically, and logs one line with its wall time.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -31,16 +32,48 @@ SetOpt = Annotated[
     typer.Option("--set", "-S", help="Override one parameter, KEY=VALUE (YAML value), e.g. train.alpha=0.5."),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output path (written atomically).")]
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads", min=1,
+        help="CPU threads for PyTorch's operators (torch.set_num_threads); default: PyTorch's own "
+        "(OMP_NUM_THREADS, else every core). The Snakemake rules pass the job's `threads`.",
+    ),
+]  # fmt: skip
+
+
+def _set_threads(threads: int | None) -> None:
+    """Let PyTorch's CPU operators use ``threads`` threads (None: leave PyTorch's default).
+
+    Snakemake exports OMP_NUM_THREADS=1 to a job without ``threads:`` and torchrun does the
+    same for each worker, so the thread count is given explicitly rather than trusted to
+    the environment. Called before anything imports torch, it also makes idle OpenMP
+    threads sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``, unless the environment
+    sets it): on a CPU shared with other jobs, spinning threads of several jobs take the
+    cores from each other (measured on a 2-core machine under load: propagation 4x slower
+    with 2 spinning threads than with 1 thread, 2x faster with 2 sleeping threads).
+    """
+    if threads is not None:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when the OpenMP runtime loads
+        import torch
+
+        torch.set_num_threads(threads)
+        _configure_logging()
+        log.info("using %d CPU threads (OpenMP wait policy %s)", threads, os.environ["OMP_WAIT_POLICY"])
 
 
 def _load(params: list[Path] | None, overrides: list[str] | None) -> Params:
     return load_params(params or [Path("params.yaml")], parse_overrides(overrides or []))
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
 @contextmanager
 def _stage(name: str):
     """Log the stage's wall time; turn input errors into one clear line and exit 2."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    _configure_logging()
     tic = time.perf_counter()
     try:
         yield
@@ -55,14 +88,27 @@ def params_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
     check: bool = typer.Option(False, help="Only validate the parameter files."),
     dump: bool = typer.Option(False, help="Print the merged, validated parameters as YAML."),
+    schema: Annotated[
+        Optional[Path], typer.Option(help="Write the JSON Schema of the parameters (exported from the model) to this file.")
+    ] = None,
 ) -> None:
-    """Document every parameter (key, type, default, meaning); validate (--check) or merge (--dump) files."""
+    """Document every parameter (key, type, default, allowed values, meaning). With -p FILE...:
+    the effective value of every key in those files merged, where it comes from (a file, a
+    propagation preset, or the default; an explicit key wins over the preset) and what it
+    may be. --check validates, --dump prints the merged YAML, --schema writes the JSON Schema."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from hvc.params import schema_rows
+    from hvc.params import allowed_values, effective_rows, params_json_schema_text, schema_rows
 
-    if check or dump or params:
+    if schema is not None:
+        from hvc.io import write_text
+
+        with _stage("params"):
+            write_text(schema, params_json_schema_text())
+        return
+    if check or dump:
         with _stage("params"):
             p = _load(params, None)
             if dump:
@@ -72,10 +118,21 @@ def params_cmd(
             else:
                 typer.echo(f"parameters valid ({len(p.model_dump())} sections)")
         return
-    table = Table("key", "type", "default", "meaning", title="params.yaml")
-    for row in schema_rows():
-        table.add_row(*row)
-    Console().print(table)
+    console = Console(width=max(Console().width, 160))
+    if params:
+        with _stage("params"):
+            rows = effective_rows(params)
+        table = Table(title=" + ".join(str(f) for f in params))
+        for column in ("key", "value", "set by", "allowed", "meaning"):
+            table.add_column(column, overflow="fold")  # long paths wrap, never cut
+        for row in rows:
+            table.add_row(*map(escape, row))  # values like [demo] are text, not markup
+        console.print(table)
+        return
+    table = Table("key", "type", "default", "allowed", "meaning", title="params.yaml")
+    for key, type_name, default, meaning in schema_rows():
+        table.add_row(*map(escape, (key, type_name, default, allowed_values(key), meaning)))
+    console.print(table)
 
 
 @app.command("demo-data")
@@ -115,8 +172,10 @@ def train_cmd(
     overrides: SetOpt = None,
     shards: Annotated[Path, typer.Option(help="Shard folder (with index.json).")] = ...,  # type: ignore[assignment]
     out: OutOpt = ...,  # type: ignore[assignment]
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train HVC (resumes from <out>.work/checkpoint.pt if present). Works under torchrun."""
+    _set_threads(threads)  # before torch is imported
     from hvc.train import train
 
     with _stage("train"):
@@ -155,8 +214,10 @@ def propagate_cmd(
     data: DataOpt = None,
     demo: DemoOpt = None,
     out: OutOpt = ...,  # type: ignore[assignment]
+    threads: ThreadsOpt = None,
 ) -> None:
     """Propagate first-frame labels through every video; palette PNGs (joints: JSON) in <out> (or <out>/<benchmark>)."""
+    _set_threads(threads)  # before torch is imported
     from hvc.evaluate import propagate_benchmark
 
     with _stage("propagate"):
@@ -178,7 +239,13 @@ def evaluate_cmd(
         Optional[Path], typer.Option(help="The server's score file (server-scored benchmarks), read when it exists.")
     ] = None,
     archive: Annotated[Optional[Path], typer.Option(help="The submission archive to name in the status (server-scored).")] = None,
+    toolkit_csv: Annotated[
+        Optional[Path],
+        typer.Option(help="With --benchmark: also write the DAVIS toolkit's global_results-val.csv and "
+                     "per-sequence_results-val.csv to this folder (DAVIS-scored benchmarks)."),
+    ] = None,
     out: OutOpt = ...,  # type: ignore[assignment]
+    threads: ThreadsOpt = None,
 ) -> None:
     """Score predictions with the benchmark's official definitions; <out> and <out stem>.objects.json.
 
@@ -189,14 +256,19 @@ def evaluate_cmd(
 
     with _stage("evaluate"):
         p = _load(params, None)
+        if toolkit_csv is not None and benchmark is None:
+            raise ParamsError("--toolkit-csv needs --benchmark (one benchmark's CSVs per folder)")
         if benchmark is not None:
             root = _benchmarks(p, benchmark, data, demo)[0][1]
-            s, _ = evaluate_benchmark(p, benchmark, root, predictions, out, server_scores=server_scores, archive=archive)
+            s, _ = evaluate_benchmark(
+                p, benchmark, root, predictions, out, server_scores=server_scores, archive=archive,
+                workers=threads or 1, toolkit_csv=toolkit_csv,
+            )  # fmt: skip
             log.info("%s: %s", benchmark, _headline(s))
             return
         summaries, objects = {}, {}
         for name, root in _benchmarks(p, None, None, demo):
-            summaries[name], objects[name] = evaluate_benchmark(p, name, root, predictions / name, None)
+            summaries[name], objects[name] = evaluate_benchmark(p, name, root, predictions / name, None, workers=threads or 1)
             log.info("%s: %s", name, _headline(summaries[name]))
         write_json(out.with_name(out.stem + ".objects.json"), objects)
         write_json(out, summaries)
@@ -270,9 +342,11 @@ def figures_cmd(
     tables: Annotated[Optional[Path], typer.Option(help="The tables stage's folder (bar charts of its tables.json).")] = None,
     model: Annotated[Optional[Path], typer.Option(help="A trained model folder (pseudo-dynamic signals, Fig. 12).")] = None,
     out: OutOpt = ...,  # type: ignore[assignment]
+    threads: ThreadsOpt = None,
 ) -> None:
     """Mask overlays (<key>_<benchmark>.png), bar charts of the demo and ablation tables
     (bars_<table>.png) and the pseudo-dynamic signals of the model (pseudo_dynamic_<benchmark>.png)."""
+    _set_threads(threads)  # before torch is imported
     from hvc.figures import bar_chart, overlay_grid
     from hvc.io import atomic_dir, read_json
 
@@ -288,7 +362,7 @@ def figures_cmd(
                 jobs.append((key, name, root, Path(path) if bench else Path(path) / name))
         with atomic_dir(out) as tmp:
             for key, name, root, pred in jobs:
-                overlay_grid(name, root, pred, tmp / f"{key}_{name}.png")
+                overlay_grid(name, root, pred, tmp / f"{key}_{name}.png", encoder=key)
             charts = 0
             if tables is not None:
                 built = read_json(tables / "tables.json")
@@ -326,8 +400,10 @@ def flow_cmd(
     data: DataOpt = None,
     max_pairs: Annotated[Optional[int], typer.Option(help="Score at most this many frame pairs (default: all).")] = None,
     out: OutOpt = ...,  # type: ignore[assignment]
+    threads: ThreadsOpt = None,
 ) -> None:
     """Table 11: end-point error of the pseudo-dynamic signals against RAFT (weights downloaded on first use)."""
+    _set_threads(threads)  # before torch is imported
     from hvc.benchmarks import read_benchmark
     from hvc.flow import load_hvc, load_raft, table11_scores
     from hvc.io import write_json
@@ -348,25 +424,87 @@ def flow_cmd(
 
 @app.command("plan")
 def plan_cmd(params: ParamsOpt = None) -> None:  # type: ignore[assignment]
-    """Print the experiments (trained models and baselines) these params ask for."""
-    from hvc.experiments import plan
+    """Print the experiments (trained models and baselines) these params ask for, one row each:
+    what is trained or used, the setting that differs from the base, the content ids of its
+    artifacts and the tables that show it."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
 
-    p = _load(params, None)
-    for key, exp in plan(p).items():
-        typer.echo(f"{key:40s} encoder={exp.encoder} ids={exp.ids}")
+    from hvc.experiments import plan, run_rows
+
+    with _stage("plan"):
+        p = _load(params, None)
+        experiments = plan(p)
+        shown_in: dict[str, list[str]] = {}
+        for name, _, exp in run_rows(p):
+            if name not in shown_in.setdefault(exp.key, []):
+                shown_in[exp.key].append(name)
+    table = Table("experiment", "encoder", "setting", "model id", "propagation id", "tables", title="experiments")
+    for key, exp in experiments.items():
+        if not exp.trained:
+            kind = f"baseline: {key}" if key != "semantic" else "semantic encoder alone"
+        else:
+            kind = "trained HVC" + (" + semantic merge" if exp.merge_semantic else "")
+        table.add_row(*map(escape, (
+            key, kind, ", ".join(exp.set_args) or "base params", exp.ids["model"] if exp.trained else "–",
+            exp.ids["propagation"], ", ".join(shown_in.get(key, [])) or "–",
+        )))  # fmt: skip
+    Console(width=max(Console().width, 120)).print(table)
 
 
 @app.command("fetch")
 def fetch_cmd(
-    name: str,
-    root: Annotated[Path, typer.Option(help="Data root (params data.root).")] = Path("data"),
+    name: Annotated[Optional[str], typer.Argument(help="A dataset of the registry (see --list).")] = None,
+    root: Annotated[Optional[Path], typer.Option(help="Data root (default: data.root of --params, else ./data).")] = None,
+    source: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--from", help="An extracted copy you already have: linked into the data root, not copied or downloaded "
+            "(default: data.sources of --params, or the folder it was linked to before).",
+        ),
+    ] = None,
+    verify: bool = typer.Option(False, help="With an existing copy: hash every file again, not only the changed ones."),
+    list_: bool = typer.Option(False, "--list", help="List every dataset: size, licence, manual or not, and whether it is in the data root."),
+    params: Annotated[Optional[list[Path]], typer.Option("--params", "-p", help="Parameter file(s) for data.root and data.sources.")] = None,
 ) -> None:
-    """Download (or verify a manually placed file), check and extract one dataset of the registry."""
-    from hvc.download import fetch
+    """Download (or verify a manually placed file), check and extract one dataset of the
+    registry, or link an extracted copy you already have (--from, data.sources)."""
+    from hvc.download import STAMP_NAME, dataset_rows, fetch, fetch_from, linked_source
 
     with _stage("fetch"):
-        path = fetch(name, root)
+        p = _load(params, None) if params else None
+        data_root = root if root is not None else Path(p.data.root if p is not None else "data")
+        if list_:
+            _print_datasets(dataset_rows(), data_root, STAMP_NAME)
+            return
+        if name is None:
+            raise ParamsError("name a dataset (hvc fetch NAME), or list them with hvc fetch --list")
+        if source is None and p is not None and name in p.data.sources:
+            source = Path(p.data.sources[name])
+        if source is None:
+            source = linked_source(name, data_root)
+        path = fetch_from(name, data_root, source, rehash=verify) if source is not None else fetch(name, data_root)
         log.info("%s ready at %s", name, path)
+
+
+def _print_datasets(rows: list[dict], root: Path, stamp_name: str) -> None:
+    """The registry as a table: name, role, size, manual, present in ``root``, licence."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    def size(row: dict) -> str:
+        if row["size"] is not None:
+            return f"{row['size'] / 2**30:.1f} GiB" if row["size"] >= 2**30 else f"{row['size'] / 2**20:.0f} MiB"
+        return f"unknown (> {row['known'] / 2**30:.1f} GiB)" if row["known"] else "unknown"
+
+    table = Table("dataset", "role", "size", "manual", "in data root", "licence", title=f"datasets (data root: {root})")
+    for row in rows:
+        present = "yes" if (root / row["name"] / stamp_name).exists() else "no"
+        manual = "yes: register, place the file" if row["manual"] else "no: downloaded"
+        table.add_row(*map(escape, (row["name"], row["role"], size(row), manual, present, row["licence"])))
+    Console(width=max(Console().width, 160)).print(table)
 
 
 def main() -> None:

@@ -17,8 +17,9 @@ Tools, and why some of this is our own code
   (connection errors and 408/429/5xx answers, exponential backoff, ``Retry-After``). The
   same ``Retry`` object also paces our resume loop (:meth:`Retry.increment`/``sleep``), so
   there is one retry policy.
-* Progress bar: ``tqdm``. Hashes: :func:`hvc.io.sha256_file` (always computed and stamped)
-  and :func:`pooch.file_hash` for the md5/sha1 that some datasets publish.
+* Progress bar: ``tqdm``. Hashes: :mod:`hashlib` through :func:`hvc.io.file_digests`, the
+  SHA-256 (always computed and stamped) and the md5/sha1 that some datasets publish in the
+  same single read of the file (an 18 GiB archive is read once).
 * Resuming a partial download is ours: ``pooch`` (retries, hashes, progress) opens its
   output with ``"w+b"`` in a temporary file that is deleted on failure, so every retry
   restarts from byte 0 (pooch 1.9, ``HTTPDownloader.__call__``/``stream_download``); an
@@ -40,7 +41,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import pooch
 import requests
 import urllib3
 import yaml
@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from urllib3.util import Retry
 
 from hvc.extract import extract_archives
-from hvc.io import DataError, read_json, sha256_file, write_json
+from hvc.io import DataError, atomic_dir, file_digests, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -250,10 +250,11 @@ def verify_file(path: str | os.PathLike[str], size: int | None, checksum: str | 
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
         raise DataError(path, f"size mismatch: expected {size} bytes, actual {actual_size} bytes{cited}")
-    sha256 = sha256_file(path)
+    alg, expected = checksum.split(":", 1) if checksum is not None else ("sha256", "")
+    digests = file_digests(path, ("sha256", alg))  # one pass over the file for both
+    sha256 = digests["sha256"]
     if checksum is not None:
-        alg, expected = checksum.split(":", 1)
-        actual = sha256 if alg == "sha256" else pooch.file_hash(str(path), alg=alg)
+        actual = digests[alg]
         if actual.lower() != expected.lower():
             raise DataError(path, f"{alg} checksum mismatch: expected {checksum}, actual {alg}:{actual}{cited}")
     return sha256
@@ -558,3 +559,245 @@ def fetch(
     extract_archives([p for _, p in paths], target, required=spec.layout, overwrite=True)
     write_json(stamp_path, {"dataset": name, "files": records, "layout": list(spec.layout)})
     return target
+
+
+# --------------------------------------------------------------------------- folders a lab already has
+
+MANIFEST_NAME = ".hvc-manifest.json"
+
+
+def _layout_links(name: str, spec: DatasetSpec, source: Path) -> dict[str, Path]:
+    """Which links make ``root/<name>`` show ``source`` in the registry layout.
+
+    Two shapes of ``source`` are accepted: it holds the layout paths as they are (e.g.
+    ``DAVIS/JPEGImages/480p``), linked per top folder; or, when every layout path starts
+    with the same folder, it is that folder (e.g. a ``/datasets/DAVIS`` holding
+    ``JPEGImages/480p``), linked under that folder's name.
+
+    Returns:
+        link name inside ``root/<name>`` -> the folder it points to.
+    Raises:
+        DataError: naming ``source`` and the layout paths missing from it.
+    """
+    if not source.is_dir():
+        raise DataError(source, f"not a folder (given as the existing copy of {name})")
+    tops = list(dict.fromkeys(p.split("/")[0] for p in spec.layout))
+    missing = [p for p in spec.layout if not (source / p).exists()]
+    if not missing:
+        return {top: source / top for top in tops}
+    if len(tops) == 1 and all("/" in p for p in spec.layout):
+        inner = [p.split("/", 1)[1] for p in spec.layout]
+        if all((source / p).exists() for p in inner):
+            return {tops[0]: source}
+    raise DataError(
+        source,
+        f"does not have the layout of {name}: missing {', '.join(missing)} "
+        f"(expected {', '.join(spec.layout)} inside it"
+        + (f", or {', '.join(p.split('/', 1)[1] for p in spec.layout)} when it is the {tops[0]} folder itself)" if len(tops) == 1 else ")"),
+    )
+
+
+def _walk_files(links: dict[str, Path]) -> dict[str, Path]:
+    """Every file under ``links`` (symbolic links inside are followed: the content as the
+    readers see it), keyed by its path as seen from the dataset folder
+    (``DAVIS/JPEGImages/480p/bear/00000.jpg``), sorted."""
+    files = {}
+    for link, real in links.items():
+        base = Path(real)
+        if base.is_file():
+            files[link] = base
+            continue
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+            dirnames.sort()
+            rel = Path(dirpath).relative_to(base)
+            for f in filenames:
+                if rel == Path(".") and link == "." and (f in (STAMP_NAME, MANIFEST_NAME) or f.startswith(".hvc-")):
+                    continue  # our own files when the dataset is used in place
+                key = (Path(link) / rel / f).as_posix().removeprefix("./")
+                files[key] = Path(dirpath) / f
+    return dict(sorted(files.items()))
+
+
+def _content_hash(entries: list[dict[str, Any]]) -> str:
+    """SHA-256 over the sorted (path, size, sha256) lines: one number for the whole content."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for e in entries:
+        h.update(f"{e['path']}\t{e['size']}\t{e['sha256']}\n".encode())
+    return h.hexdigest()
+
+
+def write_manifest(name: str, dataset_dir: Path, links: dict[str, Path], source: Path, progress: bool = True) -> dict[str, Any]:
+    """Hash every file of an existing dataset folder and write ``<dataset_dir>/.hvc-manifest.json``.
+
+    The manifest lists each file (path as seen from ``dataset_dir``, size in bytes,
+    modification time in ns, SHA-256) and a content hash over all of them.
+
+    Returns:
+        the manifest.
+    """
+    files = _walk_files(links)
+    entries = []
+    for rel, path in tqdm(files.items(), desc=f"hash {name}", unit="file", disable=not progress, mininterval=2.0):
+        st = path.stat()
+        entries.append({"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_digests(path)["sha256"]})
+    manifest = {
+        "dataset": name,
+        "source": str(source),
+        "num_files": len(entries),
+        "bytes": sum(e["size"] for e in entries),
+        "content_sha256": _content_hash(entries),
+        "files": entries,
+    }
+    write_json(dataset_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def verify_manifest(dataset_dir: Path, links: dict[str, Path], rehash: bool = False) -> dict[str, Any]:
+    """Check an existing dataset folder against the manifest written the first time.
+
+    Every call compares the file list and sizes (no reading of file contents); a file
+    whose modification time changed is hashed again, and with ``rehash`` every file is.
+
+    Returns:
+        the manifest.
+    Raises:
+        DataError: naming the first file missing, added, resized or with other content
+            than when the manifest was written (and the manifest, to rebuild it on purpose:
+            delete it and run again).
+    """
+    manifest_path = dataset_dir / MANIFEST_NAME
+    manifest = read_json(manifest_path)
+    recorded = {e["path"]: e for e in manifest.get("files", [])}
+    files = _walk_files(links)
+    hint = f"; if this change is intended, delete {manifest_path} and run again to record the new content"
+    missing = [p for p in recorded if p not in files]
+    if missing:
+        raise DataError(dataset_dir / missing[0], f"listed in the manifest but missing ({len(missing)} file(s) missing){hint}")
+    added = [p for p in files if p not in recorded]
+    if added:
+        raise DataError(files[added[0]], f"not in the manifest: the dataset gained {len(added)} file(s){hint}")
+    for rel, path in files.items():
+        st, entry = path.stat(), recorded[rel]
+        if st.st_size != entry["size"]:
+            raise DataError(path, f"size {st.st_size} bytes, the manifest says {entry['size']}{hint}")
+        if rehash or st.st_mtime_ns != entry["mtime_ns"]:
+            if file_digests(path)["sha256"] != entry["sha256"]:
+                raise DataError(path, f"content differs from the manifest (sha256 {entry['sha256'][:12]}...){hint}")
+    return manifest
+
+
+def fetch_from(
+    name: str,
+    root: str | os.PathLike[str],
+    source: str | os.PathLike[str],
+    *,
+    rehash: bool = False,
+    progress: bool = True,
+    registry: Mapping[str, DatasetSpec | Mapping[str, Any]] | None = None,
+) -> Path:
+    """Use a copy of dataset ``name`` that is already extracted (e.g. on a lab's shared disk).
+
+    Checks that ``source`` has the registry layout (see :func:`_layout_links`), makes
+    ``root/<name>`` a folder of symbolic links into it (nothing is copied; when ``source``
+    is ``root/<name>`` itself it is used in place), writes a manifest of every file (path,
+    size, SHA-256, and a content hash over all) the first time and checks the folder
+    against it on every later call (:func:`verify_manifest`), then writes the same stamp
+    file as :func:`fetch` (``root/<name>/.hvc-fetch.json``, the workflow's ``fetch`` output).
+
+    Args:
+        name: registry key, e.g. ``"davis2017_trainval"``.
+        root: data folder (``data.root``).
+        source: the existing dataset folder.
+        rehash: hash every file again instead of only the changed ones.
+        progress: progress bar while hashing.
+        registry: as in :func:`fetch`.
+    Returns:
+        ``root/<name>``.
+    Raises:
+        DataError: unknown dataset; ``source`` missing or without the layout; ``root/<name>``
+            already holds another copy (a download, or links to another folder with a
+            manifest that does not match); the folder no longer matches its manifest.
+    """
+    spec = _resolve_spec(name, registry)
+    root, source = Path(root), Path(source).expanduser().resolve()
+    target = root / name
+    in_place = target.exists() and target.resolve() == source
+    links = {".": source} if in_place else _layout_links(name, spec, source)
+    if in_place:
+        missing = [p for p in spec.layout if not (source / p).exists()]
+        if missing:
+            raise DataError(source, f"does not have the layout of {name}: missing {', '.join(missing)}")
+    stamp_path = target / STAMP_NAME
+    try:
+        stamp = read_json(stamp_path) if stamp_path.exists() else None
+    except DataError:
+        stamp = None
+    empty = target.is_dir() and not target.is_symlink() and not any(target.iterdir())  # e.g. made by Snakemake for the stamp
+    if not in_place and target.exists() and not empty:
+        if stamp is None or "source" not in stamp:
+            raise DataError(
+                target,
+                f"already holds a copy of {name} (downloaded or extracted there); to link {source} instead, "
+                "move that copy away; to use it as it is, pass it as the source",
+            )
+        if stamp["source"] != str(source):
+            log.info("%s: linked to %s before; linking %s now", target, stamp["source"], source)
+            stamp = None
+    if stamp is not None and stamp.get("source") == str(source) and (target / MANIFEST_NAME).exists():
+        verify_manifest(target, links, rehash=rehash)
+        return target
+    if not in_place:
+        with atomic_dir(target) as tmp:
+            for link, real in links.items():
+                (tmp / link).symlink_to(real, target_is_directory=real.is_dir())
+    manifest = write_manifest(name, target, links, source, progress=progress)
+    write_json(
+        stamp_path,
+        {
+            "dataset": name,
+            "source": str(source),
+            "linked": not in_place,
+            "layout": list(spec.layout),
+            "manifest": MANIFEST_NAME,
+            "num_files": manifest["num_files"],
+            "bytes": manifest["bytes"],
+            "content_sha256": manifest["content_sha256"],
+        },
+    )
+    log.info("%s: %d files, %d bytes from %s, content sha256 %s", name, manifest["num_files"], manifest["bytes"], source, manifest["content_sha256"])
+    return target
+
+
+def linked_source(name: str, root: str | os.PathLike[str]) -> Path | None:
+    """The folder ``root/<name>`` was linked to by :func:`fetch_from`, or None."""
+    try:
+        stamp = read_json(Path(root) / name / STAMP_NAME)
+    except DataError:
+        return None
+    return Path(stamp["source"]) if isinstance(stamp, dict) and stamp.get("source") else None
+
+
+def dataset_rows(registry: Mapping[str, DatasetSpec] | None = None) -> list[dict[str, Any]]:
+    """One row per registry dataset for ``hvc fetch --list``.
+
+    Returns:
+        dicts with name, role, size (total bytes of its files, or None when a size is
+        unknown), known (bytes of the files whose size is known), licence, manual, homepage.
+    """
+    rows = []
+    for name, spec in (load_registry() if registry is None else registry).items():
+        sizes = [f.size for f in spec.files]
+        rows.append(
+            {
+                "name": name,
+                "role": spec.role,
+                "size": sum(sizes) if all(s is not None for s in sizes) else None,
+                "known": sum(s for s in sizes if s is not None),
+                "licence": " ".join(spec.licence.split()),
+                "manual": spec.manual,
+                "homepage": spec.homepage,
+            }
+        )
+    return rows

@@ -216,6 +216,8 @@ def evaluate_benchmark(
     out: Path | None,
     server_scores: Path | None = None,
     archive: Path | None = None,
+    workers: int = 1,
+    toolkit_csv: Path | None = None,
 ) -> tuple[dict, dict]:
     """Score a benchmark's predictions with its official definitions.
 
@@ -228,6 +230,10 @@ def evaluate_benchmark(
 
     Returns (summary, per-object or per-video details), fractions in [0, 1]. When ``out``
     is given, writes the details to ``<out stem>.objects.json`` and then the summary to ``out``.
+    ``workers``: sequences scored at once (davis scoring). ``toolkit_csv``: a folder that
+    gets, for davis scoring, the DAVIS toolkit's ``global_results-val.csv`` and
+    ``per-sequence_results-val.csv`` (:func:`hvc.metrics.davis_toolkit_csvs`), for other
+    scorings a README.txt saying why there are none; written atomically.
     Raises:
         DataError: naming a missing or malformed prediction, annotation or score file.
     """
@@ -236,7 +242,7 @@ def evaluate_benchmark(
     names = [v.name for v in videos]
     details: dict = {}
     if bench.scoring == "davis":
-        scores = evaluate_folder(Path(root) / bench.annotations, predictions, names, bound_th=p.eval.bound_th)
+        scores = evaluate_folder(Path(root) / bench.annotations, predictions, names, bound_th=p.eval.bound_th, workers=workers)
         details = scores.pop("per_object")
     elif bench.scoring == "vost":
         scores = evaluate_vost_folder(Path(root) / bench.annotations, predictions, names)
@@ -261,7 +267,23 @@ def evaluate_benchmark(
             )
     else:
         raise ValueError(f"unknown scoring {bench.scoring!r}")
+    if toolkit_csv is not None:
+        _write_toolkit_csv(toolkit_csv, benchmark, bench.scoring, scores, details)
     if out is not None:
         write_json(out.with_name(out.stem + ".objects.json"), details)
         write_json(out, scores)
     return scores, details
+
+
+def _write_toolkit_csv(folder: Path, benchmark: str, scoring: str, scores: dict, details: dict) -> None:
+    """The DAVIS toolkit's two CSVs of a davis-scored benchmark in ``folder`` (atomic)."""
+    from hvc.io import write_text
+    from hvc.metrics import davis_toolkit_csvs
+
+    with atomic_dir(folder) as tmp:
+        if scoring == "davis":
+            global_csv, sequence_csv = davis_toolkit_csvs(scores, details)
+            write_text(tmp / "global_results-val.csv", global_csv)
+            write_text(tmp / "per-sequence_results-val.csv", sequence_csv)
+        else:
+            write_text(tmp / "README.txt", f"{benchmark} is scored by {scoring}, not the DAVIS toolkit: no toolkit CSVs.\n")

@@ -28,30 +28,61 @@ def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nda
     return out.astype(np.uint8)
 
 
+def _label(image: Image.Image, xy: tuple[int, int], text: str) -> None:
+    """Write ``text`` at ``xy`` in white on a dark box (PIL's built-in font)."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = draw.textbbox(xy, text)
+    draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(0, 0, 0))
+    draw.text(xy, text, fill=(255, 255, 255))
+
+
 def overlay_grid(
-    benchmark: str, root: Path, predictions: Path, out_png: Path, max_sequences: int = 4, columns: int = 5, width: int = 240
+    benchmark: str,
+    root: Path,
+    predictions: Path,
+    out_png: Path,
+    max_sequences: int = 4,
+    columns: int = 5,
+    width: int = 240,
+    encoder: str = "",
 ) -> None:
     """Write a grid of overlays (sequences x sampled frames) of one prediction folder to ``out_png``.
+
+    The figure is labelled: a title line with the encoder and the benchmark, the sequence
+    name on the first tile of each row and the frame number (0 = the annotated first
+    frame) on every tile.
 
     Args:
         benchmark, root: the benchmark and its folder (to find the frames).
         predictions: folder with ``<sequence>/<frame>.png`` predicted masks.
         max_sequences, columns: grid size; frames are evenly spaced over each video.
         width: width of each tile in pixels (aspect kept).
+        encoder: the encoder's name for the title (e.g. ``"hvc"``, ``"random"``).
+    Raises:
+        DataError: a frame or a predicted mask is missing or unreadable (naming it).
     """
     videos = read_benchmark(benchmark, root)[:max_sequences]
     rows, tile_h = [], None
     for video in videos:
         idx = np.linspace(0, len(video.frames) - 1, columns).round().astype(int)
         tiles = []
-        for i in idx:
+        for n, i in enumerate(idx):
             frame = read_image(video.frames[i])
             labels = read_mask(Path(predictions) / video.name / f"{video.frames[i].stem}.png")
             tile = Image.fromarray(overlay(frame, labels))
             tile_h = tile_h or round(tile.height * width / tile.width)  # every tile as the first
-            tiles.append(np.asarray(tile.resize((width, tile_h), Image.BILINEAR)))
+            tile = tile.resize((width, tile_h), Image.BILINEAR)
+            _label(tile, (4, tile_h - 14), f"frame {i}" + (" (annotated)" if i == 0 else ""))
+            if n == 0:
+                _label(tile, (4, 4), video.name)
+            tiles.append(np.asarray(tile))
         rows.append(np.concatenate(tiles, axis=1))
     grid = np.concatenate(rows, axis=0)
+    title = Image.new("RGB", (grid.shape[1], 22), (255, 255, 255))
+    _label(title, (6, 5), f"encoder: {encoder or 'unnamed'}  |  benchmark: {benchmark}  |  rows: sequences, columns: frames")
+    grid = np.concatenate([np.asarray(title), grid], axis=0)
     with atomic_path(out_png) as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
 

@@ -18,7 +18,7 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -307,11 +307,27 @@ def state_dict_differences(state: dict, expected: dict[str, tuple[int, ...]], mo
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
+    return file_digests(path, ("sha256",), chunk)["sha256"]
+
+
+def file_digests(path: str | os.PathLike[str], algorithms: Iterable[str] = ("sha256",), chunk: int = 1 << 20) -> dict[str, str]:
+    """Hex digests of a file's bytes for several algorithms in one read of the file.
+
+    Args:
+        path: the file.
+        algorithms: :mod:`hashlib` names, e.g. ``("sha256", "md5")``.
+        chunk: bytes read at a time (1 MiB).
+    Returns:
+        ``{algorithm: hex digest}``.
+    Raises:
+        OSError: the file cannot be read; ValueError: an unknown algorithm.
+    """
+    hashes = {alg: hashlib.new(alg) for alg in dict.fromkeys(algorithms)}
     with open(path, "rb") as f:
         while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+            for h in hashes.values():
+                h.update(block)
+    return {alg: h.hexdigest() for alg, h in hashes.items()}
 
 
 # --------------------------------------------------------------------------- images

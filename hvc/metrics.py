@@ -366,6 +366,7 @@ def evaluate_folder(
     pred_root: str | os.PathLike[str],
     sequences: list[str],
     bound_th: float = 0.008,
+    workers: int = 1,
 ) -> dict:
     """Evaluate predicted masks against DAVIS-layout annotations.
 
@@ -379,6 +380,8 @@ def evaluate_folder(
         pred_root: folder with one subfolder of PNG masks per sequence.
         sequences: sequence names, in the order the objects are reported.
         bound_th: the F tolerance, see :func:`f_measure`.
+        workers: sequences scored at once, in threads (decoding, NumPy and the k-d trees
+            release the GIL); the result does not depend on it.
     Returns:
         :func:`summarize` of all objects, ids ``f"{seq}_{k}"``.
     Raises:
@@ -389,14 +392,23 @@ def evaluate_folder(
     Source: ``davis2017/evaluation.py::DAVISEvaluation.evaluate``,
     ``davis2017/results.py::Results.read_masks``.
     """
-    per_object = {}
-    for seq in sequences:
+    def score(seq: str) -> dict:
         gt_dir, pred_dir = Path(gt_root) / seq, Path(pred_root) / seq
         gt, pred = _read_sequence(gt_dir, pred_dir)
         try:
-            scores = evaluate_sequence(gt, pred, bound_th=bound_th)
+            return evaluate_sequence(gt, pred, bound_th=bound_th)
         except ValueError as e:
             raise DataError(pred_dir, str(e)) from None
+
+    if workers > 1 and len(sequences) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(workers, len(sequences))) as pool:
+            results = list(pool.map(score, sequences))  # in order; the first error is raised
+    else:
+        results = [score(seq) for seq in sequences]
+    per_object = {}
+    for seq, scores in zip(sequences, results):
         for k, object_scores in scores.items():
             per_object[f"{seq}_{k}"] = object_scores
     return summarize(per_object)
@@ -502,3 +514,38 @@ def _check_ground_truth_objects(gt_dir: Path, names: list[str], gt_frames: list[
 def _size(mask: np.ndarray) -> str:
     """'WxH' of a (H, W) mask, for messages."""
     return f"{mask.shape[1]}x{mask.shape[0]}"
+
+
+# --------------------------------------------------------------------------- toolkit CSVs
+
+DAVIS_GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+DAVIS_SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
+
+
+def davis_toolkit_csvs(summary: dict, per_object: dict[str, dict]) -> tuple[str, str]:
+    """The two CSV files the DAVIS 2017 toolkit writes, from a :func:`summarize` result.
+
+    Same file contents as ``evaluation_method.py`` of the davis2017-evaluation toolkit
+    (pandas ``to_csv(index=False, float_format="%.3f")``): ``global_results-<set>.csv``
+    with columns J&F-Mean, J-Mean, J-Recall, J-Decay, F-Mean, F-Recall, F-Decay (one row,
+    fractions in [0, 1]) and ``per-sequence_results-<set>.csv`` with Sequence, J-Mean,
+    F-Mean (one row per object, named ``<sequence>_<object>``), so scripts that read the
+    toolkit's output read these.
+
+    Args:
+        summary: the pooled table (``JF_mean``, ``J_mean``, ... as fractions).
+        per_object: ``{object id: {"J_mean", "F_mean", ...}}`` in the toolkit's order.
+    Returns:
+        (global CSV text, per-sequence CSV text), "\\n" line ends; NaN is an empty field
+        (as pandas writes it).
+    Source: github.com/davisvideochallenge/davis2017-evaluation, ``evaluation_method.py``.
+    """
+
+    def fmt(v: float | None) -> str:
+        return "" if v is None or v != v else f"{v:.3f}"
+
+    keys = ("JF_mean", "J_mean", "J_recall", "J_decay", "F_mean", "F_recall", "F_decay")
+    lines = [",".join(DAVIS_GLOBAL_COLUMNS), ",".join(fmt(summary[k]) for k in keys)]
+    rows = [",".join(DAVIS_SEQUENCE_COLUMNS)]
+    rows += [f"{name},{fmt(obj['J_mean'])},{fmt(obj['F_mean'])}" for name, obj in per_object.items()]
+    return "\n".join(lines) + "\n", "\n".join(rows) + "\n"

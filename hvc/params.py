@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 
@@ -59,6 +59,22 @@ class DataParams(_Section):
             "vost (4), vip and jhmdb (5), davis2017_testdev (9), ytvos2019 (10); Table 11 runs on davis2017/ytvos2018."
         ),
     )
+    sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="Datasets a lab already has extracted: {registry name: folder}, e.g. "
+        "{davis2017_trainval: /datasets/DAVIS}; `hvc fetch` links them into data.root instead of downloading "
+        "(see `hvc fetch --list`).",
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def _known_datasets(cls, v: dict[str, str]) -> dict[str, str]:
+        from hvc.download import load_registry
+
+        unknown = sorted(set(v) - set(load_registry()))
+        if unknown:
+            raise ValueError(f"unknown dataset(s) {unknown}; see `hvc fetch --list`")
+        return v
 
 
 class ShardParams(_Section):
@@ -144,6 +160,14 @@ class TrainParams(_Section):
         return self
 
 
+# propagation.preset: the values a preset gives to the keys the parameter files leave out
+# (CRW: Jabri et al. 2020, its label-propagation settings; official: the HVC code's defaults)
+PROPAGATION_PRESETS: dict[str, dict[str, Any]] = {
+    "crw": {"topk": 10, "context": 20, "temperature": 0.05, "radius": 12},
+    "official": {"topk": 15, "context": 50, "temperature": 0.1, "radius": 12},
+}
+
+
 class PropagationParams(_Section):
     """Label propagation (paper §4.1). Defaults = the authors' infer_vos.py and core/config.py; preset 'crw' = CRW's."""
 
@@ -163,17 +187,17 @@ class PropagationParams(_Section):
     )
     semantic_weight: float = Field(1.05, gt=0, description="Weight of HVC features before the merge (official: 1.05).")
     preset: Literal["official", "crw", "none"] = Field(
-        "none", description="'crw' sets top-k 10, 20 frames, temperature 0.05; 'official' the defaults; 'none' leaves values."
+        "none",
+        description="'crw': top-k 10, 20 frames, temperature 0.05; 'official': the defaults; 'none': nothing. "
+        "A preset fills only keys the files leave out: an explicitly set key wins.",
     )
 
     @model_validator(mode="after")
     def _apply_preset(self) -> PropagationParams:
-        presets = {
-            "crw": {"topk": 10, "context": 20, "temperature": 0.05, "radius": 12},
-            "official": {"topk": 15, "context": 50, "temperature": 0.1, "radius": 12},
-        }
-        for key, value in presets.get(self.preset, {}).items():
-            object.__setattr__(self, key, value)
+        # a preset fills only the keys the files leave out: an explicit key always wins
+        for key, value in PROPAGATION_PRESETS.get(self.preset, {}).items():
+            if key not in self.model_fields_set:
+                object.__setattr__(self, key, value)
         return self
 
 
@@ -405,3 +429,111 @@ def schema_rows(model: type[BaseModel] = Params, prefix: str = "") -> list[tuple
         type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
         rows.append((key, type_name, repr(default), field.description or ""))
     return rows
+
+
+def allowed_values(key: str) -> str:
+    """What a leaf parameter accepts beyond its type, for ``hvc params``: the choices of a
+    choice-valued key (also of each item of a list), or its numeric range; "" otherwise.
+
+    Args:
+        key: dotted key, e.g. ``"train.augment"``.
+    Raises:
+        KeyError: ``key`` is not a leaf parameter of :class:`Params`.
+    """
+    import typing
+
+    model: type[BaseModel] = Params
+    *sections, leaf = key.split(".")
+    for part in sections:
+        model = model.model_fields[part].annotation  # type: ignore[assignment]
+    field = model.model_fields[leaf]
+
+    def literals(ann: Any) -> list[Any]:
+        if typing.get_origin(ann) is Literal:
+            return list(typing.get_args(ann))
+        return [v for arg in typing.get_args(ann) for v in literals(arg)]
+
+    choices = ", ".join(str(c) for c in literals(field.annotation))
+    if choices:
+        return f"one of {choices}" if typing.get_origin(field.annotation) is Literal else f"items from {choices}"
+    bounds = []
+    for meta in field.metadata:
+        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(meta, attr, None) is not None:
+                bounds.append(f"{op} {getattr(meta, attr)}")
+    if bounds and type(None) in typing.get_args(field.annotation):
+        return "null or " + ", ".join(bounds)
+    return ", ".join(bounds)
+
+
+def effective_rows(paths: list[str | os.PathLike[str]]) -> list[tuple[str, str, str, str, str]]:
+    """(key, value, origin, allowed, meaning) of every leaf parameter as the merged files give it.
+
+    ``origin`` is the last file that sets the key, ``"preset <name>"`` for a value that
+    ``propagation.preset`` filled in, or ``"default"``. Values are shown as YAML flow scalars.
+
+    Raises:
+        ParamsError: as :func:`load_params`.
+    """
+    p = load_params(paths)
+    set_by: dict[str, str] = {}
+    for path in paths:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        for key in _leaf_keys(data):
+            set_by[key] = str(path)
+    preset = PROPAGATION_PRESETS.get(p.propagation.preset, {})
+    values = _flatten_model(p)
+    rows = []
+    for key, _type, _default, meaning in schema_rows():
+        origin = set_by.get(key)
+        section, _, leaf = key.partition(".")
+        from_preset = section == "propagation" and leaf in preset
+        if origin is None:
+            origin = f"preset {p.propagation.preset}" if from_preset else "default"
+        elif from_preset and preset[leaf] != values[key]:
+            origin += f" (explicit, wins over preset {p.propagation.preset}: {preset[leaf]})"
+        value = yaml.safe_dump(values[key], default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+        rows.append((key, value, origin, allowed_values(key), meaning))
+    return rows
+
+
+def _leaf_keys(data: dict[str, Any]) -> list[str]:
+    """Dotted keys a raw parameter mapping sets: the keys inside each section, top-level leaves."""
+    sections = {n for n, f in Params.model_fields.items() if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
+    keys = []
+    for k, v in data.items():
+        keys += [f"{k}.{leaf}" for leaf in v] if k in sections and isinstance(v, dict) else [k]
+    return keys
+
+
+def _flatten_model(p: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value (tuples as lists) of every leaf of a validated model."""
+    out: dict[str, Any] = {}
+    for name in type(p).model_fields:
+        value = getattr(p, name)
+        if isinstance(value, BaseModel):
+            out.update(_flatten_model(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.json"
+
+
+def params_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of :class:`Params`, exported from the pydantic model.
+
+    The one schema for three readers: pydantic (the authority: it also runs the
+    cross-field checks a JSON Schema cannot state), Snakemake's ``validate()`` in
+    ``workflow/rules/common.smk``, and editors checking ``params.yaml`` (YAML language
+    server). ``hvc params --schema`` writes it to ``workflow/schemas/params.schema.json``;
+    a test fails when that file is stale.
+    """
+    schema = Params.model_json_schema(mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def params_json_schema_text() -> str:
+    """:func:`params_json_schema` as the exact text of the committed file (sorted keys, newline at the end)."""
+    return json.dumps(params_json_schema(), indent=2, sort_keys=True) + "\n"

@@ -1,8 +1,8 @@
 """The paper's tables, with our numbers beside the published ones.
 
-Every cell is ours (from a score file) or says why it is empty ("not run: ..."); the
-published value, where the paper has one (hvc/data/published.yaml), stands in its own column
-labelled "paper". Output per table: Markdown, CSV and LaTeX under ``results/tables/``.
+Every cell is ours (from a score file) or says why it is empty (a cell that was not run
+is "–" with the reason once in the notes); the published value, where the paper has one
+(hvc/data/published.yaml), stands in its own column labelled "paper". Output per table: Markdown, CSV, LaTeX and HTML under ``results/tables/``.
 """
 
 from __future__ import annotations
@@ -90,7 +90,9 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
             ``"train"``: the model's train.json, ``"flow_<benchmark>"``: Table 11 errors.
     Returns:
         every cell is ours, a published value, or says why it is empty; ``notes`` hold
-        the longer instructions (e.g. where a server's score file goes).
+        the longer instructions (e.g. where a server's score file goes). A cell that was
+        not run is "–", and the reason is said once in ``notes``, naming the rows it
+        concerns (or the columns, when it concerns every row).
     """
     table = published_tables()[name]
     cols = columns(table, p)
@@ -133,7 +135,26 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
             if has_pub and src != "demo":
                 cells.append(_published(m, published[i] if i < len(published) else None))
         rows.append(cells)
-    return {"title": table["title"], "header": header, "rows": rows, "notes": notes}
+    return {"title": table["title"], "header": header, "rows": rows, "notes": _not_run_notes(header, rows) + notes}
+
+
+def _not_run_notes(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Replace every "not run: <reason>" cell by "–" and return one note per reason, naming
+    the columns it empties when no row of them was run, else the rows it concerns."""
+    where: dict[str, tuple[dict[str, None], dict[int, None]]] = {}
+    for row in rows:
+        for c, cell in enumerate(row):
+            if c and cell.startswith("not run: "):
+                labels, cols = where.setdefault(cell.removeprefix("not run: "), ({}, {}))
+                labels[row[0]] = None
+                cols[c] = None
+                row[c] = "–"
+    notes = []
+    for reason, (labels, cols) in where.items():
+        whole_columns = len(rows) > 1 and all(row[c] == "–" for row in rows for c in cols)
+        named = [header[c].removesuffix(" (ours)") for c in cols] if whole_columns else list(labels)
+        notes.append(f"Not run ({', '.join(named)}): {reason}.")
+    return notes
 
 
 def to_markdown(t: dict[str, Any]) -> str:
@@ -142,6 +163,27 @@ def to_markdown(t: dict[str, Any]) -> str:
     if t.get("notes"):
         lines += [""] + [f"- {n}" for n in t["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def to_html(t: dict[str, Any]) -> str:
+    """A standalone HTML page of one table and its notes (for the Snakemake report)."""
+    import html
+
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in t["header"])
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in t["rows"])
+    notes = "".join(f"<li>{esc(n)}</li>" for n in t.get("notes") or [])
+    style = (
+        "body{font-family:sans-serif;font-size:14px}table{border-collapse:collapse}"
+        "th,td{border:1px solid #bbb;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+    )
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{esc(t['title'])}</title>"
+        f"<style>{style}</style></head><body>\n<h3>{esc(t['title'])}</h3>\n"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
+        + (f"<ul>{notes}</ul>\n" if notes else "")
+        + "</body></html>\n"
+    )
 
 
 def to_csv(t: dict[str, Any]) -> str:
@@ -166,7 +208,7 @@ def to_latex(t: dict[str, Any]) -> str:
 
 
 def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path) -> list[str]:
-    """Write every table of these params (Markdown, CSV, LaTeX) to ``out_dir``, atomically.
+    """Write every table of these params (Markdown, CSV, LaTeX, HTML) to ``out_dir``, atomically.
 
     Args:
         p: base params.
@@ -184,6 +226,7 @@ def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path) -> l
             write_text(tmp / f"{name}.md", to_markdown(t))
             write_text(tmp / f"{name}.csv", to_csv(t))
             write_text(tmp / f"{name}.tex", to_latex(t))
+            write_text(tmp / f"{name}.html", to_html(t))
         write_json(tmp / "summary.json", {f"{k}/{b}": v for (k, b), v in sorted(scores.items())})
         write_json(tmp / "tables.json", built)  # for the figures stage's bar charts
     return names

@@ -285,7 +285,8 @@ def filled_cache(tmp_path_factory) -> Path:
     cmd = [*SNAKEMAKE, "all_tables", "--until", "train", "--cores", "2", "--configfile", TINY, "--cache", *CACHED_RULES]
     log = run(cmd, ws, {"SNAKEMAKE_OUTPUT_CACHE": str(cache)})
     assert job_counts(log) == {"demo_data": 1, "shards": 1, "train": 1}
-    assert "stage train done" in log  # hvc's own log line: training ran here
+    train_logs = "".join(p.read_text() for p in (ws / "logs" / "train").glob("*.log"))
+    assert "stage train done" in train_logs  # hvc's own log line (the job's log file): training ran here
     assert len([p for p in cache.iterdir() if not p.name.startswith("tmp")]) == len(CACHED_RULES)
     return cache
 
@@ -301,8 +302,9 @@ def test_output_cache_reuses_the_model_in_another_clone(filled_cache, tmp_path):
 
     log = run([*cmd, "--until", "train"], ws, env)
     assert job_counts(log) == {"demo_data": 1, "shards": 1, "train": 1}  # jobs that only fetch
+    job_logs = "".join(p.read_text() for p in (ws / "logs").glob("**/*.log")) if (ws / "logs").exists() else ""
     for stage in ("demo-data", "shards", "train"):
-        assert f"stage {stage} done" not in log  # hvc never started
+        assert f"stage {stage} done" not in log + job_logs  # hvc never started
     (model,) = (ws / "artifacts/models").iterdir()
     assert f"Symlinking output file {model.relative_to(ws)}/encoder.pt from cache" in log
     assert (model / "encoder.pt").resolve().is_relative_to(filled_cache.resolve())

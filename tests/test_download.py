@@ -404,7 +404,7 @@ def test_second_fetch_is_a_no_op(server: ServerState, tmp_path: Path, monkeypatc
     def boom(*args, **kwargs):
         raise AssertionError("the second fetch must not hash, download or extract")
 
-    monkeypatch.setattr(dl, "sha256_file", boom)
+    monkeypatch.setattr(dl, "file_digests", boom)
     monkeypatch.setattr(dl, "download", boom)
     monkeypatch.setattr(dl, "extract_archives", boom)
     assert fetch("toy", tmp_path, progress=False, registry=reg) == out

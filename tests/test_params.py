@@ -97,3 +97,53 @@ def test_paper_setting_trains_only_the_base_model_unless_ablations_are_listed():
     assert trained == ["hvc"]  # HVC-YT (Table 1/3) needs YouTube-VOS: only with table7e listed
     with_e = load_params([ROOT / "params.yaml", ROOT / "configs/paper.yaml"], parse_overrides(["ablations=[table7e]"]))
     assert "data.train_set=ytvos" in plan(with_e)
+
+
+def test_an_explicit_key_wins_over_the_preset(tmp_path):
+    p = load_params(write(tmp_path, "propagation:\n  preset: crw\n  topk: 5\n"))
+    assert p.propagation.topk == 5  # explicit
+    assert (p.propagation.context, p.propagation.temperature) == (20, 0.05)  # left out: the preset's
+    # the repository's params.yaml leaves topk/temperature/radius to the defaults, so a preset applies
+    crw = tmp_path / "crw.yaml"
+    crw.write_text("propagation:\n  preset: crw\n")
+    q = load_params([ROOT / "params.yaml", crw])
+    assert (q.propagation.topk, q.propagation.temperature, q.propagation.context) == (10, 0.05, 20)
+
+
+def test_effective_view_names_value_origin_and_choices(tmp_path):
+    from hvc.params import effective_rows
+
+    crw = tmp_path / "crw.yaml"
+    crw.write_text("propagation:\n  preset: crw\n  topk: 5\ntrain:\n  augment: color\n")
+    rows = {r[0]: r for r in effective_rows([ROOT / "params.yaml", crw])}
+    assert rows["train.augment"][1:3] == ("color", str(crw))
+    assert rows["train.augment"][3] == "one of crop, affine, color, blur"
+    assert rows["propagation.topk"][1] == "5" and "wins over preset crw: 10" in rows["propagation.topk"][2]
+    assert rows["propagation.temperature"][1:3] == ("0.05", "preset crw")
+    assert rows["train.epochs"][1:3] == ("8", str(ROOT / "params.yaml"))
+    assert rows["train.gpus"][2] == "default" and rows["train.max_steps"][3] == "null or >= 1"
+    assert rows["data.benchmarks"][1] == "[demo]" and rows["data.benchmarks"][3].startswith("items from demo, davis2016")
+
+
+def test_the_committed_json_schema_is_the_models():
+    """workflow/schemas/params.schema.json is exported from the pydantic model; regenerate it
+    with `hvc params --schema workflow/schemas/params.schema.json` after changing a field."""
+    from hvc.params import SCHEMA_PATH, params_json_schema_text
+
+    assert SCHEMA_PATH.read_text() == params_json_schema_text(), "stale schema: run hvc params --schema " + str(SCHEMA_PATH)
+
+
+def test_the_json_schema_checks_what_pydantic_checks():
+    import jsonschema
+
+    from hvc.params import deep_merge, params_json_schema
+
+    schema = params_json_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    for files in (["params.yaml"], ["params.yaml", "configs/paper.yaml"]):
+        merged = {}
+        for f in files:
+            merged = deep_merge(merged, yaml.safe_load((ROOT / f).read_text()))
+        assert list(validator.iter_errors(merged)) == []
+    for bad in ({"train": {"alpah": 1}}, {"propagation": {"topk": 0}}, {"data": {"train_set": "imagenet"}}):
+        assert list(validator.iter_errors(bad)), bad

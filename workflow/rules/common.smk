@@ -6,6 +6,7 @@ from hvc.download import STAMP_NAME
 from hvc.experiments import flatten, override_args, plan
 from hvc.params import load_params, validate_params
 from hvc.shards import TRAIN_SET_DATASETS
+from snakemake.utils import validate
 
 
 configfile: "params.yaml"
@@ -15,7 +16,10 @@ configfile: "params.yaml"
 PARAMS_FILES = ["params.yaml"] + [
     os.path.relpath(f) for f in workflow.overwrite_configfiles if os.path.relpath(f) != "params.yaml"
 ]
-P = validate_params(config, source=", ".join(PARAMS_FILES))  # stops here on any bad key
+P = validate_params(config, source=", ".join(PARAMS_FILES))  # stops here on any bad key, in one line
+# The same schema as JSON Schema, exported from the pydantic model (`hvc params --schema`);
+# pydantic runs first for its one-line messages and the cross-field checks JSON Schema lacks.
+validate(config, "../schemas/params.schema.json", set_default=False)
 _from_files = flatten(load_params(PARAMS_FILES).model_dump())
 _cli_overrides = {k: v for k, v in flatten(P.model_dump()).items() if _from_files.get(k) != v}
 PARAMS = " ".join(f"--params {f}" for f in PARAMS_FILES) + "".join(
@@ -40,6 +44,10 @@ SUBMISSIONS = "results/submissions/{benchmark}/{encoder}-{propagation}.zip"
 SERVER_SCORES = "results/server_scores/{benchmark}/{encoder}-{propagation}.txt"  # saved by the user
 TABLES = "results/tables"
 FIGURES = "results/figures"
+LOGS = "logs"  # logs/<rule>/<wildcards>.log (stderr of each job) and .tsv (its benchmark: time, memory)
+# CPU threads of the jobs that compute (PyTorch operators, scoring); Snakemake lowers them
+# to --cores when fewer are given, and each job passes its share to `hvc ... --threads`.
+COMPUTE_THREADS = 8
 
 
 def set_args(exp):
@@ -63,6 +71,12 @@ def train_set_inputs(exp):
     if exp.params.data.train_set == "demo":
         return [DATA.format(data=exp.ids["data"])]
     return [FETCHED.format(dataset=TRAIN_SET_DATASETS[exp.params.data.train_set])]
+
+
+def source_arg(wildcards):
+    """`--from DIR` when data.sources names an extracted copy of the dataset (linked, not downloaded)."""
+    folder = P.data.sources.get(wildcards.dataset)
+    return f" --from '{folder}'" if folder else ""
 
 
 def gpus(exp=None):

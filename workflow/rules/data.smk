@@ -6,25 +6,33 @@ rule demo_data:
         directory(DATA),
     params:
         id=lambda wc: wc.data,  # the content id: keeps the between-workflow cache exact
+    log:
+        f"{LOGS}/demo_data/{{data}}.log",
     cache: "omit-software"
     resources:
         mem_mb=4000,
         runtime=20,
     shell:
-        "hvc demo-data {PARAMS} --out {output}"
+        "hvc demo-data {PARAMS} --out {output} 2> {log}"
 
 
 rule fetch:
     output:
         FETCHED,
     params:
-        root=P.data.root,
+        root=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),  # data.root
+        source=source_arg,  # data.sources: link an extracted copy instead of downloading
+    log:
+        f"{LOGS}/fetch/{{dataset}}.log",
+    benchmark:
+        f"{LOGS}/fetch/{{dataset}}.tsv"
     retries: 2  # downloads resume where they stopped
     resources:
         mem_mb=2000,
         runtime=24 * 60,
     shell:
-        "hvc fetch {wildcards.dataset} --root {params.root}"
+        # also on the terminal: a manual dataset's message says what to download and where to put it
+        "hvc fetch {wildcards.dataset} --root {params.root}{params.source} 2>&1 | tee {log}"
 
 
 localrules:
@@ -40,9 +48,12 @@ rule shards:
         id=lambda wc: wc.shards,
         overrides=lambda wc: set_args(BY_SHARDS[wc.shards]),
         source=lambda wc: DATA.format(data=BY_SHARDS[wc.shards].ids["data"]) if BY_SHARDS[wc.shards].params.data.train_set == "demo" else P.data.root,
+    log:
+        f"{LOGS}/shards/{{shards}}.log",
+    # no benchmark: a rule eligible for the between-workflow cache may not have one (Snakemake)
     cache: "omit-software"
     resources:
         mem_mb=8000,
         runtime=240,
     shell:
-        "hvc shards {PARAMS}{params.overrides} --input {params.source} --out {output}"
+        "hvc shards {PARAMS}{params.overrides} --input {params.source} --out {output} 2> {log}"

@@ -20,7 +20,7 @@ def encoder_args(wildcards):
     merge = " --merge-semantic" if exp.merge_semantic else ""
     if not exp.trained:
         return f"--encoder {exp.key.removesuffix('+semantic')}" + merge
-    spec = MODEL.format(model=exp.ids["model"]) + "/encoder.pt"
+    spec = os.path.join(MODEL.format(model=exp.ids["model"]), "encoder.pt")
     return f"--encoder {spec}" + merge
 
 
@@ -32,13 +32,18 @@ rule propagate:
     params:
         encoder=encoder_args,
         data=lambda wc: bench_root(wc.benchmark),
+    log:
+        f"{LOGS}/propagate/{{encoder}}/{{propagation}}/{{benchmark}}.log",
+    benchmark:
+        f"{LOGS}/propagate/{{encoder}}/{{propagation}}/{{benchmark}}.tsv"
+    threads: COMPUTE_THREADS
     resources:
         gpu=lambda wc: gpus(BY_ENCODER[wc.encoder]),
         mem_mb=16000,
         runtime=240,
     shell:
         "hvc propagate {PARAMS} {params.encoder} --benchmark {wildcards.benchmark}"
-        " --data {params.data} --out {output}"
+        " --data {params.data} --out {output} --threads {threads} 2> {log}"
 
 
 rule submission:
@@ -49,12 +54,14 @@ rule submission:
         SUBMISSIONS,
     params:
         data=lambda wc: bench_root(wc.benchmark),
+    log:
+        f"{LOGS}/submission/{{encoder}}/{{propagation}}/{{benchmark}}.log",
     resources:
         mem_mb=4000,
         runtime=60,
     shell:
         "hvc submission {PARAMS} --benchmark {wildcards.benchmark} --data {params.data}"
-        " --predictions {input.predictions} --out {output}"
+        " --predictions {input.predictions} --out {output} 2> {log}"
 
 
 def server_inputs(wildcards):
@@ -81,12 +88,20 @@ rule evaluate:
     output:
         scores=SCORES,
         objects=SCORES.replace(".json", ".objects.json"),
+        # the DAVIS toolkit's global_results-val.csv and per-sequence_results-val.csv
+        toolkit=directory(SCORES.removesuffix(".json")),
     params:
         data=lambda wc: bench_root(wc.benchmark),
         server=server_args,
+    log:
+        f"{LOGS}/evaluate/{{encoder}}/{{propagation}}/{{evaluation}}/{{benchmark}}.log",
+    benchmark:
+        f"{LOGS}/evaluate/{{encoder}}/{{propagation}}/{{evaluation}}/{{benchmark}}.tsv"
+    threads: COMPUTE_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
     shell:
         "hvc evaluate {PARAMS} --benchmark {wildcards.benchmark} --data {params.data}"
         " --predictions {input.predictions} {params.server} --out {output.scores}"
+        " --toolkit-csv {output.toolkit} --threads {threads} 2> {log}"

@@ -1,5 +1,5 @@
 # The paper's tables from every experiment's scores, training logs and flow comparisons.
-from hvc.experiments import score_requests
+from hvc.experiments import published_tables, score_requests
 
 FLOW = "artifacts/flow/{model}/{benchmark}.json"
 
@@ -9,7 +9,7 @@ def score_file(key, source):
     scores, the model's train.json (Table 8) or its flow comparison (Table 11)."""
     exp = EXPERIMENTS[key]
     if source == "train":
-        return MODEL.format(model=exp.ids["model"]) + "/train.json"
+        return os.path.join(MODEL.format(model=exp.ids["model"]), "train.json")
     if source.startswith("flow_"):
         return FLOW.format(model=exp.ids["model"], benchmark=source.removeprefix("flow_"))
     return SCORES.format(
@@ -29,31 +29,45 @@ rule pseudo_dynamic:
         FLOW,
     params:
         data=lambda wc: bench_root(wc.benchmark),
+    log:
+        f"{LOGS}/pseudo_dynamic/{{model}}/{{benchmark}}.log",
+    benchmark:
+        f"{LOGS}/pseudo_dynamic/{{model}}/{{benchmark}}.tsv"
+    threads: COMPUTE_THREADS
     resources:
         gpu=gpus(),
         mem_mb=16000,
         runtime=240,
     shell:
-        "hvc flow {PARAMS} --model {input.model} --benchmark {wildcards.benchmark} --data {params.data} --out {output}"
+        "hvc flow {PARAMS} --model {input.model} --benchmark {wildcards.benchmark} --data {params.data}"
+        " --out {output} --threads {threads} 2> {log}"
 
 
 def score_input(path):
     """The file, or the model folder a train.json lives in (a directory output)."""
-    return path.removesuffix("/train.json")
+    return os.path.dirname(path) if os.path.basename(path) == "train.json" else path
 
 
 rule tables:
     input:
         sorted({score_input(path) for path in SCORE_FILES.values()}),
     output:
-        directory(TABLES),
+        report(
+            directory(TABLES),
+            patterns=["{name}.html"],
+            caption="../report/tables.rst",
+            category="Tables",
+        ),
     params:
         scores=" ".join(f"--score '{k}:{b}={path}'" for (k, b), path in SCORE_FILES.items()),
+        titles={name: t["title"] for name, t in published_tables().items()},  # for the report's captions
+    log:
+        f"{LOGS}/tables/tables.log",
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "hvc tables {PARAMS} {params.scores} --out {output}"
+        "hvc tables {PARAMS} {params.scores} --out {output} 2> {log}"
 
 
 PREDICTION_DIRS = {
@@ -72,20 +86,21 @@ rule figures:
         tables=TABLES,
         model=MODEL.format(model=BASE.ids["model"]),
     output:
-        directory(FIGURES),
+        report(
+            directory(FIGURES),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
     params:
         predictions=" ".join(f"--predictions '{k}:{b}={path}'" for (k, b), path in PREDICTION_DIRS.items()),
-        demo=DATA.format(data=BASE.ids["data"]),
+        demo=lambda wc, input: DATA.format(data=BASE.ids["data"]),  # the demo's frames (Fig. 12 on the demo)
+    log:
+        f"{LOGS}/figures/figures.log",
+    threads: COMPUTE_THREADS
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
         "hvc figures {PARAMS} {params.predictions} --demo {params.demo} --tables {input.tables}"
-        " --model {input.model} --out {output}"
-
-
-rule all_tables:
-    default_target: True
-    input:
-        TABLES,
-        FIGURES,
+        " --model {input.model} --out {output} --threads {threads} 2> {log}"

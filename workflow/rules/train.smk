@@ -10,6 +10,10 @@ rule train:
         id=lambda wc: wc.model,
         overrides=lambda wc: set_args(BY_MODEL[wc.model]),
         launcher=lambda wc: launcher(BY_MODEL[wc.model]),
+    log:
+        f"{LOGS}/train/{{model}}.log",
+    # no benchmark: a rule eligible for the between-workflow cache may not have one
+    # (Snakemake); the run time is in the report's statistics and in train.json
     cache: "omit-software"
     threads: lambda wc: 1 + BY_MODEL[wc.model].params.train.workers  # main process + loader workers
     resources:
@@ -17,4 +21,4 @@ rule train:
         mem_mb=32000,
         runtime=24 * 60,
     shell:
-        "{params.launcher} train {PARAMS}{params.overrides} --shards {input} --out {output}"
+        "{params.launcher} train {PARAMS}{params.overrides} --shards {input} --out {output} --threads {threads} 2> {log}"
