@@ -17,8 +17,7 @@ computes it); both give the same top-k candidates.
 Objects that first appear after frame 0 (YouTube-VOS) follow the official code: every
 frame where objects appear starts its own propagation branch (that frame as the globally
 attended reference, the previous frames since it as local context), and the branches'
-predictions are summed, each over the object channels it owns. ``new_objects="shared"``
-instead adds such frames to one global reference whose cells compete in a single top-k.
+predictions are summed, each over the object channels it owns.
 
 :func:`propagate_soft` is the frame loop on soft labels at feature resolution, shared by
 segmentation (:func:`propagate_video` upsamples and argmaxes each frame) and pose
@@ -38,7 +37,6 @@ import torch.nn.functional as F
 from hvc.views import NORMALIZATION
 
 NEG = float("-inf")
-NEW_OBJECTS = ("branch", "shared")
 
 
 @dataclass(frozen=True)
@@ -52,11 +50,6 @@ class PropagationConfig:
     keep_first: bool = True
     tile: int = 8
     query_chunk: int = 4096
-    new_objects: str = "branch"
-
-    def __post_init__(self) -> None:
-        if self.new_objects not in NEW_OBJECTS:
-            raise ValueError(f"new_objects must be one of {NEW_OBJECTS}, not {self.new_objects!r}")
 
 
 # --------------------------------------------------------------------------- features
@@ -396,7 +389,7 @@ def propagate_video(
         layer: encoder layer used for matching.
         later_labels: {t: (H, W) label map} of objects first annotated at frame t > 0
             (YouTube-VOS): from frame t on, those objects are propagated from frame t
-            (see :func:`propagate_soft` and ``cfg.new_objects``); ids already annotated
+            (see :func:`propagate_soft`); ids already annotated
             earlier are ignored, as the official code keeps each object's first mask only.
         device, bf16: where and in which precision features are computed.
         dense: use :func:`predict_dense` (reference) instead of the windowed computation.
@@ -482,20 +475,18 @@ def propagate_soft(
     Objects first annotated at a frame t > 0 (``later``), official HVC code
     (``infer_vos.py``, ``step_seg``): at frame t their annotation replaces the prediction
     where it has mass, (1 - s) * pred + s * annotation with s the annotation's mass per
-    cell. With ``cfg.new_objects == "branch"`` (the official behaviour) frame t then
-    starts a propagation branch of its own: for every later frame, each branch predicts
-    from its reference frame (attended globally) and the previous frames since it
-    (``context_frames(t, n, start=t0)``), with the merged predictions as their labels,
-    and the merged prediction is the sum of the branches' predictions, each over the
-    channels it owns (frame 0: background and its objects; frame t: the objects that
-    first appear there). With ``"shared"``, frame t instead joins frame 0 in a single
-    globally attended reference, its cells competing in the same top-k.
+    cell. Frame t then starts a propagation branch of its own: for every later frame,
+    each branch predicts from its reference frame (attended globally) and the previous
+    frames since it (``context_frames(t, n, start=t0)``), with the merged predictions as
+    their labels, and the merged prediction is the sum of the branches' predictions, each
+    over the channels it owns (frame 0: background and its objects; frame t: the objects
+    that first appear there).
 
     Args:
         first: (features (C, h, w) L2-normalised, soft labels (L, h, w)) of frame 0.
         features: the (C, h, w) L2-normalised features of frames 1, 2, ... in order; may be
             a lazy generator (each frame's features are computed only when it is reached).
-        cfg: propagation hyper-parameters (``new_objects``: "branch" or "shared").
+        cfg: propagation hyper-parameters.
         later: {t: (L, h, w) soft labels} of objects first annotated at frame t > 0; only
             object channels (1..) with mass that no earlier annotation had are read.
         dense: use :func:`predict_dense` (reference) instead of :func:`predict_windowed`.
@@ -508,7 +499,6 @@ def propagate_soft(
     soft: dict[int, torch.Tensor] = {0: first[1]}
     owned = {0: _present(first[1])}  # branch reference frame → channels it predicts
     known = owned[0].clone()
-    shared = first  # new_objects == "shared": frame 0 and every frame where objects appear
     cache = WindowCache()
 
     def predict(f: torch.Tensor, t: int, ref: tuple[torch.Tensor, torch.Tensor], start: int) -> torch.Tensor:
@@ -520,10 +510,7 @@ def propagate_soft(
 
     for t, f in enumerate(features, start=1):
         feats[t] = f
-        if cfg.new_objects == "shared":
-            pred = predict(f, t, shared, 0)
-        else:
-            pred = sum(mask.view(-1, 1, 1) * predict(f, t, (feats[t0], soft[t0]), t0) for t0, mask in owned.items())
+        pred = sum(mask.view(-1, 1, 1) * predict(f, t, (feats[t0], soft[t0]), t0) for t0, mask in owned.items())
         if t in later:
             new = later[t].clone()
             ids = _present(new) & ~known
@@ -534,8 +521,6 @@ def propagate_soft(
                 pred = (1 - present) * pred + present * new
                 known |= ids
                 owned[t] = ids
-                if cfg.new_objects == "shared":
-                    shared = (torch.cat([shared[0], f], dim=-1), torch.cat([shared[1], pred], dim=-1))
         soft[t] = pred
         # only the branch references and the last n frames are needed from here on
         needed = {i for t0 in owned for i, _ in context_frames(t + 1, n, t0)} | set(owned)
