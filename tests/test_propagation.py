@@ -78,7 +78,7 @@ def test_windowed_and_dense_agree_on_real_davis_frames(davis2016_sample):
     kw = dict(resolution=160)
     windowed = propagate_video(lambda x, layer: enc(x, layer), frames, first, cfg, **kw)
     dense = propagate_video(lambda x, layer: enc(x, layer), frames, first, cfg, dense=True, **kw)
-    assert (windowed == dense).mean() >= 0.999
+    assert (windowed == dense).mean() >= 0.9999  # identical masks up to a near-tie of float rounding
     from hvc.io import read_mask
 
     gt = np.stack([read_mask(video.masks[i]) for i in range(5)])

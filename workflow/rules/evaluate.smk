@@ -29,6 +29,7 @@ rule propagate:
     params:
         encoder=encoder_args,
         data=lambda wc: bench_root(wc.benchmark),
+    threads: 8  # matrix products use every core given (OMP_NUM_THREADS); capped at --cores locally
     resources:
         gpu=lambda wc: gpus(BY_ENCODER[wc.encoder]),
         mem_mb=16000,
