@@ -77,6 +77,7 @@ def stage_vs_step(params_file: Path, steps: int, rounds: int) -> None:
     from hvc.demo import build_demo
     from hvc.params import load_params, parse_overrides
     from hvc.shards import list_training_images, write_shards
+    from hvc import train as hvc_train
     from hvc.train import build_model, train
 
     p = load_params(params_file, parse_overrides([f"train.max_steps={steps}", "device=cpu"]))
@@ -98,13 +99,26 @@ def stage_vs_step(params_file: Path, steps: int, rounds: int) -> None:
             for k in range(1, steps + 1):
                 train_step(model, model, opt, data_, k, steps + 1, t.momentum)
             pure = steps * t.batch_size / (time.perf_counter() - tic)
-            tic = time.perf_counter()
-            summary = train(p, shards, Path(tmp) / f"model{r}", progress=False)
-            wall = time.perf_counter() - tic
+            inside = [0.0]
+
+            def timed_step(*a, **kw):  # the stage's own steps, timed where they run
+                t0 = time.perf_counter()
+                result = train_step(*a, **kw)
+                inside[0] += time.perf_counter() - t0
+                return result
+
+            hvc_train.train_step = timed_step
+            try:
+                tic = time.perf_counter()
+                summary = train(p, shards, Path(tmp) / f"model{r}", progress=False)
+                wall = time.perf_counter() - tic
+            finally:
+                hvc_train.train_step = train_step
             stage = summary["images_per_s"]
             print(f"round {r + 1}: pure step {pure:.2f} images/s; training stage {stage:.2f} images/s "
                   f"({100 * stage / pure:.0f} % of the step; {steps * t.batch_size / wall:.2f} images/s counting "
-                  f"model set-up and output, {wall:.1f} s)")  # fmt: skip
+                  f"model set-up and output, {wall:.1f} s); inside the step: {100 * inside[0] / summary['train_seconds']:.1f} % "
+                  f"of the stage's loop time (the rest: waiting for data, logging, checkpoints)")  # fmt: skip
 
 
 def main() -> None:

@@ -41,7 +41,11 @@ NEG = float("-inf")
 
 @dataclass(frozen=True)
 class PropagationConfig:
-    """Propagation hyper-parameters (defaults: the official HVC code; CRW: topk 10, context 20, T 0.05)."""
+    """Propagation hyper-parameters (defaults: the official HVC code; CRW: topk 10, context 20, T 0.05).
+
+    ``tile`` (queries per strip along a row) and ``query_chunk`` (query cells per chunk,
+    bounds memory) only trade speed for memory: the result does not depend on them.
+    """
 
     temperature: float = 0.1
     topk: int = 15
