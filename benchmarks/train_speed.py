@@ -72,6 +72,14 @@ def measure(device: torch.device, batch: int, size: int, steps: int, warmup: int
     }
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its finished children (loader workers)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def stage_vs_step(params_file: Path, steps: int, rounds: int) -> None:
     """Print the training stage's images/s next to its pure step's, ``rounds`` times."""
     from hvc.demo import build_demo
@@ -95,10 +103,11 @@ def stage_vs_step(params_file: Path, steps: int, rounds: int) -> None:
             opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=t.lr)
             data_ = synthetic_batch(t.batch_size, t.crop_size, torch.device("cpu"), False)
             train_step(model, model, opt, data_, 0, steps + 1, t.momentum)
-            tic = time.perf_counter()
+            tic, cpu = time.perf_counter(), _cpu_seconds()
             for k in range(1, steps + 1):
                 train_step(model, model, opt, data_, k, steps + 1, t.momentum)
             pure = steps * t.batch_size / (time.perf_counter() - tic)
+            pure_cpu = (_cpu_seconds() - cpu) / (steps * t.batch_size)
             inside = [0.0]
 
             def timed_step(*a, **kw):  # the stage's own steps, timed where they run
@@ -109,16 +118,18 @@ def stage_vs_step(params_file: Path, steps: int, rounds: int) -> None:
 
             hvc_train.train_step = timed_step
             try:
-                tic = time.perf_counter()
+                tic, cpu = time.perf_counter(), _cpu_seconds()
                 summary = train(p, shards, Path(tmp) / f"model{r}", progress=False)
                 wall = time.perf_counter() - tic
+                stage_cpu = (_cpu_seconds() - cpu) / (steps * t.batch_size)
             finally:
                 hvc_train.train_step = train_step
             stage = summary["images_per_s"]
             print(f"round {r + 1}: pure step {pure:.2f} images/s; training stage {stage:.2f} images/s "
                   f"({100 * stage / pure:.0f} % of the step; {steps * t.batch_size / wall:.2f} images/s counting "
                   f"model set-up and output, {wall:.1f} s); inside the step: {100 * inside[0] / summary['train_seconds']:.1f} % "
-                  f"of the stage's loop time (the rest: waiting for data, logging, checkpoints)")  # fmt: skip
+                  f"of the stage's loop time (the rest: waiting for data, logging, checkpoints); CPU time per image "
+                  f"(all threads, loader workers included): step {pure_cpu:.3f} s, stage {stage_cpu:.3f} s")  # fmt: skip
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ the context's soft labels → upsample and argmax → write palette PNGs.
 
 The radius-limited part is computed only inside each query's disk (:class:`_Strips`:
 strips of queries along a row against the few keys of each row that their disks reach,
-batched matrix products on strided views, no key copied) and only the k best key
+batched matrix products on strided views, no window gathered) and only the k best key
 positions of each query are read back. :func:`predict_dense` is the reference dense
 computation (affinity against every context cell, masked afterwards, as the CRW/HVC code
 computes it); both give the same top-k candidates.
