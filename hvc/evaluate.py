@@ -105,7 +105,6 @@ def propagation_config(p: Params) -> PropagationConfig:
         topk=q.topk,
         context=q.context,
         radius=q.radius,
-        keep_first=q.keep_first,
         query_chunk=q.query_chunk,
     )
 

@@ -174,7 +174,6 @@ class PropagationParams(_Section):
     temperature: float = Field(0.1, gt=0, description="Softmax temperature of the affinity.")
     topk: int = Field(15, ge=1, description="Keep the top-k affinities per query pixel.")
     context: int = Field(50, ge=0, description="Number of previous frames in the context.")
-    keep_first: bool = Field(True, description="The first (annotated) frame is always in the context.")
     radius: int = Field(12, ge=0, description="Local window radius, in feature cells, for previous frames (0 = global).")
     resolution: int | None = Field(
         None, ge=32, description="Resize frames so the short side has this many pixels (None = native)."

@@ -1,17 +1,23 @@
-"""Label propagation with a frozen encoder (paper §4.1; HVC-SPEC §4; the CRW protocol).
+"""Label propagation with a frozen encoder (paper §4.1; the CRW protocol; official HVC
+code: ``infer_vos.py`` and ``labelprop/``).
 
 In the order it runs: read frames → extract L2-normalised features → for each frame,
-match every query cell against the context (the first frame, attended globally, and the
-previous ``context`` frames, each attended only within ``radius`` feature cells) → keep
-the top-k affinities, softmax them with a temperature, and take the weighted sum of the
-context's soft labels → upsample and argmax → write palette PNGs.
+match every query cell against the context (the reference frame, attended globally, and
+the previous ``context`` frames, each attended only within ``radius`` feature cells) →
+keep the top-k affinities, softmax them with a temperature, and take the weighted sum of
+the context's soft labels → upsample and argmax → write palette PNGs.
 
-The radius-limited part is computed only inside each query's window: queries are
-grouped in s x s tiles and each tile is matched against the (s + 2R)^2 key cells that
-contain all of its windows (one batched matrix product per context frame), then cells
-outside each query's disk are masked. :func:`predict_dense` is the reference dense
-computation (affinity against every context cell, masked afterwards); both give the
-same top-k candidates.
+The radius-limited part is computed only inside each query's disk (:class:`_Strips`:
+strips of queries along a row against the few keys of each row that their disks reach,
+batched matrix products on strided views, no window gathered) and only the k best key
+positions of each query are read back. :func:`predict_dense` is the reference dense
+computation (affinity against every context cell, masked afterwards, as the CRW/HVC code
+computes it); both give the same top-k candidates.
+
+Objects that first appear after frame 0 (YouTube-VOS) follow the official code: every
+frame where objects appear starts its own propagation branch (that frame as the globally
+attended reference, the previous frames since it as local context), and the branches'
+predictions are summed, each over the object channels it owns.
 
 :func:`propagate_soft` is the frame loop on soft labels at feature resolution, shared by
 segmentation (:func:`propagate_video` upsamples and argmaxes each frame) and pose
@@ -23,7 +29,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -36,13 +41,16 @@ NEG = float("-inf")
 
 @dataclass(frozen=True)
 class PropagationConfig:
-    """Propagation hyper-parameters (defaults: the official HVC code; CRW: topk 10, context 20, T 0.05)."""
+    """Propagation hyper-parameters (defaults: the official HVC code; CRW: topk 10, context 20, T 0.05).
+
+    ``tile`` (queries per strip along a row) and ``query_chunk`` (query cells per chunk,
+    bounds memory) only trade speed for memory: the result does not depend on them.
+    """
 
     temperature: float = 0.1
     topk: int = 15
     context: int = 50
     radius: int = 12
-    keep_first: bool = True
     tile: int = 8
     query_chunk: int = 4096
 
@@ -75,33 +83,6 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # --------------------------------------------------------------------------- top-k matching
 
 
-def _merge_topk(
-    best: tuple[torch.Tensor, torch.Tensor] | None, vals: torch.Tensor, labs: torch.Tensor, k: int, times: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Running top-k: (Q, k) values and (Q, k, L) labels, merged with new candidates.
-
-    ``times`` > 1 counts each new candidate that many times (a context frame repeated in
-    the official context); min(times, k) copies give the same top-k.
-    """
-    if times > 1:
-        vals, labs = vals.repeat_interleave(min(times, k), 1), labs.repeat_interleave(min(times, k), 1)
-    if best is not None:
-        vals = torch.cat([best[0], vals], dim=1)
-        labs = torch.cat([best[1], labs], dim=1)
-    kk = min(k, vals.shape[1])
-    top, idx = vals.topk(kk, dim=1)
-    return top, labs.gather(1, idx[..., None].expand(-1, -1, labs.shape[-1]))
-
-
-def _topk_candidates(aff: torch.Tensor, key_labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """aff (Q, N) and key_labels (N, L) or (Q, N, L) → top-k values (Q, k') and labels (Q, k', L)."""
-    kk = min(k, aff.shape[1])
-    vals, idx = aff.topk(kk, dim=1)
-    if key_labels.dim() == 2:
-        return vals, key_labels[idx]
-    return vals, key_labels.gather(1, idx[..., None].expand(-1, -1, key_labels.shape[-1]))
-
-
 def _readout(best: tuple[torch.Tensor, torch.Tensor], temperature: float) -> torch.Tensor:
     """Softmax over the top-k affinities / T, weighted sum of labels → (Q, L)."""
     vals, labs = best
@@ -110,65 +91,136 @@ def _readout(best: tuple[torch.Tensor, torch.Tensor], temperature: float) -> tor
     return (w[..., None] * labs).sum(1)
 
 
-@lru_cache(maxsize=16)
-def _disk_mask(tile: int, radius: int) -> torch.Tensor:
-    """(tile², (tile+2R)²) bool: key cell of the tile's window lies within ``radius`` of the query cell."""
-    win = tile + 2 * radius
-    qy, qx = torch.meshgrid(torch.arange(tile), torch.arange(tile), indexing="ij")
-    ky, kx = torch.meshgrid(torch.arange(win) - radius, torch.arange(win) - radius, indexing="ij")
-    d = torch.sqrt(((qy.reshape(-1, 1) - ky.reshape(1, -1)) ** 2 + (qx.reshape(-1, 1) - kx.reshape(1, -1)) ** 2).float())
-    return d < radius  # strict, as the CRW/HVC neighbourhood mask
+def _merge_ids(
+    best: tuple[torch.Tensor, torch.Tensor] | None, vals: torch.Tensor, ids: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running top-k of (Q, n) candidate values with their (Q, n) ids in a label table."""
+    if best is not None:
+        vals, ids = torch.cat([best[0], vals], 1), torch.cat([best[1], ids], 1)
+    top, idx = vals.topk(min(k, vals.shape[1]), dim=1)
+    return top, ids.gather(1, idx)
 
 
-def _tiles(x: torch.Tensor, tile: int) -> torch.Tensor:
-    """(C, h, w) → (n_tiles, tile², C), zero-padded to whole tiles."""
-    C, h, w = x.shape
-    ph, pw = -h % tile, -w % tile
-    x = F.pad(x, (0, pw, 0, ph))
-    ty, tx = x.shape[1] // tile, x.shape[2] // tile
-    return x.reshape(C, ty, tile, tx, tile).permute(1, 3, 2, 4, 0).reshape(ty * tx, tile * tile, C)
+def _topk_candidates(aff: torch.Tensor, key_labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """aff (Q, N) and key_labels (N, L) → top-k values (Q, k') and their labels (Q, k', L)."""
+    vals, idx = aff.topk(min(k, aff.shape[1]), dim=1)
+    return vals, key_labels[idx]
 
 
-def _windows(x: torch.Tensor, tile: int, radius: int, channels_last: bool = True) -> torch.Tensor:
-    """(C, h, w) → (n_tiles, (tile+2R)², C) (or (n_tiles, C, (tile+2R)²) when not
-    ``channels_last``): each tile's key window, zero-padded outside the image; contiguous."""
-    C, h, w = x.shape
-    ph, pw = -h % tile, -w % tile
-    x = F.pad(x, (radius, radius + pw, radius, radius + ph))
-    win = tile + 2 * radius
-    cols = F.unfold(x[None], kernel_size=win, stride=tile)  # (1, C*win², n_tiles)
-    cols = cols[0].reshape(C, win * win, -1)
-    return (cols.permute(2, 1, 0) if channels_last else cols.permute(2, 0, 1)).contiguous()
+class _Strips:
+    """Where each query's disk of keys lies, for one feature-map size and radius.
 
-
-def _untile(y: torch.Tensor, h: int, w: int, tile: int) -> torch.Tensor:
-    """(n_tiles, tile², L) → (L, h, w)."""
-    L = y.shape[-1]
-    ty, tx = math.ceil(h / tile), math.ceil(w / tile)
-    y = y.reshape(ty, tx, tile, tile, L).permute(4, 0, 2, 1, 3).reshape(L, ty * tile, tx * tile)
-    return y[:, :h, :w]
-
-
-_WINDOWS: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def window_cache(feats: torch.Tensor, labels: torch.Tensor, tile: int, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Key windows of a context frame's features (n, C, win²) and labels (n, win², L).
-
-    A frame stays in the context for up to ``context`` target frames, so its windows are
-    built once and kept (keyed by the tensors' identity) until :func:`clear_window_cache`.
+    Queries are cut into strips of ``width`` cells along a row. For a row offset dy
+    (|dy| < R) the keys of a query at column x lie in columns x - e .. x + e of row
+    y + dy, e = floor(sqrt(R² - dy² - 1)) (the cells strictly inside the radius, as the
+    CRW/HVC mask); a strip of queries therefore needs ``width + 2e`` consecutive keys
+    of that row. Features are stored channels-last in a zero-padded flat buffer whose
+    rows are ``stride`` cells apart (``stride`` >= w + R - 1, a multiple of ``width``), so
+    for every dy the strips of all rows are one batched matrix product on strided views
+    of the buffers (no key is copied). ``mask`` (0 inside the disk and the image, -inf
+    elsewhere) and ``key_index`` (the key's index in the unpadded h*w frame) have one
+    row per padded query cell (h * stride) and one column per computed key.
     """
-    key = (id(feats), id(labels), tile, radius)
-    if key not in _WINDOWS:
-        _WINDOWS[key] = (_windows(feats, tile, radius, channels_last=False), _windows(labels, tile, radius))
-    return _WINDOWS[key]
+
+    def __init__(self, h: int, w: int, radius: int, width: int, device: torch.device) -> None:
+        self.h, self.w, self.width, self.radius = h, w, width, radius
+        reach = radius - 1  # largest |dy| (and |dx|) strictly inside the radius
+        self.dys = list(range(-reach, reach + 1))
+        self.half = [math.isqrt(radius * radius - dy * dy - 1) for dy in self.dys]
+        self.stride = math.ceil((w + reach) / width) * width
+        self.segments = self.stride // width
+        self.top = reach + 1  # zero rows above and below: strided views never leave the buffer
+        self.rows = h + 2 * self.top
+        self.ncols = sum(width + 2 * e for e in self.half)
+        y = torch.arange(h, device=device).view(h, 1, 1)
+        x = torch.arange(self.stride, device=device).view(1, -1, 1)
+        masks, index = [], []
+        for dy, e in zip(self.dys, self.half):
+            c = torch.arange(width + 2 * e, device=device).view(1, 1, -1)
+            kx = (x // width) * width - e + c
+            ky = y + dy
+            ok = (kx >= 0) & (kx < w) & (ky >= 0) & (ky < h) & ((kx - x).abs() <= e) & (x < w)
+            masks.append(ok.expand(h, -1, -1))
+            index.append((ky * w + kx).clamp(0, h * w - 1).expand(h, -1, -1))
+        ok = torch.cat(masks, 2).reshape(h * self.stride, self.ncols)
+        self.mask = torch.zeros(ok.shape, device=device).masked_fill_(~ok, NEG)
+        self.key_index = torch.cat(index, 2).reshape(h * self.stride, self.ncols)
+        self._positions: dict[int, torch.Tensor] = {}
+
+    def keys(self, f: torch.Tensor) -> torch.Tensor:
+        """(C, h, w) features → (rows * stride, C) zero-padded channels-last buffer."""
+        C = f.shape[0]
+        buf = f.new_zeros(self.rows, self.stride, C)
+        buf[self.top : self.top + self.h, : self.w] = f.permute(1, 2, 0)
+        return buf.reshape(-1, C)
+
+    def queries(self, q: torch.Tensor) -> torch.Tensor:
+        """(C, h, w) features → (h * segments, width, C) strips (columns >= w are zero)."""
+        C = q.shape[0]
+        buf = q.new_zeros(self.h, self.stride, C)
+        buf[:, : self.w] = q.permute(1, 2, 0)
+        return buf.reshape(-1, self.width, C)
+
+    def positions(self, rows: int) -> torch.Tensor:
+        """(rows * stride, ncols) index of each query's computed keys in the flat output of
+        :meth:`affinity` for ``rows`` rows (one block per dy, each (queries, width + 2e))."""
+        if rows not in self._positions:
+            n, dev = rows * self.stride, self.mask.device
+            q = torch.arange(n, device=dev).view(-1, 1)
+            blocks, start = [], 0
+            for e in self.half:
+                m = self.width + 2 * e
+                blocks.append(start + q * m + torch.arange(m, device=dev).view(1, -1))
+                start += n * m
+            self._positions[rows] = torch.cat(blocks, 1)
+        return self._positions[rows]
+
+    def affinity(self, q: torch.Tensor, keys: torch.Tensor, y0: int, y1: int, out: torch.Tensor) -> None:
+        """Affinities of the strips of rows y0..y1-1 with one frame's keys, written into the
+        flat ``out`` ((y1 - y0) * stride * ncols numbers, laid out as :meth:`positions`
+        reads them), unmasked (padding keys give 0)."""
+        C, s = keys.shape[1], self.width
+        b0, b1 = y0 * self.segments, y1 * self.segments
+        start = 0
+        for dy, e in zip(self.dys, self.half):
+            m = s + 2 * e
+            at = ((self.top + dy) * self.stride - e + b0 * s) * C
+            k = keys.as_strided((b1 - b0, m, C), (s * C, C, 1), keys.storage_offset() + at)
+            size = (b1 - b0) * s * m
+            torch.bmm(q[b0:b1], k.transpose(1, 2), out=out[start : start + size].view(b1 - b0, s, m))
+            start += size
 
 
-def clear_window_cache(keep: set[int] | None = None) -> None:
-    """Forget cached windows, except those of feature tensors whose ``id`` is in ``keep``."""
-    for key in list(_WINDOWS):
-        if keep is None or key[0] not in keep:
-            del _WINDOWS[key]
+class WindowCache:
+    """Per-video state of :func:`predict_windowed`, owned and passed along by the caller.
+
+    Holds the strip geometry of one feature-map size (:class:`_Strips`) and the padded
+    channels-last keys of the frames in the context, by the caller's frame index: a
+    frame stays in the context for up to ``context`` target frames, so its keys are laid
+    out once. :meth:`retain` drops the frames that left the context.
+    """
+
+    def __init__(self) -> None:
+        self._strips: _Strips | None = None
+        self._keys: dict[int, torch.Tensor] = {}
+
+    def strips(self, h: int, w: int, cfg: PropagationConfig, device: torch.device) -> _Strips:
+        """The geometry for an (h, w) feature map under ``cfg`` (built once)."""
+        s = self._strips
+        if s is None or (s.h, s.w, s.width, s.radius, s.mask.device) != (h, w, cfg.tile, cfg.radius, device):
+            self._strips, self._keys = _Strips(h, w, cfg.radius, cfg.tile, device), {}
+        return self._strips
+
+    def keys(self, index: int, f: torch.Tensor, strips: _Strips) -> torch.Tensor:
+        """Padded keys of frame ``index`` with features ``f`` (laid out on first use)."""
+        if index not in self._keys:
+            self._keys[index] = strips.keys(f)
+        return self._keys[index]
+
+    def retain(self, indices: Iterable[int]) -> None:
+        """Forget the keys of every frame not in ``indices``."""
+        keep = set(indices)
+        self._keys = {i: k for i, k in self._keys.items() if i in keep}
 
 
 def predict_windowed(
@@ -176,53 +228,94 @@ def predict_windowed(
     first: tuple[torch.Tensor, torch.Tensor],
     previous: list[tuple[torch.Tensor, torch.Tensor, int]],
     cfg: PropagationConfig,
+    cache: WindowCache | None = None,
+    frame_ids: list[int] | None = None,
 ) -> torch.Tensor:
-    """Soft labels of one frame from its context, computing local affinities only in windows.
+    """Soft labels of one frame from its context, computing local affinities only inside
+    each query's disk (strips of :class:`_Strips`; same top-k as :func:`predict_dense`).
+
+    Per chunk of query rows: the global product with the reference frame gives its
+    top-k; the previous frames' disk affinities are stacked per frame, and since a
+    query's k best candidates lie in its k best key positions by maximum over the frames,
+    only those k positions of every frame are read back for the final top-k. Labels are
+    looked up once, for the k winners.
 
     Args:
         query: (C, h, w) L2-normalised features of the target frame.
-        first: (features (C, h, w'), labels (L, h, w')) of the global reference, matched
-            globally: the first frame, or, once later objects appear, the first frame and
-            the frames where they appear, concatenated along the width.
-        previous: (features, labels, multiplicity) of the previous context frames, matched
-            within ``cfg.radius`` cells; a multiplicity m > 1 counts the frame m times (the
-            official context repeats the first frame while fewer frames exist).
-        cfg: temperature, top-k, radius, tile size, query chunk.
+        first: (features (C, h, w'), labels (L, h, w')) of the reference frame, matched
+            globally (every cell is a candidate).
+        previous: (features (C, h, w), labels (L, h, w), multiplicity) of the previous
+            context frames, matched within ``cfg.radius`` cells (``radius`` 0: globally);
+            a multiplicity m > 1 counts the frame m times (the official context repeats
+            the reference frame while fewer frames exist: CRW/HVC ``context_index``).
+        cfg: temperature, top-k, radius, strip width (``tile``), query cells per chunk.
+        cache: keys and geometry kept across the frames of a video (:class:`WindowCache`);
+            None builds them for this call.
+        frame_ids: the frame index of each ``previous`` entry, the ``cache`` key (needed
+            with a ``cache``).
     Returns:
         (L, h, w) propagated soft labels.
+    Raises:
+        ValueError: ``cache`` without ``frame_ids`` of the same length as ``previous``.
     """
     C, h, w = query.shape
-    R, s, k = cfg.radius, cfg.tile, cfg.topk
-    q_tiles = _tiles(query, s)  # (n, s², C)
-    n_tiles = q_tiles.shape[0]
+    k = cfg.topk
     f0, l0 = first
-    keys0 = f0.reshape(C, -1)  # (C, hw)
-    labs0 = l0.reshape(l0.shape[0], -1).T  # (hw, L)
-    if R > 0:
-        disk = _disk_mask(s, R).to(query.device)
-        ones = torch.ones(1, h, w, device=query.device, dtype=query.dtype)
-        valid = _windows(ones, s, R)[..., 0] > 0  # (n, win²) key inside the image
-    tiles_per_chunk = max(1, cfg.query_chunk // (s * s))
-    out = []
-    for a in range(0, n_tiles, tiles_per_chunk):
-        b = min(a + tiles_per_chunk, n_tiles)
-        q = q_tiles[a:b]  # (t, s², C)
-        qf = q.reshape(-1, C)
-        best = _topk_candidates(qf @ keys0, labs0, k)  # first frame: global
-        if R > 0:
-            blocked = ~(disk[None] & valid[a:b, None, :])  # (t, s², win²): outside the disk or the image
-        for f, lab, m in previous:
-            if R > 0:
-                f_win, lab_win = window_cache(f, lab, s, R)
-                aff = torch.bmm(q, f_win[a:b]).masked_fill_(blocked, NEG)  # (t, s², win²)
-                vals, idx = aff.topk(min(k, aff.shape[-1]), dim=-1)  # (t, s², k)
-                labs = lab_win[a:b].gather(1, idx.reshape(b - a, -1, 1).expand(-1, -1, lab_win.shape[-1]))
-                vals, labs = vals.reshape(qf.shape[0], -1), labs.reshape(qf.shape[0], vals.shape[-1], -1)
-            else:  # no radius: every cell of the frame is a candidate
-                vals, labs = _topk_candidates(qf @ f.reshape(C, -1), lab.reshape(lab.shape[0], -1).T, k)
-            best = _merge_topk(best, vals, labs, k, times=m)
-        out.append(_readout(best, cfg.temperature).reshape(b - a, s * s, -1))
-    return _untile(torch.cat(out), h, w, s)
+    keys0 = f0.reshape(C, -1)  # (C, hw0)
+    labs0 = l0.reshape(l0.shape[0], -1).T  # (hw0, L)
+    table = [labs0] + [lab.reshape(lab.shape[0], -1).T for _, lab, _ in previous]
+    offsets = np.cumsum([0] + [t.shape[0] for t in table])
+    table = torch.cat(table)  # (hw0 + n*hw, L): every candidate's labels, by id
+    if cfg.radius == 0 or not previous:  # every candidate frame attended globally
+        qf = query.reshape(C, -1).T
+        out = []
+        for a in range(0, qf.shape[0], cfg.query_chunk):
+            qc = qf[a : a + cfg.query_chunk]
+            vals, ids = (qc @ keys0).topk(min(k, keys0.shape[1]), dim=1)
+            best = (vals, ids)
+            for i, (f, _, m) in enumerate(previous):
+                v, ix = (qc @ f.reshape(C, -1)).topk(min(k, h * w), dim=1)
+                r = min(m, k)
+                best = _merge_ids(best, v.repeat_interleave(r, 1), (ix + int(offsets[i + 1])).repeat_interleave(r, 1), k)
+            out.append(_readout((best[0], table[best[1]]), cfg.temperature))
+        return torch.cat(out).T.reshape(-1, h, w)
+    if cache is None:
+        cache, frame_ids = WindowCache(), list(range(len(previous)))
+    if frame_ids is None or len(frame_ids) != len(previous):
+        raise ValueError("predict_windowed: a cache needs one frame id per previous frame")
+    strips = cache.strips(h, w, cfg, query.device)
+    keys = [cache.keys(i, f, strips) for i, (f, _, _) in zip(frame_ids, previous)]
+    reps = torch.tensor([min(m, k) for _, _, m in previous], device=query.device)
+    frame_of = torch.repeat_interleave(torch.arange(len(previous), device=query.device), reps)
+    frame_offset = torch.as_tensor(offsets[1:-1], device=query.device)[frame_of].view(1, -1, 1)
+    qs = strips.queries(query)
+    # rows of queries per chunk: the stacked affinities hold as many numbers as a dense
+    # chunk of query_chunk queries against one frame
+    rows = max(1, cfg.query_chunk * h * w // (strips.stride * strips.ncols * len(previous)))
+    kc = min(k, strips.ncols)
+    buf = query.new_empty(len(previous), rows * strips.stride * strips.ncols)
+    out = query.new_empty(h, w, table.shape[1])
+    for y0 in range(0, h, rows):
+        y1 = min(y0 + rows, h)
+        n = (y1 - y0) * strips.stride
+        # the reference frame, globally (real query cells only)
+        qr = query[:, y0:y1].reshape(C, -1).T
+        v0, i0 = (qr @ keys0).topk(min(k, keys0.shape[1]), dim=1)
+        # previous frames inside the disk: k best positions by maximum over the frames
+        a = buf[:, : n * strips.ncols]
+        for j, kf in enumerate(keys):
+            strips.affinity(qs, kf, y0, y1, a[j])
+        pos = strips.positions(y1 - y0)  # (n, ncols)
+        mask = strips.mask[y0 * strips.stride : y1 * strips.stride]
+        _, cols = (a.amax(0)[pos] + mask).topk(kc, dim=1)  # (n, kc)
+        vals = a[:, pos.gather(1, cols)] + mask.gather(1, cols)  # (F, n, kc)
+        vals = vals[frame_of].permute(1, 0, 2).reshape(n, -1)  # frames counted with their multiplicity
+        ids = (strips.key_index[y0 * strips.stride : y1 * strips.stride].gather(1, cols)[:, None] + frame_offset).reshape(n, -1)
+        real = vals.view(y1 - y0, strips.stride, -1)[:, :w].reshape(-1, vals.shape[1])
+        real_ids = ids.view(y1 - y0, strips.stride, -1)[:, :w].reshape(-1, ids.shape[1])
+        best = _merge_ids((v0, i0), real, real_ids, k)
+        out[y0:y1] = _readout((best[0], table[best[1]]), cfg.temperature).view(y1 - y0, w, -1)
+    return out.permute(2, 0, 1).contiguous()
 
 
 def predict_dense(
@@ -240,13 +333,15 @@ def predict_dense(
     keys = torch.cat([f.reshape(C, -1) for f in frames], dim=1)  # (C, F*hw)
     labs = torch.cat([lab.reshape(lab.shape[0], -1) for lab in labels], dim=1).T  # (F*hw, L)
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    pos = torch.stack([yy.flatten(), xx.flatten()], 1).float().to(query.device)
+    pos = torch.stack([yy.flatten(), xx.flatten()], 1).to(query.device)  # integer cells: exact distances
     qf = query.reshape(C, -1).T
     out = []
     for a in range(0, qf.shape[0], cfg.query_chunk):
         aff = qf[a : a + cfg.query_chunk] @ keys  # (q, F*hw)
         if cfg.radius > 0 and len(frames) > 1:
-            local = torch.cdist(pos[a : a + cfg.query_chunk], pos) < cfg.radius  # (q, hw)
+            d2 = ((pos[a : a + cfg.query_chunk, None] - pos[None]) ** 2).sum(-1)
+            local = d2 < cfg.radius**2  # (q, hw): strictly inside the radius
+
             everywhere = torch.ones(local.shape[0], first[0][0].numel(), dtype=torch.bool, device=local.device)
             mask = torch.cat([everywhere] + [local] * (len(frames) - 1), dim=1)  # the reference: global
             aff = aff.masked_fill(~mask, NEG)
@@ -257,12 +352,13 @@ def predict_dense(
 # --------------------------------------------------------------------------- a whole video
 
 
-def context_frames(t: int, n: int) -> list[tuple[int, int]]:
+def context_frames(t: int, n: int, start: int = 0) -> list[tuple[int, int]]:
     """Previous context of frame t as (frame index, multiplicity): frames t-n..t-1, where
-    indices before 0 are the first frame repeated (CRW/HVC ``context_index_bank``)."""
+    indices before ``start`` (the branch's reference frame) are frame ``start`` repeated
+    (CRW ``context_index_bank``; HVC ``labelprop/common.py`` ``context_short(t0, t)``)."""
     if n == 0:
         return []
-    idx = [max(0, t - n + i) for i in range(n)]
+    idx = [max(start, t - n + i) for i in range(n)]
     out: list[tuple[int, int]] = []
     for i in idx:
         if out and out[-1][0] == i:
@@ -295,8 +391,9 @@ def propagate_video(
         resolution: short side of the network input (None = native).
         layer: encoder layer used for matching.
         later_labels: {t: (H, W) label map} of objects first annotated at frame t > 0
-            (YouTube-VOS): from frame t on, those pixels take the given labels and frame t
-            joins the first frame as a globally attended reference.
+            (YouTube-VOS): from frame t on, those objects are propagated from frame t
+            (see :func:`propagate_soft`); ids already annotated
+            earlier are ignored, as the official code keeps each object's first mask only.
         device, bf16: where and in which precision features are computed.
         dense: use :func:`predict_dense` (reference) instead of the windowed computation.
     Returns:
@@ -313,6 +410,15 @@ def propagate_video(
     num_objects = int(max([first_labels.max()] + [m.max() for m in later_labels.values()]))
     if first_labels.max() == 0 and not later_labels:
         raise ValueError("the first-frame annotation is empty: no object to propagate")
+    # each object starts from its first annotation only
+    seen = {int(i) for i in np.unique(first_labels)}
+    fresh: dict[int, np.ndarray] = {}
+    for t in sorted(later_labels):
+        labels = later_labels[t]
+        ids = [int(i) for i in np.unique(labels) if i > 0 and int(i) not in seen]
+        if ids:
+            fresh[t] = np.where(np.isin(labels, ids), labels, 0).astype(np.uint8)
+            seen.update(ids)
 
     def features(frame: np.ndarray) -> torch.Tensor:
         x = preprocess(frame, resolution).to(device)
@@ -323,17 +429,17 @@ def propagate_video(
 
     f0 = features(frames[0])
     hw = tuple(f0.shape[-2:])
-    later = {t: soft(m, hw) for t, m in later_labels.items()}
+    later = {t: soft(m, hw) for t, m in fresh.items()}
     out = np.zeros((len(frames), H, W), np.uint8)
     out[0] = first_labels
     rest = (features(frame) for frame in frames[1:])
     for t, pred in propagate_soft((f0, soft(first_labels, hw)), rest, cfg, later, dense):
         full = F.interpolate(pred[None], (H, W), mode="bilinear", align_corners=True)[0]
-        if t not in later_labels:
+        if t not in fresh:
             out[t] = full.argmax(0).to(torch.uint8).cpu().numpy()
             continue
         # new objects: the annotation itself, not its blurred feature-size copy
-        labels = later_labels[t]
+        labels = fresh[t]
         annotated = labels > 0
         new_ids = [int(k) for k in np.unique(labels) if k > 0]
         full[new_ids] = full[new_ids].masked_fill(~torch.from_numpy(annotated).to(full.device), float("-inf"))
@@ -350,6 +456,11 @@ def encode(encoder: torch.nn.Module, x: torch.Tensor, layer: str, bf16: bool = F
     return F.normalize(f.float(), dim=1)[0]
 
 
+def _present(labels: torch.Tensor) -> torch.Tensor:
+    """(L, h, w) soft labels → (L,) bool: channels with any mass (HVC ``valid_mask``)."""
+    return labels.flatten(1).sum(1) > 0
+
+
 @torch.no_grad()
 def propagate_soft(
     first: tuple[torch.Tensor, torch.Tensor],
@@ -361,48 +472,65 @@ def propagate_soft(
     """Propagate soft labels frame by frame at feature resolution (no upsampling, no argmax).
 
     Each frame's prediction joins the context of the following ones (``cfg.context``
-    previous frames, the first frame repeated while fewer exist); features and cached
-    windows of frames that left the context are dropped as the video goes on.
+    previous frames, the reference frame repeated while fewer exist); features and
+    cached keys of frames that left every context are dropped as the video goes on.
+
+    Objects first annotated at a frame t > 0 (``later``), official HVC code
+    (``infer_vos.py``, ``step_seg``): at frame t their annotation replaces the prediction
+    where it has mass, (1 - s) * pred + s * annotation with s the annotation's mass per
+    cell. Frame t then starts a propagation branch of its own: for every later frame,
+    each branch predicts from its reference frame (attended globally) and the previous
+    frames since it (``context_frames(t, n, start=t0)``), with the merged predictions as
+    their labels, and the merged prediction is the sum of the branches' predictions, each
+    over the channels it owns (frame 0: background and its objects; frame t: the objects
+    that first appear there).
 
     Args:
         first: (features (C, h, w) L2-normalised, soft labels (L, h, w)) of frame 0.
         features: the (C, h, w) L2-normalised features of frames 1, 2, ... in order; may be
             a lazy generator (each frame's features are computed only when it is reached).
         cfg: propagation hyper-parameters.
-        later: {t: (L, h, w) soft labels, channel 0 background} of objects first annotated
-            at frame t > 0: where their channels 1.. have mass they replace the prediction,
-            and frame t, with these labels, joins frame 0 in the globally attended
-            reference (its cells are candidates of the same top-k).
+        later: {t: (L, h, w) soft labels} of objects first annotated at frame t > 0; only
+            object channels (1..) with mass that no earlier annotation had are read.
         dense: use :func:`predict_dense` (reference) instead of :func:`predict_windowed`.
     Yields:
         (t, (L, h, w) soft labels of frame t) for t = 1, 2, ..., one per item of ``features``.
     """
     later = later or {}
-    predict = predict_dense if dense else predict_windowed
-    feats, soft = [first[0]], [first[1]]
-    reference = first  # attended globally: frame 0, then every frame where objects appear
-    try:
-        for t, f in enumerate(features, start=1):
-            feats.append(f)
-            previous = [(feats[i], soft[i], m) for i, m in context_frames(t, cfg.context)]
-            pred = predict(f, reference, previous, cfg)
-            if t in later:
-                new = later[t]
-                present = new[1:].sum(0, keepdim=True).clamp(0, 1)
+    n = cfg.context
+    feats: dict[int, torch.Tensor] = {0: first[0]}
+    soft: dict[int, torch.Tensor] = {0: first[1]}
+    owned = {0: _present(first[1])}  # branch reference frame → channels it predicts
+    known = owned[0].clone()
+    cache = WindowCache()
+
+    def predict(f: torch.Tensor, t: int, ref: tuple[torch.Tensor, torch.Tensor], start: int) -> torch.Tensor:
+        ctx = context_frames(t, n, start)
+        previous = [(feats[i], soft[i], m) for i, m in ctx]
+        if dense:
+            return predict_dense(f, ref, previous, cfg)
+        return predict_windowed(f, ref, previous, cfg, cache, [i for i, _ in ctx])
+
+    for t, f in enumerate(features, start=1):
+        feats[t] = f
+        pred = sum(mask.view(-1, 1, 1) * predict(f, t, (feats[t0], soft[t0]), t0) for t0, mask in owned.items())
+        if t in later:
+            new = later[t].clone()
+            ids = _present(new) & ~known
+            ids[0] = False
+            new[~ids] = 0
+            if ids.any():
+                present = new.sum(0, keepdim=True)
                 pred = (1 - present) * pred + present * new
-                # frame t joins the global reference with its labels (old objects as
-                # propagated, new ones as annotated): its cells compete in the same top-k
-                reference = (torch.cat([reference[0], f], dim=-1), torch.cat([reference[1], pred], dim=-1))
-            soft.append(pred)
-            if not dense:  # windows of frames that left the context are not needed any more
-                clear_window_cache({id(feats[i]) for i, _ in context_frames(t + 1, cfg.context)})
-            # only the context window of features is needed from here on
-            drop = t - max(cfg.context, 1)
-            if drop > 0:
-                feats[drop] = soft[drop] = None  # type: ignore[call-overload]
-            yield t, pred
-    finally:
-        clear_window_cache()
+                known |= ids
+                owned[t] = ids
+        soft[t] = pred
+        # only the branch references and the last n frames are needed from here on
+        needed = {i for t0 in owned for i, _ in context_frames(t + 1, n, t0)} | set(owned)
+        for i in [i for i in feats if i not in needed]:
+            del feats[i], soft[i]
+        cache.retain(needed)
+        yield t, pred
 
 
 def merge_features(hvc: torch.Tensor, semantic: torch.Tensor, weight: float = 1.05) -> torch.Tensor:
@@ -418,7 +546,7 @@ def merge_features(hvc: torch.Tensor, semantic: torch.Tensor, weight: float = 1.
 
 def merged_encoder(encoder, semantic, weight: float = 1.05):
     """An encoder callable ``(x, layer) → merge_features(encoder(x, layer), semantic(x), weight)``:
-    the official code's HVC + MoCo features (HVC-SPEC §4), usable wherever an encoder is.
+    the official code's HVC + MoCo features (HVC ``infer_vos.py``, ``cfg.TEST.MERGE``), usable wherever an encoder is.
 
     Args:
         encoder: callable (1, 3, h, w), layer → (1, C, h/8, w/8).

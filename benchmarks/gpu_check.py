@@ -1,0 +1,168 @@
+"""One GPU check: every GPU figure the results lack, in one run of at most 8 minutes.
+
+Run as is on a machine with a GPU::
+
+    python benchmarks/gpu_check.py            # about 2-4 minutes on one H100/H200-class GPU
+    python benchmarks/gpu_check.py --quick    # tiny sizes on the CPU, seconds (CI: the script does not rot)
+
+Prints, for the device found (the first GPU, else the CPU):
+
+1. Training (paper setting: batch 128, 256x256 crops; the model of ``configs/paper.yaml``):
+   images/s and peak memory, fp32 and bf16 autocast (channels_last, fused Adam on a GPU).
+   Target on an H100-class GPU: >= 1,000 images/s in bf16 and <= 12 GB.
+2. Label propagation at the official settings (480p DAVIS feature map 256 x 60 x 107,
+   reference frame + 50 previous frames, radius 12, top-k 15): ms per frame, windowed
+   (:func:`hvc.propagation.predict_windowed`) vs dense-masked
+   (:func:`hvc.propagation.predict_dense`), their speed-up and argmax agreement, and the
+   encoder's feature extraction per 480p frame.
+3. An estimate of the DAVIS 2017 val propagation time: 30 videos, 1,999 frames (the
+   official file list ``val_davis2017_val.txt``), 1,969 of them propagated (frame 0 of
+   each video is the given mask), at windowed + feature time per frame; an upper bound,
+   since frames early in a video have fewer distinct context frames.
+
+Each section stops early rather than overrun its share of the time (``--budget``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hvc.model import build_encoder_for_propagation
+from hvc.params import load_params
+from hvc.propagation import PropagationConfig, WindowCache, predict_dense, predict_windowed
+from hvc.train import build_model, train_step
+
+ROOT = Path(__file__).resolve().parents[1]
+DAVIS17_VAL_VIDEOS, DAVIS17_VAL_FRAMES = 30, 1999
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def training(device: torch.device, batch: int, size: int, steps: int, bf16: bool, warmup: int = 2) -> tuple[float, float | None]:
+    """(images/s, peak GB or None on the CPU) of the real training step of the paper model."""
+    gpu = device.type == "cuda"
+    p = load_params([ROOT / "params.yaml", ROOT / "configs" / "paper.yaml"])
+    torch.manual_seed(0)
+    model = build_model(p).to(device)
+    if gpu:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3, fused=gpu)
+    v1, v2 = (torch.randn(batch, 3, size, size, device=device) for _ in range(2))
+    if gpu:
+        v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+    lo = torch.rand(batch, 2, device=device) * 0.4
+    box1 = torch.cat([lo, lo + 0.6], 1)
+    box2 = torch.cat([lo + 0.1, lo + 0.7], 1).clamp(max=1)
+    data = (v1, v2, box1, box2)
+    total = steps + warmup
+    for k in range(warmup):  # warm-up: kernels, allocator
+        train_step(model, model, opt, data, k, total, 0.99, bf16=bf16)
+    _sync(device)
+    if gpu:
+        torch.cuda.reset_peak_memory_stats(device)
+    tic = time.perf_counter()
+    for k in range(warmup, total):
+        train_step(model, model, opt, data, k, total, 0.99, bf16=bf16)
+    _sync(device)
+    dt = (time.perf_counter() - tic) / steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if gpu else None
+    del model, opt, data
+    if gpu:
+        torch.cuda.empty_cache()
+    return batch / dt, peak
+
+
+def propagation(device: torch.device, C: int, h: int, w: int, context: int, radius: int, frames: int) -> dict:
+    """ms per frame of the windowed and dense predictions on the same random features."""
+    torch.manual_seed(0)
+
+    def feats() -> torch.Tensor:
+        return F.normalize(torch.randn(C, h, w, device=device), dim=0)
+
+    labels = lambda: torch.softmax(torch.randn(4, h, w, device=device), 0)  # noqa: E731
+    first = (feats(), labels())
+    previous = [(feats(), labels(), 1) for _ in range(context)]
+    queries = [feats() for _ in range(frames)]
+    cfg = PropagationConfig(topk=15, context=context, radius=radius)
+    dense_cfg = PropagationConfig(topk=15, context=context, radius=radius, query_chunk=1024)
+    cache, ids = WindowCache(), list(range(1, context + 1))
+    predict_windowed(queries[0], first, previous, cfg, cache, ids)  # lays out the context once, as a video does
+    out = {}
+    for name, fn in (
+        ("windowed", lambda q: predict_windowed(q, first, previous, cfg, cache, ids)),
+        ("dense", lambda q: predict_dense(q, first, previous, dense_cfg)),
+    ):
+        _sync(device)
+        tic = time.perf_counter()
+        preds = [fn(q) for q in queries]
+        _sync(device)
+        out[name] = (1000 * (time.perf_counter() - tic) / frames, preds)
+    agree = sum((a.argmax(0) == b.argmax(0)).float().mean().item() for a, b in zip(out["windowed"][1], out["dense"][1])) / frames
+    return {"windowed_ms": out["windowed"][0], "dense_ms": out["dense"][0], "agreement": agree}
+
+
+def features(device: torch.device, H: int, W: int, frames: int) -> float:
+    """ms per frame of the encoder's layer3 features at H x W (fp32)."""
+    enc = build_encoder_for_propagation(None).to(device).eval()
+    x = torch.randn(1, 3, H, W, device=device)
+    with torch.no_grad():
+        enc(x, "layer3")
+        _sync(device)
+        tic = time.perf_counter()
+        for _ in range(frames):
+            enc(x, "layer3")
+        _sync(device)
+    return 1000 * (time.perf_counter() - tic) / frames
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes on the CPU: checks that the script runs")
+    ap.add_argument("--steps", type=int, default=10, help="timed training steps per precision")
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
+    if args.quick:
+        torch.set_num_threads(1)
+        batch, size, steps, warmup = 2, 32, 1, 0
+        C, h, w, context, radius, frames, H, W = 16, 8, 12, 3, 4, 1, 64, 96
+    else:
+        batch, size, steps, warmup = 128, 256, args.steps, 2
+        C, h, w, context, radius, frames, H, W = 256, 60, 107, 50, 12, 3, 480, 854
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    print(f"device: {name}; torch {torch.__version__}" + ("; --quick: tiny sizes, not a measurement" if args.quick else ""))
+    if device.type != "cuda" and not args.quick:
+        print("no GPU found: the figures below are CPU figures")
+    t0 = time.perf_counter()
+
+    for precision in ("fp32", "bf16"):
+        ips, peak = training(device, batch, size, steps, precision == "bf16", warmup)
+        mem = f"{peak:.2f} GB peak" if peak is not None else "peak memory n/a (CPU)"
+        print(f"training {precision}: batch {batch} at {size}x{size}: {ips:.1f} images/s, {mem}")
+
+    r = propagation(device, C, h, w, context, radius, frames)
+    print(f"propagation {C}x{h}x{w}, reference + {context} previous frames, radius {radius}, top-k 15: "
+          f"windowed {r['windowed_ms']:.1f} ms/frame, dense-masked {r['dense_ms']:.1f} ms/frame, "
+          f"speed-up {r['dense_ms'] / r['windowed_ms']:.1f}x, argmax agreement {100 * r['agreement']:.2f} %")  # fmt: skip
+    feat_ms = features(device, H, W, frames)
+    print(f"features {H}x{W} (layer3, fp32): {feat_ms:.1f} ms/frame")
+    per_frame = r["windowed_ms"] + feat_ms
+    propagated = DAVIS17_VAL_FRAMES - DAVIS17_VAL_VIDEOS
+    total_s = (propagated * per_frame + DAVIS17_VAL_VIDEOS * feat_ms) / 1000
+    dense_s = (propagated * (r["dense_ms"] + feat_ms) + DAVIS17_VAL_VIDEOS * feat_ms) / 1000
+    print(f"DAVIS 2017 val estimate ({DAVIS17_VAL_VIDEOS} videos, {DAVIS17_VAL_FRAMES} frames, {propagated} propagated): "
+          f"{total_s / 60:.1f} min windowed, {dense_s / 60:.1f} min dense-masked"
+          + (" (at the --quick sizes: meaningless)" if args.quick else ""))  # fmt: skip
+    print(f"check done in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
