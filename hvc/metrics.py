@@ -33,6 +33,7 @@ Differences, none of which the toolkit reaches on DAVIS data:
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -40,7 +41,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from hvc.io import DataError, read_mask
+from hvc.io import DataError, frame_order, read_mask
+
+log = logging.getLogger(__name__)
 
 VOID_LABEL = 255
 
@@ -381,7 +384,10 @@ def evaluate_folder(
         sequences: sequence names, in the order the objects are reported.
         bound_th: the F tolerance, see :func:`f_measure`.
     Returns:
-        :func:`summarize` of all objects, ids ``f"{seq}_{k}"``.
+        :func:`summarize` of all objects, ids ``f"{seq}_{k}"``; plus ``"warnings"``, a list
+        of one line per first ground-truth frame whose object ids have a gap (labels
+        {1, 3}: the toolkit scores objects 1..max, so the missing object 2 is scored,
+        as an empty prediction of an empty object, J = F = 1); each is also logged.
     Raises:
         DataError: naming the file or folder: no ground truth for a sequence, fewer than
             3 frames, a missing or an extra prediction, masks of a different size,
@@ -390,17 +396,32 @@ def evaluate_folder(
     Source: ``davis2017/evaluation.py::DAVISEvaluation.evaluate``,
     ``davis2017/results.py::Results.read_masks``.
     """
-    per_object = {}
+    per_object, gaps = {}, []
     for seq in sequences:
         gt_dir, pred_dir = Path(gt_root) / seq, Path(pred_root) / seq
         gt, pred = _read_sequence(gt_dir, pred_dir)
+        gap = object_id_gap(gt[0])
+        if gap:
+            gaps.append(f"{seq}: first ground-truth frame has object ids {gap[0]}; missing {gap[1]} scored as phantom objects")
+            log.warning("%s", gaps[-1])
         try:
             scores = evaluate_sequence(gt, pred, bound_th=bound_th)
         except ValueError as e:
             raise DataError(pred_dir, str(e)) from None
         for k, object_scores in scores.items():
             per_object[f"{seq}_{k}"] = object_scores
-    return summarize(per_object)
+    table = summarize(per_object)
+    if gaps:
+        table["warnings"] = gaps
+    return table
+
+
+def object_id_gap(first: np.ndarray) -> tuple[list[int], list[int]] | None:
+    """(object ids present, ids missing below the largest) of a first-frame label map
+    (H, W), void 255 aside; None when the ids are 1..K without a gap."""
+    present = sorted(set(np.unique(first).tolist()) - {0, VOID_LABEL})
+    missing = sorted(set(range(1, max(present, default=0) + 1)) - set(present))
+    return (present, missing) if missing else None
 
 
 def evaluate_vost_folder(gt_root: str | os.PathLike[str], pred_root: str | os.PathLike[str], sequences: list[str]) -> dict:
@@ -449,7 +470,7 @@ def evaluate_vost_folder(gt_root: str | os.PathLike[str], pred_root: str | os.Pa
 def _read_sequence(gt_dir: Path, pred_dir: Path, extra_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Ground-truth and predicted label maps of one sequence, (T, H, W) uint8 each; with
     ``extra_ok`` predictions of frames without ground truth are ignored, not an error."""
-    names = sorted(p.name for p in gt_dir.glob("*.png"))
+    names = sorted((p.name for p in gt_dir.glob("*.png")), key=frame_order)  # 2 before 10
     if not names:
         raise DataError(gt_dir, "no ground-truth PNG masks")
     if len(names) < 3:
