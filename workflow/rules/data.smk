@@ -11,7 +11,7 @@ rule demo_data:
         mem_mb=4000,
         runtime=20,
     shell:
-        "hvc demo-data {PARAMS} --out {output}"
+        "hvc demo-data {PARAMS} --expect-id {wildcards.data} --out {output:q}"
 
 
 rule fetch:
@@ -24,7 +24,7 @@ rule fetch:
         mem_mb=2000,
         runtime=24 * 60,
     shell:
-        "hvc fetch {wildcards.dataset} --root {params.root}"
+        "hvc fetch {wildcards.dataset} --root {params.root:q}"
 
 
 localrules:
@@ -45,4 +45,4 @@ rule shards:
         mem_mb=8000,
         runtime=240,
     shell:
-        "hvc shards {PARAMS}{params.overrides} --input {params.source} --out {output}"
+        "hvc shards {PARAMS}{params.overrides} --expect-id {wildcards.shards} --input {params.source:q} --out {output:q}"

@@ -35,7 +35,7 @@ rule propagate:
         runtime=240,
     shell:
         "hvc propagate {PARAMS} {params.encoder} --benchmark {wildcards.benchmark}"
-        " --data {params.data} --out {output}"
+        " --expect-id {wildcards.propagation} --data {params.data:q} --out {output:q}"
 
 
 rule submission:
@@ -50,8 +50,8 @@ rule submission:
         mem_mb=4000,
         runtime=60,
     shell:
-        "hvc submission {PARAMS} --benchmark {wildcards.benchmark} --data {params.data}"
-        " --predictions {input.predictions} --out {output}"
+        "hvc submission {PARAMS} --benchmark {wildcards.benchmark} --data {params.data:q}"
+        " --predictions {input.predictions:q} --out {output:q}"
 
 
 def server_inputs(wildcards):
@@ -85,5 +85,5 @@ rule evaluate:
         mem_mb=8000,
         runtime=60,
     shell:
-        "hvc evaluate {PARAMS} --benchmark {wildcards.benchmark} --data {params.data}"
-        " --predictions {input.predictions} {params.server} --out {output.scores}"
+        "hvc evaluate {PARAMS} --benchmark {wildcards.benchmark} --data {params.data:q}"
+        " --predictions {input.predictions:q} {params.server} --out {output.scores:q}"

@@ -32,7 +32,7 @@ rule pseudo_dynamic:
         mem_mb=16000,
         runtime=240,
     shell:
-        "hvc flow {PARAMS} --model {input.model} --benchmark {wildcards.benchmark} --data {params.data} --out {output}"
+        "hvc flow {PARAMS} --model {input.model:q} --benchmark {wildcards.benchmark} --data {params.data:q} --out {output:q}"
 
 
 def score_input(path):
@@ -78,8 +78,8 @@ rule figures:
         mem_mb=2000,
         runtime=10,
     shell:
-        "hvc figures {PARAMS} {params.predictions} --demo {params.demo} --tables {input.tables}"
-        " --model {input.model} --out {output}"
+        "hvc figures {PARAMS} {params.predictions} --demo {params.demo:q} --tables {input.tables:q}"
+        " --model {input.model:q} --out {output:q}"
 
 
 rule all_tables:

@@ -17,4 +17,4 @@ rule train:
         mem_mb=32000,
         runtime=24 * 60,
     shell:
-        "{params.launcher} train {PARAMS}{params.overrides} --shards {input} --out {output}"
+        "{params.launcher} train {PARAMS}{params.overrides} --expect-id {wildcards.model} --shards {input:q} --out {output:q}"
