@@ -77,12 +77,10 @@ def load_encoder(spec: str, seed: int = 0) -> Backbone:
 def _imagenet_resnet18_state() -> dict:
     """torchvision's ImageNet ResNet-18 state dict (IMAGENET1K_V1), from the torch hub
     cache or downloaded into it; a DataError naming the cache file when that fails."""
-    import os
-
     from torchvision.models import ResNet18_Weights, resnet18
 
     weights = ResNet18_Weights.IMAGENET1K_V1
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
     try:
         return resnet18(weights=weights).state_dict()
     except Exception as e:  # noqa: BLE001 - URLError, OSError, RuntimeError (hash), EOFError...
