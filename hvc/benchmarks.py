@@ -24,8 +24,23 @@ from pathlib import Path
 
 import numpy as np
 
-from hvc.io import DataError, read_image, read_json, read_lines, read_mask
+from hvc.io import DataError, frame_order, read_image, read_json, read_lines, read_mask
 from hvc.params import ParamsError
+
+
+# The largest frame a video may have (4096 x 4096 pixels): every frame of a video is held
+# in memory during propagation, and one 8000 x 8000 frame alone takes 192 MB decoded.
+MAX_FRAME_PIXELS = 4096 * 4096
+
+
+def _check_frame_size(path: Path, h: int, w: int) -> None:
+    """Raise DataError naming ``path`` when an (h, w) frame or mask exceeds :data:`MAX_FRAME_PIXELS`."""
+    if h * w > MAX_FRAME_PIXELS:
+        raise DataError(
+            path,
+            f"is {w}x{h} ({h * w / 1e6:.1f} Mpixel), more than the {MAX_FRAME_PIXELS / 1e6:.1f} Mpixel a frame may have; "
+            "downscale the benchmark's frames and masks",
+        )
 
 
 @dataclass
@@ -37,12 +52,15 @@ class Video:
         frames: frame files in temporal order.
         masks: {frame index: annotation file}; frame 0 always, every frame when the
             benchmark's ground truth is public.
+        greyscale_labels: the masks are greyscale PNGs whose values are labels (VIP part
+            ids), not DAVIS 2016 0/255 masks (see :func:`hvc.io.read_mask`).
     """
 
     name: str
     frames: list[Path]
     masks: dict[int, Path] = field(default_factory=dict)
     inputs: tuple[int, ...] = (0,)
+    greyscale_labels: bool = False
 
     def read_frames(self) -> list[np.ndarray]:
         """All frames as (H, W, 3) uint8 arrays; raises DataError naming a bad file."""
@@ -60,10 +78,10 @@ class Video:
         """
         if 0 not in self.masks:
             if self.inputs and min(self.inputs) > 0:
-                first_later = read_mask(self.masks[min(self.inputs)])
+                first_later = read_mask(self.masks[min(self.inputs)], self.greyscale_labels)
                 return np.zeros_like(first_later)
             raise DataError(self.frames[0], f"sequence {self.name!r} has no first-frame annotation")
-        labels = read_mask(self.masks[0])
+        labels = read_mask(self.masks[0], self.greyscale_labels)
         if labels.max() == 0 and len(self.inputs) <= 1:
             raise DataError(self.masks[0], "first-frame mask is empty: no object to propagate")
         return labels
@@ -72,7 +90,7 @@ class Video:
         """{t: (H, W) uint8 label map} of the input annotations after frame 0: objects
         that first appear at frame t (YouTube-VOS); empty for DAVIS-style benchmarks,
         whose later masks are ground truth, not input."""
-        return {t: read_mask(self.masks[t]) for t in self.inputs if t > 0}
+        return {t: read_mask(self.masks[t], self.greyscale_labels) for t in self.inputs if t > 0}
 
     def check(self) -> None:
         """Decode every frame and the first-frame mask once, without keeping them.
@@ -83,15 +101,18 @@ class Video:
 
         Raises:
             DataError: naming the file: a missing, unreadable or truncated frame or
-                first-frame mask, an empty first-frame mask, or a frame whose size differs
-                from the first-frame mask's.
+                first-frame mask, an empty first-frame mask, a frame larger than
+                :data:`MAX_FRAME_PIXELS`, or a frame whose size differs from the
+                first-frame mask's.
         """
         first = self.first_labels()
+        _check_frame_size(self.masks.get(0, self.frames[0]), *first.shape)
         for t, later in self.later_labels().items():
             if later.shape != first.shape:
                 raise DataError(self.masks[t], f"mask is {later.shape[1]}x{later.shape[0]} but frame 0's is {first.shape[1]}x{first.shape[0]}")
         for path in self.frames:
             h, w = read_image(path).shape[:2]
+            _check_frame_size(path, h, w)
             if (h, w) != first.shape:
                 raise DataError(
                     path, f"frame is {w}x{h} but the first-frame mask {self.masks[0]} is {first.shape[1]}x{first.shape[0]}"
@@ -99,12 +120,12 @@ class Video:
 
 
 def _list_frames(frame_dir: Path) -> tuple[list[Path], dict[str, int]]:
-    """A sequence's JPEG frames in order and {file stem: frame index}.
+    """A sequence's JPEG frames in order (numeric names by number) and {file stem: frame index}.
 
     Raises:
         DataError: fewer than 2 frames (nothing to propagate to).
     """
-    frames = sorted(frame_dir.glob("*.jpg"))
+    frames = sorted(frame_dir.glob("*.jpg"), key=frame_order)  # 2 before 10 without zero padding
     if len(frames) < 2:
         raise DataError(frame_dir, f"sequence has {len(frames)} frame(s); propagation needs at least 2")
     return frames, {p.stem: i for i, p in enumerate(frames)}

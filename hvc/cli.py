@@ -7,6 +7,7 @@ its output atomically, and logs one line with its wall time.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -17,8 +18,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from hvc.io import DataError
-from hvc.params import Params, ParamsError, check_data_root, load_params, parse_overrides
+from hvc.io import DataError, check_outputs_apart
+from hvc.params import Params, ParamsError, check_data_root, load_params, parse_overrides, stage_ids
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 log = logging.getLogger("hvc")
@@ -62,12 +63,40 @@ def _set_threads(threads: int | None) -> None:
         log.info("using %d CPU threads (OpenMP wait policy %s)", threads, os.environ["OMP_WAIT_POLICY"])
 
 
+ExpectIdOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--expect-id",
+        help="Content id the output path was planned with (the workflow passes it); the stage refuses to run "
+        "when the parameters now give another id (parameter files edited during the run).",
+    ),
+]
+
+
 def _load(params: list[Path] | None, overrides: list[str] | None) -> Params:
     return load_params(params or [Path("params.yaml")], parse_overrides(overrides or []))
 
 
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
+def _check_id(p: Params, stage: str, expected: str | None, out: Path) -> None:
+    """Refuse to run a stage whose parameters no longer give the id its output was named with.
+
+    A workflow names every output by the content id of the parameters at launch; a job
+    re-reads the parameter files when it starts, so an edit in between would otherwise
+    write results of other parameters under the planned id (and cache them there).
+
+    Raises:
+        ParamsError: naming the output, both ids and what to do.
+    """
+    actual = stage_ids(p)[stage]
+    if expected is not None and actual != expected:
+        raise ParamsError(
+            f"{out}: planned with {stage} id {expected}, but the parameter files now give {actual} "
+            "(edited since the workflow started); restore them or start the workflow again"
+        )
 
 
 @contextmanager
@@ -79,6 +108,12 @@ def _stage(name: str):
         yield
     except (ParamsError, DataError) as e:
         log.error("stage %s failed: %s", name, e)
+        raise typer.Exit(2) from None
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        # a full disk met outside the atomic writers (which name their output themselves)
+        log.error("stage %s failed: %s: %s", name, e.filename or "an output", e.strerror)
         raise typer.Exit(2) from None
     log.info("stage %s done in %.1f s", name, time.perf_counter() - tic)
 
@@ -136,12 +171,13 @@ def params_cmd(
 
 
 @app.command("demo-data")
-def demo_data(params: ParamsOpt = None, out: OutOpt = ...) -> None:  # type: ignore[assignment]
+def demo_data(params: ParamsOpt = None, out: OutOpt = ..., expect_id: ExpectIdOpt = None) -> None:  # type: ignore[assignment]
     """Build the demo: static training images and a DAVIS-layout video benchmark."""
     from hvc.demo import build_demo
 
     with _stage("demo-data"):
         p = _load(params, None)
+        _check_id(p, "data", expect_id, out)
         manifest = build_demo(p.demo, out)
         log.info("demo: %d training images, %d sequences", manifest["train"]["num_images"], len(manifest["benchmark"]["sequences"]))
 
@@ -152,13 +188,16 @@ def shards(
     overrides: SetOpt = None,
     input: Annotated[Path, typer.Option(help="Training-set folder (demo-data output, or data.root).")] = ...,  # type: ignore[assignment]
     out: OutOpt = ...,  # type: ignore[assignment]
+    expect_id: ExpectIdOpt = None,
 ) -> None:
     """Write the training images to webdataset shards with an index (count, sha256 per shard)."""
     from hvc.shards import list_training_images, write_shards
 
     with _stage("shards"):
         p = _load(params, overrides)
+        _check_id(p, "shards", expect_id, out)
         check_data_root(p)
+        check_outputs_apart(out, {"--input": input})
         images = list_training_images(input, p.data.train_set, p.shards.step)
         index = write_shards(
             images, input, out, f"{p.data.train_set}-train", p.shards.max_size_mb, p.shards.max_count, p.shards.on_bad_image
@@ -173,6 +212,10 @@ def train_cmd(
     shards: Annotated[Path, typer.Option(help="Shard folder (with index.json).")] = ...,  # type: ignore[assignment]
     out: OutOpt = ...,  # type: ignore[assignment]
     threads: ThreadsOpt = None,
+    expect_id: ExpectIdOpt = None,
+    verify_shards: Annotated[
+        str, typer.Option(help="Check the shards against index.json: 'sha256' (read once per run) or 'size' only.")
+    ] = "sha256",
 ) -> None:
     """Train HVC (resumes from <out>.work/checkpoint.pt if present). Works under torchrun."""
     _set_threads(threads)  # before torch is imported
@@ -180,7 +223,11 @@ def train_cmd(
 
     with _stage("train"):
         p = _load(params, overrides)
-        summary = train(p, shards, out)
+        _check_id(p, "model", expect_id, out)
+        if verify_shards not in ("sha256", "size"):
+            raise ParamsError(f"--verify-shards {verify_shards!r}: expected 'sha256' or 'size'")
+        check_outputs_apart(out, {"--shards": shards})
+        summary = train(p, shards, out, verify=verify_shards)
         log.info("trained %d steps, %.0f images/s", summary["steps"], summary["images_per_s"])
 
 
@@ -215,6 +262,7 @@ def propagate_cmd(
     demo: DemoOpt = None,
     out: OutOpt = ...,  # type: ignore[assignment]
     threads: ThreadsOpt = None,
+    expect_id: ExpectIdOpt = None,
 ) -> None:
     """Propagate first-frame labels through every video; palette PNGs (joints: JSON) in <out> (or <out>/<benchmark>)."""
     _set_threads(threads)  # before torch is imported
@@ -222,8 +270,13 @@ def propagate_cmd(
 
     with _stage("propagate"):
         p = _load(params, overrides)
+        _check_id(p, "propagation", expect_id, out)
         for name, root in _benchmarks(p, benchmark, data, demo):
             target = out if benchmark is not None else out / name
+            inputs = {"--data": root, "--demo": demo, "propagation.semantic_checkpoint": p.propagation.semantic_checkpoint}
+            if encoder not in ("random", "imagenet", "semantic"):
+                inputs["--encoder"] = encoder
+            check_outputs_apart(target, inputs)
             info = propagate_benchmark(p, encoder, name, root, target, merge_semantic=merge_semantic)
             log.info("%s: %d videos, %.3f s/frame", name, info["videos"], info["seconds_per_frame"])
 
@@ -256,6 +309,7 @@ def evaluate_cmd(
 
     with _stage("evaluate"):
         p = _load(params, None)
+        check_outputs_apart(out, {"--predictions": predictions, "--data": data, "--demo": demo})
         if toolkit_csv is not None and benchmark is None:
             raise ParamsError("--toolkit-csv needs --benchmark (one benchmark's CSVs per folder)")
         if benchmark is not None:
@@ -300,6 +354,7 @@ def submission_cmd(
         if bench.scoring != "server":
             raise ParamsError(f"{benchmark} is scored locally (hvc evaluate); only server-scored benchmarks need an archive")
         root = _benchmarks(p, benchmark, data, None)[0][1]
+        check_outputs_apart(out, {"--predictions": predictions, "--data": root})
         info = write_archive(predictions, read_benchmark(benchmark, root), out, bench.archive_prefix)
         log.info("%s: %d frames of %d videos in %s; upload it to %s", benchmark, info["frames"], info["videos"], out, bench.server)
 

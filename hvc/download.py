@@ -15,8 +15,8 @@ Tools, and why some of this is our own code
 -------------------------------------------
 * HTTP: ``requests`` with ``urllib3``'s :class:`~urllib3.util.Retry` mounted on the session
   (connection errors and 408/429/5xx answers, exponential backoff, ``Retry-After``). The
-  same ``Retry`` object also paces our resume loop (:meth:`Retry.increment`/``sleep``), so
-  there is one retry policy.
+  same ``Retry`` object also bounds and paces our resume loop (:meth:`Retry.increment`,
+  :meth:`Retry.get_backoff_time`), so there is one retry policy.
 * Progress bar: ``tqdm``. Hashes: :mod:`hashlib` through :func:`hvc.io.file_digests`, the
   SHA-256 (always computed and stamped) and the md5/sha1 that some datasets publish in the
   same single read of the file (an 18 GiB archive is read once).
@@ -37,6 +37,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -61,7 +62,7 @@ DOWNLOADS_DIR = "downloads"
 # One retry policy for the whole module: the session's adapter uses it for connection
 # errors and retryable statuses, the resume loop in download() for interrupted bodies.
 # urllib3 sleeps backoff_factor * 2**(n-1) before the n-th consecutive retry (none before
-# the first), capped at 120 s.
+# the first), capped at 120 s; the resume loop waits at least backoff_factor every time.
 DEFAULT_RETRY = Retry(
     total=10,
     connect=5,
@@ -316,8 +317,12 @@ def download(
             error before any byte is written, and a ``.part`` already this long is renamed
             without a request.
         progress: show a tqdm progress bar on stderr.
-        retry: retry policy (defaults to :data:`DEFAULT_RETRY`); the count of consecutive
-            failures is reset whenever an attempt made progress.
+        retry: retry policy (defaults to :data:`DEFAULT_RETRY`). Every failed attempt
+            counts and is followed by a backoff pause (at least ``backoff_factor`` seconds,
+            doubling with each consecutive failure); the count is reset only when the
+            ``.part`` file grew past the largest size it had in this call, so a server that
+            drops the connection and ignores Range (restarting at byte 0 with 200), or
+            announces more bytes than it sends, exhausts the retries instead of looping.
     Returns:
         ``dest``.
     Raises:
@@ -331,6 +336,7 @@ def download(
     meta = dest.with_name(dest.name + ".part.json")  # the validator for If-Range across runs
     policy = retry if retry is not None else DEFAULT_RETRY
     attempt_policy = policy
+    high_water = part.stat().st_size if part.exists() else 0  # the most bytes the .part file held
     with _session(policy) as session:
         while True:
             have = part.stat().st_size if part.exists() else 0
@@ -350,23 +356,20 @@ def download(
             headers = {"Range": f"bytes={have}-"} if have else {}
             if have and validator:
                 headers["If-Range"] = validator
-            received = 0
             try:
                 with session.get(url, headers=headers, stream=True, timeout=TIMEOUT) as r:
                     if r.status_code == 416:
                         _, total = _parse_content_range(r.headers.get("Content-Range"))
                         if total is not None and have == total:
                             break  # the .part file already holds the whole file
-                        log.warning("%s: server refused Range bytes=%d- (416); downloading again", url, have)
                         part.unlink(missing_ok=True)
-                        continue
+                        raise _Interrupted(f"server refused Range bytes={have}- (416); downloading again")
                     r.raise_for_status()
                     if have and r.status_code == 206:
                         start, total = _parse_content_range(r.headers.get("Content-Range"))
                         if start != have:
-                            log.warning("%s: server resumed at byte %s, not %d; downloading again", url, start, have)
                             part.unlink(missing_ok=True)
-                            continue
+                            raise _Interrupted(f"server resumed at byte {start}, not {have}; downloading again")
                         mode = "ab"
                     else:  # 200: a full body, first request or server ignoring Range
                         if have:
@@ -395,7 +398,6 @@ def download(
                         # raw bytes, never content-decoded (see Accept-Encoding above)
                         for chunk in r.raw.stream(CHUNK, decode_content=False):
                             f.write(chunk)
-                            received += len(chunk)
                             bar.update(len(chunk))
                 done = part.stat().st_size
                 if total is not None and done < total:
@@ -415,8 +417,11 @@ def download(
                 ) from None
             except (urllib3.exceptions.HTTPError, _Interrupted) as e:
                 # the body broke off (ProtocolError, ReadTimeoutError from r.raw.stream, or
-                # fewer bytes than announced): ask again for the rest
-                if received:  # progress was made: only consecutive fruitless attempts count
+                # fewer bytes than announced), or the server answered a Range request
+                # unusably: ask again for the rest, after a pause
+                done = part.stat().st_size if part.exists() else 0
+                if done > high_water:  # real progress: only consecutive fruitless attempts count
+                    high_water = done
                     attempt_policy = policy
                 try:
                     attempt_policy = attempt_policy.increment(method="GET", url=url, error=e)
@@ -426,8 +431,9 @@ def download(
                         dest,
                         f"GET {url} failed after retries ({e}); {kept} bytes kept in {part.name}, next call resumes",
                     ) from None
-                log.warning("%s: %s; resuming from byte %d", url, e, part.stat().st_size if part.exists() else 0)
-                attempt_policy.sleep()
+                pause = max(attempt_policy.get_backoff_time(), attempt_policy.backoff_factor)
+                log.warning("%s: %s; resuming from byte %d in %.1f s", url, e, done, pause)
+                time.sleep(pause)
     os.replace(part, dest)
     meta.unlink(missing_ok=True)
     return dest
@@ -501,7 +507,9 @@ def fetch(
         DataError: unknown dataset or invalid entry; download failure; size or checksum
             mismatch (naming the file, expected and actual; a file downloaded by this call
             is renamed ``<file>.rejected``, a hand-placed one is left as is); unsafe archive
-            member; missing layout.
+            member, corrupt archive or missing layout (an archive downloaded by this call
+            without a registry checksum is renamed ``<file>.rejected`` so the next call
+            downloads it again; otherwise the message names the file(s) to delete).
             No extracted output is left behind in these cases.
     """
     spec = _resolve_spec(name, registry)
@@ -521,6 +529,7 @@ def fetch(
         raise ManualDownloadRequired(missing_manual[0][1], message)
 
     records = []
+    fresh: set[Path] = set()  # downloaded by this call
     for f, path in paths:
         downloaded_now = False
         if not path.exists():
@@ -537,15 +546,8 @@ def fetch(
                     path, f"{e.problem}; the download was moved to {rejected.name} (inspect or delete it)"
                 ) from None
             raise DataError(path, f"{e.problem}; delete or replace the file, then run again") from None
-        if f.checksum is None:
-            log.warning(
-                "%s: no checksum in the registry, verified size only; its sha256 is %s "
-                "(recorded in %s; add 'sha256:%s' to hvc/data/datasets.yaml once confirmed)",
-                path,
-                sha256,
-                stamp_path,
-                sha256,
-            )
+        if downloaded_now:
+            fresh.add(path)
         records.append(
             {
                 "filename": f.filename,
@@ -556,9 +558,41 @@ def fetch(
             }
         )
 
-    extract_archives([p for _, p in paths], target, required=spec.layout, overwrite=True)
+    try:
+        extract_archives([p for _, p in paths], target, required=spec.layout, overwrite=True)
+    except DataError as e:
+        raise _unusable_archive(e, paths, fresh) from None
     write_json(stamp_path, {"dataset": name, "files": records, "layout": list(spec.layout)})
+    for f, r in zip(spec.files, records):
+        if f.checksum is None:  # now true: the stamp holds it
+            log.warning(
+                "%s: no checksum in the registry, verified size only; its sha256 %s is recorded in %s "
+                "(add 'sha256:%s' to hvc/data/datasets.yaml once confirmed)",
+                archive_dir / f.filename, r["sha256"], stamp_path, r["sha256"],
+            )  # fmt: skip
     return target
+
+
+def _unusable_archive(e: DataError, paths: list[tuple[FileSpec, Path]], fresh: set[Path]) -> DataError:
+    """The error for archives that passed verification but do not extract (or lack the
+    layout), saying how the next run gets past it.
+
+    A file downloaded by this call without a registry checksum (nothing could catch a bad
+    download earlier) is moved aside to ``<file>.rejected``, so the next run downloads it
+    again; otherwise the message names the file(s) to delete or replace.
+    """
+    named = [(f, p) for f, p in paths if str(p) == e.path]
+    suspects = named or [(f, p) for f, p in paths if f.checksum is None] or paths
+    moved = []
+    for f, path in suspects:
+        if path in fresh and f.checksum is None:
+            rejected = path.with_name(path.name + ".rejected")
+            os.replace(path, rejected)
+            moved.append(rejected.name)
+    if moved:
+        return DataError(e.path, f"{e.problem}; the download was moved to {', '.join(moved)} (inspect or delete it), the next run downloads it again")
+    files = ", ".join(str(p) for _, p in suspects)
+    return DataError(e.path, f"{e.problem}; delete or replace {files}, then run again")
 
 
 # --------------------------------------------------------------------------- folders a lab already has

@@ -46,15 +46,15 @@ def load_encoder(spec: str, seed: int = 0) -> Backbone:
             ``"imagenet"``: torchvision's ImageNet-supervised ResNet-18 weights (downloaded
             to the torch hub cache on first use) in the stride-8 backbone.
     Raises:
-        DataError: the file is missing, truncated, or holds another model's weights.
+        DataError: the file is missing, truncated, or holds another model's weights; for
+            ``"imagenet"``, naming the torch hub cache file, when the weights are neither
+            cached nor downloadable (no network) or the download is corrupt.
     """
     if spec == "random":
         torch.manual_seed(seed)
         return build_encoder_for_propagation(None)
     if spec == "imagenet":
-        from torchvision.models import ResNet18_Weights, resnet18
-
-        state = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1).state_dict()
+        state = _imagenet_resnet18_state()
         renamed = {}
         for k, v in state.items():
             if k.startswith("fc."):
@@ -73,6 +73,23 @@ def load_encoder(spec: str, seed: int = 0) -> Backbone:
         return build_encoder_for_propagation(state)
     except (ValueError, RuntimeError) as e:
         raise DataError(path, first_line(e)) from None
+
+
+def _imagenet_resnet18_state() -> dict:
+    """torchvision's ImageNet ResNet-18 state dict (IMAGENET1K_V1), from the torch hub
+    cache or downloaded into it; a DataError naming the cache file when that fails."""
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    weights = ResNet18_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+    try:
+        return resnet18(weights=weights).state_dict()
+    except Exception as e:  # noqa: BLE001 - URLError, OSError, RuntimeError (hash), EOFError...
+        raise DataError(
+            cached,
+            f"ImageNet ResNet-18 weights unavailable ({type(e).__name__}: {first_line(e)}); without network, "
+            f"download {weights.url} elsewhere and put it here",
+        ) from None
 
 
 def _check_backbone_state(path: Path, state: dict) -> None:

@@ -9,6 +9,7 @@ output or none.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import io
@@ -123,6 +124,47 @@ def _prepare_folder(folder: Path) -> None:
         remove_stale_temporaries(folder)
 
 
+class OutputError(DataError):
+    """An output cannot be written (no space left, read-only or over-quota filesystem);
+    the message names the output path."""
+
+
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+def _output_error(e: BaseException, target: Path, tmp: Path) -> OutputError | None:
+    """The one-line error naming ``target`` for a disk-full (or read-only, over-quota)
+    failure while writing it, else None. A failure reported for a path inside ``tmp``
+    (a nested atomic write) is reported for the same path inside ``target``."""
+    if isinstance(e, OutputError):
+        path = e.path
+        if path == str(tmp) or path.startswith(str(tmp) + os.sep):
+            return OutputError(str(target) + path[len(str(tmp)) :], e.problem)
+        return None
+    if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
+        return OutputError(target, f"cannot write the output: {e.strerror or os.strerror(e.errno)}")
+    return None
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask (read from /proc on Linux, else set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _public_mode(path: Path, directory: bool) -> None:
+    """Give a temporary (created private: 0600/0700) the mode a plain ``open``/``mkdir``
+    would have given the output: 0666/0777 less the umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file path that is renamed to ``target`` on success.
@@ -130,7 +172,11 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     On any exception the temporary file is removed and ``target`` is left untouched.
     The temporary file lives in the target's folder so the final ``os.replace`` is an
     atomic rename on the same filesystem. Temporaries left there by killed processes are
-    removed first (:func:`remove_stale_temporaries`).
+    removed first (:func:`remove_stale_temporaries`). The output's mode follows the
+    umask (0666 less the umask), as a file opened for writing would.
+
+    Raises:
+        OutputError: naming ``target`` when the disk is full (or read-only, over quota).
     """
     target = Path(target)
     _prepare_folder(target.parent)
@@ -139,9 +185,13 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _public_mode(tmp_path, directory=False)
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
+        error = _output_error(e, target, tmp_path)
+        if error is not None:
+            raise error from None
         raise
 
 
@@ -152,6 +202,11 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     A previous ``target`` is removed only after the new content is complete; on any
     exception the temporary folder is deleted and ``target`` is untouched. Temporaries
     left beside it by killed processes are removed first (:func:`remove_stale_temporaries`).
+    The folder's mode follows the umask (0777 less the umask), as ``mkdir`` would.
+
+    Raises:
+        OutputError: naming ``target`` (or the file inside it) when the disk is full
+            (or read-only, over quota).
     """
     target = Path(target)
     _prepare_folder(target.parent)
@@ -159,6 +214,7 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        _public_mode(tmp, directory=True)
         if target.exists():
             # Two renames: a kill between them leaves no target (never a mixed one); the
             # old content, renamed like a temporary, is removed by the next run.
@@ -173,8 +229,11 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        error = _output_error(e, target, tmp)
+        if error is not None:
+            raise error from None
         raise
 
 
@@ -379,6 +438,53 @@ def _read_input(path: str | os.PathLike[str], what: str = "file") -> bytes:
         raise DataError(path, "is a folder, expected a file") from None
     except PermissionError:
         raise DataError(path, "permission denied") from None
+    except OSError as e:  # a symlink loop (ELOOP), an I/O error, a name too long...
+        raise DataError(path, f"cannot read the {what} ({e.strerror or e})") from None
+
+
+def read_bytes(path: str | os.PathLike[str], what: str = "file") -> bytes:
+    """The bytes of an input file.
+
+    Raises:
+        DataError: naming the file: ``"<what> not found"``, a folder, permission denied,
+            or any other read failure (a symlink loop, an I/O error).
+    """
+    return _read_input(path, what)
+
+
+def frame_order(path: str | os.PathLike[str]) -> tuple[float, str]:
+    """Sort key of frame files: numeric names by number (``2`` before ``10``, whatever the
+    zero padding), then the others by name."""
+    stem = Path(path).stem
+    return (int(stem) if stem.isdigit() else float("inf"), stem)
+
+
+def check_outputs_apart(out: str | os.PathLike[str], inputs: dict[str, str | os.PathLike[str] | None]) -> None:
+    """Refuse an output path that is, contains or lies inside one of the inputs.
+
+    An output folder is replaced as a whole (:func:`atomic_dir`), so ``--out`` equal to or
+    above an input would delete it, and one inside an input would change it.
+
+    Args:
+        out: the output path.
+        inputs: {option name (e.g. "--data"): path}; None entries are ignored.
+    Raises:
+        DataError: naming ``out`` and the input it overlaps.
+    """
+    o = os.path.realpath(out)
+    for name, path in inputs.items():
+        if path is None:
+            continue
+        i = os.path.realpath(path)
+        if o == i:
+            relation = "is"
+        elif i.startswith(o.rstrip(os.sep) + os.sep):
+            relation = "contains"
+        elif o.startswith(i.rstrip(os.sep) + os.sep):
+            relation = "lies inside"
+        else:
+            continue
+        raise DataError(out, f"output {relation} the input {name} {path}; writing it would replace that input, choose another --out")
 
 
 # --------------------------------------------------------------------------- masks
@@ -403,18 +509,25 @@ def davis_palette() -> tuple[int, ...]:
     return tuple(palette)
 
 
-def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+def read_mask(path: str | os.PathLike[str], greyscale_labels: bool = False) -> np.ndarray:
     """Read a segmentation mask as a label map.
 
-    Accepts the two official layouts: palette ("P") PNGs whose indices are object ids
-    (DAVIS 2017, YouTube-VOS, VOST) and greyscale ("L") PNGs with 0 = background and
-    255 = the single object (DAVIS 2016), which map to labels {0, 1}. A greyscale mask
-    with other values than 0 and 255 is read as-is (each value a label).
+    Accepts the two official layouts of PNG masks: palette ("P") PNGs whose indices are
+    object ids (DAVIS 2017, YouTube-VOS, VOST) and greyscale ("L") PNGs with 0 =
+    background and 255 = the single object (DAVIS 2016), which map to labels {0, 1}.
+    Anything else would be scored as something it is not (a greyscale photograph saved
+    as a .png becomes hundreds of "objects"), so it is refused.
 
+    Args:
+        path: the PNG file.
+        greyscale_labels: read a greyscale PNG's values as labels as they are (VIP's
+            ``Category_ids`` part maps, 0..19 and 255 void) instead of requiring 0/255.
     Returns:
         uint8 array of shape (H, W), 0 = background, k = object k.
     Raises:
-        DataError: missing, unreadable, or of another mode (RGB masks are ambiguous).
+        DataError: naming the file: missing, unreadable, not a PNG (e.g. a JPEG renamed
+            .png: lossy compression invents labels), of another mode (RGB masks are
+            ambiguous), or greyscale with values other than 0 and 255.
     """
     data = _read_input(path, "mask file")
     if len(data) == 0:
@@ -422,7 +535,7 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            mode = im.mode
+            mode, fmt = im.mode, im.format
             arr = np.asarray(im)
     except UnidentifiedImageError:
         raise DataError(path, "not a readable image") from None
@@ -430,16 +543,26 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(path, f"mask too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(path, f"corrupt or truncated mask ({e})") from None
+    if fmt != "PNG":
+        raise DataError(path, f"mask is a {fmt} image, not a PNG; masks must be lossless palette or 0/255 greyscale PNGs")
     if mode == "P":
         return arr.astype(np.uint8)
-    if mode in ("L", "1"):
+    if mode == "1":
+        return arr.astype(np.uint8)
+    if mode == "L":
         arr = arr.astype(np.uint8)
-        if mode == "1":
+        if greyscale_labels:
             return arr
-        counts = np.bincount(arr.ravel(), minlength=256)
-        if counts[1:255].sum() == 0:  # only 0 and 255: DAVIS 2016
-            return (arr == 255).astype(np.uint8)
-        return arr
+        values = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+        odd = [int(v) for v in values if v not in (0, 255)]
+        if odd:
+            shown = ", ".join(map(str, odd[:5])) + (", ..." if len(odd) > 5 else "")
+            raise DataError(
+                path,
+                f"greyscale mask with {len(odd)} value(s) other than 0 and 255 ({shown}); expected a DAVIS 2016 "
+                "0/255 mask or a palette PNG whose indices are object ids",
+            )
+        return (arr == 255).astype(np.uint8)
     raise DataError(path, f"mask has mode {mode!r}; expected a palette ('P') or greyscale ('L') PNG")
 
 

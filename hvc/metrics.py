@@ -32,6 +32,7 @@ Differences, none of which the toolkit reaches on DAVIS data:
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -39,7 +40,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from hvc.io import DataError, read_mask
+from hvc.io import DataError, frame_order, read_mask
+
+log = logging.getLogger(__name__)
 
 VOID_LABEL = 255
 
@@ -383,7 +386,10 @@ def evaluate_folder(
         workers: sequences scored at once, in threads (decoding, NumPy and the k-d trees
             release the GIL); the result does not depend on it.
     Returns:
-        :func:`summarize` of all objects, ids ``f"{seq}_{k}"``.
+        :func:`summarize` of all objects, ids ``f"{seq}_{k}"``; plus ``"warnings"``, a list
+        of one line per first ground-truth frame whose object ids have a gap (labels
+        {1, 3}: the toolkit scores objects 1..max, so the missing object 2 is scored,
+        as an empty prediction of an empty object, J = F = 1); each is also logged.
     Raises:
         DataError: naming the file or folder: no ground truth for a sequence, fewer than
             3 frames, a missing or an extra prediction, masks of a different size,
@@ -392,9 +398,16 @@ def evaluate_folder(
     Source: ``davis2017/evaluation.py::DAVISEvaluation.evaluate``,
     ``davis2017/results.py::Results.read_masks``.
     """
+    gaps: list[str] = []
+
     def score(seq: str) -> dict:
         gt_dir, pred_dir = Path(gt_root) / seq, Path(pred_root) / seq
         gt, pred = _read_sequence(gt_dir, pred_dir)
+        gap = object_id_gap(gt[0])
+        if gap:
+            msg = f"{seq}: first ground-truth frame has object ids {gap[0]}; missing {gap[1]} scored as phantom objects"
+            gaps.append(msg)
+            log.warning("%s", msg)
         try:
             return evaluate_sequence(gt, pred, bound_th=bound_th)
         except ValueError as e:
@@ -411,7 +424,18 @@ def evaluate_folder(
     for seq, scores in zip(sequences, results):
         for k, object_scores in scores.items():
             per_object[f"{seq}_{k}"] = object_scores
-    return summarize(per_object)
+    table = summarize(per_object)
+    if gaps:
+        table["warnings"] = sorted(gaps)
+    return table
+
+
+def object_id_gap(first: np.ndarray) -> tuple[list[int], list[int]] | None:
+    """(object ids present, ids missing below the largest) of a first-frame label map
+    (H, W), void 255 aside; None when the ids are 1..K without a gap."""
+    present = sorted(set(np.unique(first).tolist()) - {0, VOID_LABEL})
+    missing = sorted(set(range(1, max(present, default=0) + 1)) - set(present))
+    return (present, missing) if missing else None
 
 
 def evaluate_vost_folder(gt_root: str | os.PathLike[str], pred_root: str | os.PathLike[str], sequences: list[str]) -> dict:
@@ -460,7 +484,7 @@ def evaluate_vost_folder(gt_root: str | os.PathLike[str], pred_root: str | os.Pa
 def _read_sequence(gt_dir: Path, pred_dir: Path, extra_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Ground-truth and predicted label maps of one sequence, (T, H, W) uint8 each; with
     ``extra_ok`` predictions of frames without ground truth are ignored, not an error."""
-    names = sorted(p.name for p in gt_dir.glob("*.png"))
+    names = sorted((p.name for p in gt_dir.glob("*.png")), key=frame_order)  # 2 before 10
     if not names:
         raise DataError(gt_dir, "no ground-truth PNG masks")
     if len(names) < 3:

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float parameter is finite (.inf and .nan are YAML floats)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DemoParams(_Section):
@@ -299,6 +300,44 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the
+    last one silently: a second ``train:`` section would replace the whole first one)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} on lines {seen[key]} and {line} (the second would replace the first)", key_node.start_mark
+            )
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse YAML text, refusing duplicate keys.
+
+    Raises:
+        ParamsError: ``"<source>: duplicate key 'train' on lines 12 and 40 ..."`` or
+            ``"<source>: not valid YAML (...)"``.
+    """
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as e:
+        if e.problem and e.problem.startswith("duplicate key"):
+            raise ParamsError(f"{source}: {e.problem}") from None
+        raise ParamsError(f"{source}: not valid YAML ({e})") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{source}: not valid YAML ({e})") from None
+
+
 def load_params(
     paths: list[str | os.PathLike[str]] | str | os.PathLike[str] = "params.yaml",
     overrides: dict[str, Any] | None = None,
@@ -310,8 +349,9 @@ def load_params(
             ``--configfile``).
         overrides: nested dict applied last (e.g. an ablation row).
     Raises:
-        ParamsError: a file is missing or not YAML, or the merged values break the schema;
-            the message names the file, the key, the value and what is allowed.
+        ParamsError: a file is missing, empty, not YAML or gives a key twice (naming the key
+            and both lines), or the merged values break the schema (every float must be
+            finite); the message names the file, the key, the value and what is allowed.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -325,12 +365,9 @@ def load_params(
             raise ParamsError(f"{path}: not a text file (not valid UTF-8), so not YAML") from None
         except OSError as e:  # a folder, no permission, ...
             raise ParamsError(f"{path}: cannot read the parameter file ({e.strerror or e})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ParamsError(f"{path}: not valid YAML ({e})") from None
-        if data is None:
-            data = {}
+        data = read_yaml(text, str(path))
+        if data is None:  # an emptied or truncated file must not silently mean the defaults
+            raise ParamsError(f"{path}: parameter file is empty (no sections); write the parameters or drop the file")
         if not isinstance(data, dict):
             raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
         merged = deep_merge(merged, data)

@@ -28,7 +28,6 @@ VIP script, so the protocol follows the public code that defined it:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from hvc.benchmarks import Video, match_masks
-from hvc.io import DataError, read_lines, read_mask
+from hvc.io import DataError, frame_order, read_lines, read_mask
 from hvc.propagation import PropagationConfig, propagate_video
 
 VIP_FOLDER = "VIP_Fine"
@@ -63,11 +62,6 @@ def vip_folder(root: str | Path) -> Path:
     if not (root / VIP_FOLDER).is_dir() and root.name == VIP_FOLDER:
         return root
     return root / VIP_FOLDER
-
-
-def _frame_order(path: Path) -> tuple[float, str]:
-    """Sort key: numeric file names by number (``000000000026`` after ``000000000001``)."""
-    return (int(path.stem) if path.stem.isdigit() else math.inf, path.stem)
 
 
 def read_vip(root: Path, split: str = "val") -> list[Video]:
@@ -99,14 +93,14 @@ def read_vip(root: Path, split: str = "val") -> list[Video]:
         for folder in (frame_dir, mask_dir):
             if not folder.is_dir():
                 raise DataError(listing, f"lists video {name!r} but {folder} does not exist")
-        frames = sorted(frame_dir.glob("*.jpg"), key=_frame_order)
+        frames = sorted(frame_dir.glob("*.jpg"), key=frame_order)
         if len(frames) < 2:
             raise DataError(frame_dir, f"video has {len(frames)} frame(s); propagation needs at least 2")
         index = {p.stem: i for i, p in enumerate(frames)}
         masks = match_masks(mask_dir, frame_dir, index)
         if 0 not in masks:
             raise DataError(mask_dir / f"{frames[0].stem}.png", f"first frame {frames[0]} has no part annotation")
-        videos.append(Video(name, frames, masks))
+        videos.append(Video(name, frames, masks, greyscale_labels=True))  # Category_ids: part ids as grey values
     return videos
 
 
@@ -252,7 +246,7 @@ def evaluate_parts(
             pred_path = predictions / video.name / f"{video.frames[t].stem}.png"
             if not pred_path.is_file():
                 raise DataError(pred_path, f"no prediction for frame {t} of video {video.name!r} (ground truth {gt_path})")
-            gt, pred = read_mask(gt_path), read_mask(pred_path)
+            gt, pred = read_mask(gt_path, greyscale_labels=True), read_mask(pred_path, greyscale_labels=True)
             if gt.shape != pred.shape:
                 raise DataError(
                     pred_path,

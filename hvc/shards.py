@@ -22,7 +22,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from hvc.io import DataError, atomic_dir, decode_image, read_json, sha256_file, write_json
+from hvc.io import DataError, atomic_dir, decode_image, read_bytes, read_json, sha256_file, write_json
 from hvc.views import TwoViews
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,8 @@ def write_shards(
         pattern = str(tmp / f"{prefix}-%06d.tar")
         with wds.ShardWriter(pattern, maxcount=max_count, maxsize=max_size_mb * 2**20, verbose=0, mtime=0.0) as sink:
             for path in tqdm(images, desc=f"shards {prefix}", unit="img", mininterval=2.0):
-                data = path.read_bytes()
                 try:
+                    data = read_bytes(path, "image")  # unreadable (permissions, symlink loop): a bad image too
                     decode_image(data, path)
                 except DataError as e:
                     if on_bad_image == "fail":
@@ -135,6 +135,39 @@ def read_index(shard_dir: Path) -> dict:
             raise DataError(Path(shard_dir) / s["name"], "shard listed in index.json is missing")
     if not index.get("shards"):
         raise DataError(Path(shard_dir) / "index.json", "no shards listed")
+    return index
+
+
+def verify_shards(shard_dir: Path, full: bool = True, rank: int = 0, world_size: int = 1) -> dict:
+    """Check the shards against ``index.json`` before training reads them.
+
+    Every shard's size is compared with the index's ``bytes`` (a stat, always); with
+    ``full``, its SHA-256 with the index's ``sha256`` (one read of the shard). Under
+    distributed training the hashing is shared: rank r hashes shards r, r + world_size,
+    ..., so each shard is read once per run.
+
+    Args:
+        shard_dir: folder with ``index.json`` and the tar shards.
+        full: also compare SHA-256 checksums (False: sizes only, for quick restarts).
+        rank, world_size: this process's share of the hashing.
+    Returns:
+        the index.
+    Raises:
+        DataError: naming the shard whose size or checksum differs from index.json (it
+            was replaced or edited after the shard stage wrote it).
+    """
+    shard_dir = Path(shard_dir)
+    index = read_index(shard_dir)
+    for i, s in enumerate(index["shards"]):
+        path = shard_dir / s["name"]
+        size = path.stat().st_size
+        changed = "; the shard changed after the shard stage wrote it: rebuild the shards (hvc shards)"
+        if s.get("bytes") is not None and size != s["bytes"]:
+            raise DataError(path, f"is {size} bytes but index.json lists {s['bytes']}{changed}")
+        if full and i % world_size == rank:
+            digest = sha256_file(path)
+            if digest != s.get("sha256"):
+                raise DataError(path, f"sha256 {digest} differs from index.json's {s.get('sha256')}{changed}")
     return index
 
 

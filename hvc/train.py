@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import shutil
@@ -29,10 +30,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from hvc.io import atomic_dir, atomic_path, write_json
+from hvc.io import DataError, atomic_dir, atomic_path, write_json
 from hvc.model import HVC, momentum_at
-from hvc.params import Params, content_id, train_config
-from hvc.shards import TrainStream
+from hvc.params import Params, ParamsError, content_id, train_config
+from hvc.shards import TrainStream, verify_shards
 from hvc.views import TwoViews
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,11 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
+class NonFiniteLoss(ParamsError):
+    """The training loss became NaN or infinite: the run diverged (a learning rate too
+    high, or bad data); raised before the step's weights are saved."""
+
+
 class _StopFlag:
     """Turns SIGTERM into a flag checked after each step (checkpoint, then exit 143)."""
 
@@ -193,12 +199,14 @@ class _StopFlag:
         signal.signal(signal.SIGTERM, self._old)
 
 
-def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> dict:
+def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, verify: str = "sha256") -> dict:
     """Train HVC on the shards and write ``out_dir`` atomically.
 
     Args:
         p: validated parameters (seed, device, train section).
         shard_dir: folder with ``index.json`` and the tar shards.
+        verify: ``"sha256"`` checks every shard's size and SHA-256 against index.json
+            once per run (:func:`hvc.shards.verify_shards`); ``"size"`` only the sizes.
         out_dir: output folder; receives ``checkpoint.pt`` (full state), ``encoder.pt``
             (online backbone state dict, for propagation), ``train.json`` (steps, wall
             time, images/s, peak GPU memory: Table 8) and ``dvclive/`` logs.
@@ -206,6 +214,9 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> d
         the summary written to ``train.json``.
     Raises:
         ValueError: the global batch is not divisible by the number of processes.
+        DataError: a shard differs from index.json (size, checksum), or an epoch yields
+            fewer batches than index.json's sample counts promise (a shard lost samples).
+        NonFiniteLoss: the loss is NaN or infinite (nothing of that step is saved).
         SystemExit(143): on SIGTERM, after saving a checkpoint.
     """
     t = p.train
@@ -231,6 +242,7 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> d
     bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
 
     views = TwoViews(t.crop_size, t.scale, t.ratio, t.augment, t.normalization)
+    verify_shards(shard_dir, full=verify == "sha256", rank=d.rank, world_size=d.world_size)
     stream = TrainStream(shard_dir, views, local_batch, p.seed, d.rank, d.world_size, t.workers)
     steps_per_epoch = len(stream)
     total_steps = t.max_steps or t.epochs * steps_per_epoch
@@ -292,6 +304,9 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> d
     t_window, n_window = time.perf_counter(), 0
     try:
         while step < total_steps:
+            if stop.stop:  # SIGTERM between epochs (or while the loader yielded nothing)
+                save_checkpoint()
+                raise SystemExit(143)
             epoch, in_epoch = divmod(step, steps_per_epoch)
             stream.set_epoch(epoch, skip_batches=in_epoch)
             tic = time.perf_counter()
@@ -302,6 +317,11 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> d
                     v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
                 losses, m = train_step(model, forward, optimizer, (v1, v2, b1, b2), step, total_steps, t.momentum, bf16)
                 last_loss = float(losses["loss"].detach())
+                if not math.isfinite(last_loss):
+                    raise NonFiniteLoss(
+                        f"train: the loss is {last_loss} at step {step + 1} (train.lr = {t.lr}): training diverged; "
+                        "lower train.lr or check the training images (nothing of this run after the last checkpoint is kept)"
+                    )
                 step += 1
                 now = time.perf_counter()
                 elapsed += now - tic  # wall time per step, waiting for data included
@@ -326,6 +346,12 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True) -> d
                     raise SystemExit(143)
                 if step >= total_steps:
                     break
+            if step < min(total_steps, (epoch + 1) * steps_per_epoch):
+                raise DataError(
+                    shard_dir,
+                    f"epoch {epoch} ended after {step - epoch * steps_per_epoch} of the {steps_per_epoch} batches that "
+                    "index.json's sample counts promise: a shard holds fewer readable samples than listed; rebuild the shards",
+                )
     finally:
         stop.restore()
         if bar is not None:

@@ -40,7 +40,7 @@ from hvc.cli import app
 from hvc.demo import build_demo
 from hvc.download import fetch
 from hvc.extract import extract_archives
-from hvc.io import DataError, read_json, write_json, write_mask
+from hvc.io import DataError, read_json, sha256_file, write_json, write_mask
 from hvc.params import load_params
 from hvc.shards import TrainStream
 from hvc.views import TwoViews
@@ -528,7 +528,7 @@ def corrupt_shards(demo_dir, tmp_path) -> tuple[Path, str, str]:
             "prefix": "demo-train",
             "num_samples": 8,
             "num_skipped": 0,
-            "shards": [{"name": name, "count": 8, "sha256": "-", "bytes": (out / name).stat().st_size}],
+            "shards": [{"name": name, "count": 8, "sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size}],
         },
     )
     return out, name, "train__bad"

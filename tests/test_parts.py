@@ -50,7 +50,7 @@ def test_read_vip_reads_the_layout(tmp_path):
         assert [p.name for p in v.frames] == [f"{s}.jpg" for s in STEMS]
         assert sorted(v.masks) == [0, 1, 2]
         for t, m in enumerate(truth[v.name]):
-            np.testing.assert_array_equal(read_mask(v.masks[t]), m)  # palette and greyscale part ids
+            np.testing.assert_array_equal(read_mask(v.masks[t], v.greyscale_labels), m)  # palette and greyscale part ids
     # VIP_Fine itself is accepted as the root
     assert vip_folder(base) == vip_folder(tmp_path) == base
     assert [v.frames for v in read_vip(base)] == [v.frames for v in videos]

@@ -1,5 +1,6 @@
 # Parameters, the experiment grid and artifact paths, computed once before the DAG is built.
 import os
+import shlex
 
 from hvc.benchmarks import benchmark_root, get_benchmark
 from hvc.download import STAMP_NAME
@@ -22,8 +23,9 @@ P = validate_params(config, source=", ".join(PARAMS_FILES))  # stops here on any
 validate(config, "../schemas/params.schema.json", set_default=False)
 _from_files = flatten(load_params(PARAMS_FILES).model_dump())
 _cli_overrides = {k: v for k, v in flatten(P.model_dump()).items() if _from_files.get(k) != v}
-PARAMS = " ".join(f"--params {f}" for f in PARAMS_FILES) + "".join(
-    f" --set '{a}'" for a in override_args(_cli_overrides)
+# quoted for the shell: a parameter file's path may hold spaces
+PARAMS = " ".join(f"--params {shlex.quote(f)}" for f in PARAMS_FILES) + "".join(
+    f" --set {shlex.quote(a)}" for a in override_args(_cli_overrides)
 )
 
 EXPERIMENTS = plan(P)  # key -> Experiment (overrides, resolved params, content ids)
@@ -52,7 +54,7 @@ COMPUTE_THREADS = 8
 
 def set_args(exp):
     """--set arguments that turn the base params into this experiment's."""
-    return "".join(f" --set '{a}'" for a in exp.set_args)
+    return "".join(f" --set {shlex.quote(a)}" for a in exp.set_args)
 
 
 def bench_root(benchmark):

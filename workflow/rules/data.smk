@@ -13,7 +13,7 @@ rule demo_data:
         mem_mb=4000,
         runtime=20,
     shell:
-        "hvc demo-data {PARAMS} --out {output} 2> {log}"
+        "hvc demo-data {PARAMS} --expect-id {wildcards.data} --out {output:q} 2> {log:q}"
 
 
 rule fetch:
@@ -32,7 +32,7 @@ rule fetch:
         runtime=24 * 60,
     shell:
         # also on the terminal: a manual dataset's message says what to download and where to put it
-        "hvc fetch {wildcards.dataset} --root {params.root}{params.source} 2>&1 | tee {log}"
+        "hvc fetch {wildcards.dataset} --root {params.root:q}{params.source} 2>&1 | tee {log:q}"
 
 
 localrules:
@@ -56,4 +56,4 @@ rule shards:
         mem_mb=8000,
         runtime=240,
     shell:
-        "hvc shards {PARAMS}{params.overrides} --input {params.source} --out {output} 2> {log}"
+        "hvc shards {PARAMS}{params.overrides} --expect-id {wildcards.shards} --input {params.source:q} --out {output:q} 2> {log:q}"

@@ -43,7 +43,7 @@ rule propagate:
         runtime=240,
     shell:
         "hvc propagate {PARAMS} {params.encoder} --benchmark {wildcards.benchmark}"
-        " --data {params.data} --out {output} --threads {threads} 2> {log}"
+        " --expect-id {wildcards.propagation} --data {params.data:q} --out {output:q} --threads {threads} 2> {log:q}"
 
 
 rule submission:
@@ -60,8 +60,8 @@ rule submission:
         mem_mb=4000,
         runtime=60,
     shell:
-        "hvc submission {PARAMS} --benchmark {wildcards.benchmark} --data {params.data}"
-        " --predictions {input.predictions} --out {output} 2> {log}"
+        "hvc submission {PARAMS} --benchmark {wildcards.benchmark} --data {params.data:q}"
+        " --predictions {input.predictions:q} --out {output:q} 2> {log:q}"
 
 
 def server_inputs(wildcards):
@@ -102,6 +102,6 @@ rule evaluate:
         mem_mb=8000,
         runtime=60,
     shell:
-        "hvc evaluate {PARAMS} --benchmark {wildcards.benchmark} --data {params.data}"
-        " --predictions {input.predictions} {params.server} --out {output.scores}"
-        " --toolkit-csv {output.toolkit} --threads {threads} 2> {log}"
+        "hvc evaluate {PARAMS} --benchmark {wildcards.benchmark} --data {params.data:q}"
+        " --predictions {input.predictions:q} {params.server} --out {output.scores:q}"
+        " --toolkit-csv {output.toolkit:q} --threads {threads} 2> {log:q}"

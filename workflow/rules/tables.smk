@@ -39,8 +39,8 @@ rule pseudo_dynamic:
         mem_mb=16000,
         runtime=240,
     shell:
-        "hvc flow {PARAMS} --model {input.model} --benchmark {wildcards.benchmark} --data {params.data}"
-        " --out {output} --threads {threads} 2> {log}"
+        "hvc flow {PARAMS} --model {input.model:q} --benchmark {wildcards.benchmark} --data {params.data:q}"
+        " --out {output:q} --threads {threads} 2> {log:q}"
 
 
 def score_input(path):
@@ -102,5 +102,5 @@ rule figures:
         mem_mb=2000,
         runtime=10,
     shell:
-        "hvc figures {PARAMS} {params.predictions} --demo {params.demo} --tables {input.tables}"
-        " --model {input.model} --out {output} --threads {threads} 2> {log}"
+        "hvc figures {PARAMS} {params.predictions} --demo {params.demo:q} --tables {input.tables:q}"
+        " --model {input.model:q} --out {output:q} --threads {threads} 2> {log:q}"

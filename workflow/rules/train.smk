@@ -21,4 +21,5 @@ rule train:
         mem_mb=32000,
         runtime=24 * 60,
     shell:
-        "{params.launcher} train {PARAMS}{params.overrides} --shards {input} --out {output} --threads {threads} 2> {log}"
+        "{params.launcher} train {PARAMS}{params.overrides} --expect-id {wildcards.model} --shards {input:q} --out {output:q}"
+        " --threads {threads} 2> {log:q}"
