@@ -37,11 +37,9 @@ from typer.testing import CliRunner
 import hvc.evaluate
 from hvc.benchmarks import read_ytvos
 from hvc.cli import app
-from hvc.demo import build_demo
 from hvc.download import fetch
 from hvc.extract import extract_archives
 from hvc.io import DataError, read_json, sha256_file, write_json, write_mask
-from hvc.params import load_params
 from hvc.shards import TrainStream
 from hvc.views import TwoViews
 
@@ -51,20 +49,6 @@ PARAMS = [a for f in PARAMS_FILES for a in ("--params", str(f))]
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory) -> Path:
-    """The tiny demo (2 sequences of 6 frames, 24 training images), built once per module."""
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    build_demo(load_params(PARAMS_FILES).demo, out)
-    return out
-
-
-@pytest.fixture
-def bench(demo_dir, tmp_path) -> Path:
-    """A private copy of the demo benchmark (DAVIS 2017 layout) to damage."""
-    return Path(shutil.copytree(demo_dir / "benchmark", tmp_path / "benchmark"))
 
 
 @pytest.fixture

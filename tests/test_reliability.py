@@ -35,7 +35,6 @@ from urllib3.util import Retry
 import hvc.benchmarks
 import hvc.evaluate
 from hvc.benchmarks import read_davis
-from hvc.demo import build_demo
 from hvc.download import download, fetch
 from hvc.io import DataError, OutputError, atomic_dir, atomic_path, read_json, read_mask, sha256_file, write_json, write_mask
 from hvc.metrics import _read_sequence
@@ -44,20 +43,6 @@ from hvc.shards import list_training_images, write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILES = [ROOT / "params.yaml", ROOT / "tests" / "configs" / "tiny.yaml"]
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory) -> Path:
-    """The tiny demo (2 sequences of 6 frames, 24 training images), built once per module."""
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    build_demo(load_params(PARAMS_FILES).demo, out)
-    return out
-
-
-@pytest.fixture
-def bench(demo_dir, tmp_path) -> Path:
-    """A private copy of the demo benchmark (DAVIS 2017 layout) to damage."""
-    return Path(shutil.copytree(demo_dir / "benchmark", tmp_path / "benchmark"))
 
 
 @pytest.fixture
