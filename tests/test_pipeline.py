@@ -63,7 +63,7 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     assert (ws / "results/tables/demo.csv").exists() and (ws / "results/tables/demo.tex").exists()
     assert (ws / "results/figures/hvc_demo.png").exists()
     # the DAVIS toolkit's CSVs next to each encoder's scores; a log for every job
-    toolkit = sorted(ws.glob("artifacts/scores/*/*/demo/global_results-val.csv"))
+    toolkit = sorted(ws.glob("artifacts/scores/*/*/*/demo/global_results-val.csv"))  # encoder/propagation/evaluation
     assert len(toolkit) == 2 and toolkit[0].read_text().startswith("J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay\n")
     assert {p.parts[-2] if p.parent.name != "logs" else p.name for p in (ws / "logs").iterdir()} >= STAGES
     assert list(ws.glob("logs/propagate/**/*.tsv")) and list(ws.glob("logs/train/*.log"))
