@@ -132,8 +132,8 @@ class TrainParams(_Section):
     # engineering
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32",
-        description="fp32: as the authors' COCO script trains; bf16: bfloat16 autocast (about 2x faster "
-        "on a recent GPU; matmuls and convs in bf16, loss and optimizer state in fp32); auto: bf16 on a GPU, fp32 on CPU.",
+        description="fp32: as the authors' COCO script trains; bf16: bfloat16 autocast (faster on a GPU "
+        "with bf16 tensor cores; convs and matrix products, the loss's similarities included, in bf16; weights, optimizer state and EMA in fp32); auto: bf16 on a GPU, fp32 on CPU.",
     )
     channels_last: bool = Field(True, description="channels_last memory format on GPU.")
     compile: bool = Field(False, description="torch.compile the model (GPU).")
