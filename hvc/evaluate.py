@@ -24,7 +24,7 @@ from hvc.io import (
     write_mask,
 )
 from hvc.metrics import evaluate_folder, evaluate_vost_folder
-from hvc.model import Backbone, build_encoder_for_propagation
+from hvc.model import Backbone, backbone_key, backbone_shapes, build_encoder_for_propagation
 from hvc.params import Params, ParamsError
 from hvc.parts import evaluate_parts, propagate_parts
 from hvc.pose import evaluate_pose, propagate_pose, read_pose, write_pose
@@ -55,14 +55,7 @@ def load_encoder(spec: str, seed: int = 0) -> Backbone:
         return build_encoder_for_propagation(None)
     if spec == "imagenet":
         state = _imagenet_resnet18_state()
-        renamed = {}
-        for k, v in state.items():
-            if k.startswith("fc."):
-                continue
-            k = k.replace("conv1.", "stem.0.", 1) if k.startswith("conv1.") else k
-            k = k.replace("bn1.", "stem.1.", 1) if k.startswith("bn1.") else k
-            renamed[k] = v
-        return build_encoder_for_propagation(renamed)
+        return build_encoder_for_propagation({backbone_key(k): v for k, v in state.items() if not k.startswith("fc.")})
     path = Path(spec)
     hint = " (checkpoint.pt is the training state)" if path.name == "checkpoint.pt" else ""
     state = load_torch(path, "encoder checkpoint", "the encoder.pt written by `hvc train`", hint)
@@ -102,9 +95,7 @@ def _check_backbone_state(path: Path, state: dict) -> None:
     """
     if {"model", "optimizer", "step"} <= set(state):
         raise DataError(path, "is a full training checkpoint (checkpoint.pt); pass encoder.pt from the same folder")
-    with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
-        expected = {k: tuple(v.shape) for k, v in Backbone().state_dict().items()}
-    differences = state_dict_differences(state, expected, "HVC")
+    differences = state_dict_differences(state, backbone_shapes(), "HVC")
     if not differences:
         return
     raise DataError(

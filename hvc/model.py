@@ -194,6 +194,24 @@ class HVC(nn.Module):
             bt.copy_(bo)
 
 
+def backbone_key(resnet_key: str) -> str:
+    """A torchvision-layout ResNet state-dict key → the :class:`Backbone` key of the same
+    tensor: ``conv1.*`` and ``bn1.*`` are ``stem.0.*`` and ``stem.1.*``; layer keys are kept.
+    torchvision's ImageNet weights and the authors' checkpoints use that layout."""
+    if resnet_key.startswith("conv1."):
+        return "stem.0." + resnet_key.removeprefix("conv1.")
+    if resnet_key.startswith("bn1."):
+        return "stem.1." + resnet_key.removeprefix("bn1.")
+    return resnet_key
+
+
+def backbone_shapes() -> dict[str, tuple[int, ...]]:
+    """{key: shape} of the :class:`Backbone` state dict, built on the meta device (no
+    memory, no random numbers drawn), to check a checkpoint before loading it."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in Backbone().state_dict().items()}
+
+
 def build_encoder_for_propagation(state: dict[str, torch.Tensor] | None = None) -> Backbone:
     """A :class:`Backbone` for label propagation, loaded from an encoder-only state dict.
 

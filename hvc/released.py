@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from hvc.io import DataError, load_torch, state_dict_differences
-from hvc.model import Backbone
+from hvc.model import Backbone, backbone_key, backbone_shapes
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,6 @@ UNUSED_PREFIXES = (
     "flow.",
 )
 _RESNET_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
-
-
-def _backbone_key(resnet_key: str) -> str:
-    """torchvision ResNet key → :class:`hvc.model.Backbone` key (``conv1``/``bn1`` are the stem)."""
-    if resnet_key.startswith("conv1."):
-        return "stem.0." + resnet_key.removeprefix("conv1.")
-    if resnet_key.startswith("bn1."):
-        return "stem.1." + resnet_key.removeprefix("bn1.")
-    return resnet_key
 
 
 def official_to_backbone(state: dict, path: str | Path = "checkpoint") -> dict[str, torch.Tensor]:
@@ -87,9 +78,8 @@ def official_to_backbone(state: dict, path: str | Path = "checkpoint") -> dict[s
             f"(e.g. {foreign[0]}); expected online_encoder.*, target_encoder.*, *_space_projector.*, "
             "space_predictor.*, flow.* or a bare ResNet-18",
         )
-    mapped = {_backbone_key(k): v for k, v in resnet.items()}
-    with torch.device("meta"):  # shapes only
-        expected = {k: tuple(v.shape) for k, v in Backbone().state_dict().items()}
+    mapped = {backbone_key(k): v for k, v in resnet.items()}
+    expected = backbone_shapes()
     if not any(k.startswith("layer4.") for k in mapped):  # encoders saved without layer4 still propagate
         expected = {k: s for k, s in expected.items() if not k.startswith("layer4.")}
     differences = state_dict_differences(mapped, expected, "HVC's ResNet-18")

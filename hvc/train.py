@@ -339,7 +339,7 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, veri
                     live.next_step()
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{float(losses['loss'].detach()):.4f}")
+                    bar.set_postfix(loss=f"{last_loss:.4f}")
                 if step % t.checkpoint_every == 0 or stop.stop:
                     save_checkpoint()
                 if stop.stop:
