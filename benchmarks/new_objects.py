@@ -4,8 +4,8 @@ Writes a generated video in the YouTube-VOS layout (``valid/JPEGImages``, ``vali
 with a mask only where an object first appears, ``valid/meta.json``): a textured scene
 pans by ``--shift`` pixels per frame; object 1 is annotated in frame 0, object 2 (a patch
 of another texture) enters the scene at frame ``--appear`` and is annotated there. The
-video is read back with :func:`hvc.benchmarks.read_ytvos` and propagated with the
-random-initialisation encoder twice: by :func:`hvc.propagation.propagate_video` (one
+video is read back with :func:`hvc.eval.readers.read_ytvos` and propagated with the
+random-initialisation encoder twice: by :func:`hvc.eval.propagation.propagate_video` (one
 branch per frame where objects appear, as the official code) and by
 :func:`propagate_shared`, the earlier reading (one reference shared by all objects, kept
 here only, for this comparison, because it measured worse). Prints each object's IoU with
@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from hvc.benchmarks import read_ytvos
+from hvc.eval.readers import read_ytvos
 from hvc.io import write_json, write_mask
-from hvc.model import build_encoder_for_propagation
-from hvc.propagation import (
+from hvc.methods.hvc.model import build_encoder_for_propagation
+from hvc.eval.propagation import (
     PropagationConfig,
     WindowCache,
     context_frames,
@@ -134,7 +134,7 @@ def propagate_shared(encoder, frames: list[np.ndarray], first: np.ndarray, later
 
 def run(root: Path, mode: str, cfg: PropagationConfig) -> np.ndarray:
     """(T, H, W) predictions for the video under ``root/valid``: ``mode`` "branch" is
-    :func:`hvc.propagation.propagate_video`, "shared" :func:`propagate_shared`."""
+    :func:`hvc.eval.propagation.propagate_video`, "shared" :func:`propagate_shared`."""
     video = read_ytvos(root, "valid")[0]
     torch.manual_seed(0)
     enc = build_encoder_for_propagation(None)

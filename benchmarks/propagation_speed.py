@@ -26,15 +26,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc.propagation import PropagationConfig, WindowCache, predict_dense, predict_windowed, propagate_video
+from hvc.eval.propagation import PropagationConfig, WindowCache, predict_dense, predict_windowed, propagate_video
 
 
 def real_frames(root: Path, n: int, cfg: PropagationConfig) -> None:
     """Windowed vs dense propagation of the first ``n`` frames of a real DAVIS video."""
-    from hvc.benchmarks import read_benchmark
+    from hvc.eval.readers import read_benchmark
     from hvc.io import read_mask
-    from hvc.metrics import evaluate_sequence, summarize
-    from hvc.model import build_encoder_for_propagation
+    from hvc.eval.metrics import evaluate_sequence, summarize
+    from hvc.methods.hvc.model import build_encoder_for_propagation
 
     video = read_benchmark("davis2016", root)[0]
     frames = video.read_frames()[:n]

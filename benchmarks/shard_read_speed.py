@@ -1,6 +1,6 @@
 """Reading training samples: webdataset shards vs the same JPEGs in a folder.
 
-Builds (or takes) a folder of JPEGs, writes them to shards with hvc.shards.write_shards,
+Builds (or takes) a folder of JPEGs, writes them to shards with hvc.data.shards.write_shards,
 then times decoding every image both ways through a torch DataLoader with N workers,
 and prints images/s for each.
 
@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from hvc.io import decode_image
-from hvc.shards import write_shards
+from hvc.data.shards import write_shards
 
 
 class FolderImages(Dataset):

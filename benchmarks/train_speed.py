@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from hvc.model import HVC
+from hvc.methods.hvc.model import HVC
 from hvc.train import train_step
 
 
@@ -82,9 +82,9 @@ def _cpu_seconds() -> float:
 
 def stage_vs_step(params_file: Path, steps: int, rounds: int) -> None:
     """Print the training stage's images/s next to its pure step's, ``rounds`` times."""
-    from hvc.demo import build_demo
-    from hvc.params import load_params, parse_overrides
-    from hvc.shards import list_training_images, write_shards
+    from hvc.data.demo import build_demo
+    from hvc.config.params import load_params, parse_overrides
+    from hvc.data.shards import list_training_images, write_shards
     from hvc import train as hvc_train
     from hvc.train import build_model, train
 

@@ -19,7 +19,8 @@ from typing import Annotated, Optional
 import typer
 
 from hvc.io import DataError, check_outputs_apart
-from hvc.params import Params, ParamsError, check_data_root, load_params, parse_overrides, stage_ids
+from hvc.config.params import Params, ParamsError, check_data_root, load_params, parse_overrides
+from hvc.config.ids import stage_ids
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 log = logging.getLogger("hvc")
@@ -135,7 +136,7 @@ def params_cmd(
     from rich.markup import escape
     from rich.table import Table
 
-    from hvc.params import allowed_values, effective_rows, params_json_schema_text, schema_rows
+    from hvc.config.params import allowed_values, effective_rows, params_json_schema_text, schema_rows
 
     if schema is not None:
         from hvc.io import write_text
@@ -173,7 +174,7 @@ def params_cmd(
 @app.command("demo-data")
 def demo_data(params: ParamsOpt = None, out: OutOpt = ..., expect_id: ExpectIdOpt = None) -> None:  # type: ignore[assignment]
     """Build the demo: static training images and a DAVIS-layout video benchmark."""
-    from hvc.demo import build_demo
+    from hvc.data.demo import build_demo
 
     with _stage("demo-data"):
         p = _load(params, None)
@@ -191,7 +192,7 @@ def shards(
     expect_id: ExpectIdOpt = None,
 ) -> None:
     """Write the training images to webdataset shards with an index (count, sha256 per shard)."""
-    from hvc.shards import list_training_images, write_shards
+    from hvc.data.shards import list_training_images, write_shards
 
     with _stage("shards"):
         p = _load(params, overrides)
@@ -233,7 +234,7 @@ def train_cmd(
 
 def _benchmarks(p: Params, benchmark: str | None, data: Path | None, demo: Path | None) -> list[tuple[str, Path]]:
     """(name, folder) of one benchmark (``--benchmark``/``--data``) or of every one in data.benchmarks."""
-    from hvc.benchmarks import benchmark_root
+    from hvc.eval.registry import benchmark_root
 
     if benchmark is not None:
         return [(benchmark, data if data is not None else benchmark_root(benchmark, Path(p.data.root), demo))]
@@ -266,7 +267,7 @@ def propagate_cmd(
 ) -> None:
     """Propagate first-frame labels through every video; palette PNGs (joints: JSON) in <out> (or <out>/<benchmark>)."""
     _set_threads(threads)  # before torch is imported
-    from hvc.evaluate import propagate_benchmark
+    from hvc.eval.predict import propagate_benchmark
 
     with _stage("propagate"):
         p = _load(params, overrides)
@@ -304,7 +305,7 @@ def evaluate_cmd(
 
     With --benchmark, <out> holds that benchmark's summary; without, {benchmark: summary}.
     """
-    from hvc.evaluate import evaluate_benchmark
+    from hvc.eval.score import evaluate_benchmark
     from hvc.io import write_json
 
     with _stage("evaluate"):
@@ -345,8 +346,9 @@ def submission_cmd(
     out: OutOpt = ...,  # type: ignore[assignment]
 ) -> None:
     """Zip the predictions in the layout the benchmark's evaluation server expects."""
-    from hvc.benchmarks import get_benchmark, read_benchmark
-    from hvc.submission import write_archive
+    from hvc.eval.registry import get_benchmark
+    from hvc.eval.readers import read_benchmark
+    from hvc.eval.submission import write_archive
 
     with _stage("submission"):
         p = _load(params, None)
@@ -369,7 +371,7 @@ def tables_cmd(
 ) -> None:
     """Assemble the paper's tables (Markdown, CSV, LaTeX), ours beside the published numbers."""
     from hvc.io import read_json
-    from hvc.tables import assemble
+    from hvc.report.tables import assemble
 
     with _stage("tables"):
         p = _load(params, None)
@@ -402,7 +404,7 @@ def figures_cmd(
     """Mask overlays (<key>_<benchmark>.png), bar charts of the demo and ablation tables
     (bars_<table>.png) and the pseudo-dynamic signals of the model (pseudo_dynamic_<benchmark>.png)."""
     _set_threads(threads)  # before torch is imported
-    from hvc.figures import bar_chart, overlay_grid
+    from hvc.report.figures import bar_chart, overlay_grid
     from hvc.io import atomic_dir, read_json
 
     with _stage("figures"):
@@ -431,9 +433,10 @@ def figures_cmd(
 def _pseudo_dynamic_figures(p: Params, model_dir: Path, demo: Optional[Path], out: Path, pairs: int = 4) -> None:
     """Fig. 12: forward/backward pseudo-dynamic signals of the first frame pairs of each
     mask benchmark's first videos (no optical flow: that needs RAFT weights, see `hvc flow`)."""
-    from hvc.benchmarks import get_benchmark, read_benchmark
-    from hvc.flow import flow_figure, load_hvc, pseudo_dynamic
-    from hvc.train import pick_device
+    from hvc.eval.registry import get_benchmark
+    from hvc.eval.readers import read_benchmark
+    from hvc.methods.hvc.flow import flow_figure, load_hvc, pseudo_dynamic
+    from hvc.device import pick_device
 
     device = pick_device(p.device)
     hvc_model = load_hvc(model_dir, device=device)
@@ -459,10 +462,10 @@ def flow_cmd(
 ) -> None:
     """Table 11: end-point error of the pseudo-dynamic signals against RAFT (weights downloaded on first use)."""
     _set_threads(threads)  # before torch is imported
-    from hvc.benchmarks import read_benchmark
-    from hvc.flow import load_hvc, load_raft, table11_scores
+    from hvc.eval.readers import read_benchmark
+    from hvc.methods.hvc.flow import load_hvc, load_raft, table11_scores
     from hvc.io import write_json
-    from hvc.train import pick_device
+    from hvc.device import pick_device
 
     with _stage("flow"):
         p = _load(params, None)
@@ -486,7 +489,7 @@ def plan_cmd(params: ParamsOpt = None) -> None:  # type: ignore[assignment]
     from rich.markup import escape
     from rich.table import Table
 
-    from hvc.experiments import plan, run_rows
+    from hvc.config.plan import plan, run_rows
 
     with _stage("plan"):
         p = _load(params, None)
@@ -525,7 +528,7 @@ def fetch_cmd(
 ) -> None:
     """Download (or verify a manually placed file), check and extract one dataset of the
     registry, or link an extracted copy you already have (--from, data.sources)."""
-    from hvc.download import STAMP_NAME, dataset_rows, fetch, fetch_from, linked_source
+    from hvc.data.download import STAMP_NAME, dataset_rows, fetch, fetch_from, linked_source
 
     with _stage("fetch"):
         p = _load(params, None) if params else None

@@ -20,7 +20,6 @@ import random
 import shutil
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,46 +29,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from hvc.device import convert_sync_batchnorm, init_distributed, pick_device
 from hvc.io import DataError, atomic_dir, atomic_path, write_json
-from hvc.model import HVC, momentum_at
-from hvc.params import Params, ParamsError, content_id, train_config
-from hvc.shards import TrainStream, verify_shards
-from hvc.views import TwoViews
+from hvc.methods.hvc.model import HVC, momentum_at
+from hvc.config.params import Params, ParamsError
+from hvc.config.ids import content_id, train_config
+from hvc.data.shards import TrainStream, verify_shards
+from hvc.methods.hvc.views import TwoViews
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Dist:
-    """Process-group facts: rank, world size, local rank (1 process without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Dist:
-    """Join the torchrun process group if ``WORLD_SIZE`` > 1 (nccl on GPU, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA (this process's local GPU) when available, else CPU."""
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("device: cuda requested but no CUDA device is available")
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
 
 
 def build_model(p: Params) -> HVC:
@@ -84,58 +52,6 @@ def build_model(p: Params) -> HVC:
         static=t.static,
         dynamic=t.dynamic,
     )
-
-
-class CPUSyncBatchNorm(nn.BatchNorm2d):
-    """Batch norm with statistics over every process of the group, on the CPU (gloo).
-
-    ``torch.nn.SyncBatchNorm`` only runs on accelerators; this is the same computation
-    for CPU tensors (our multi-process tests run there): per-channel sums and squared
-    sums are all-reduced with the differentiable ``torch.distributed.nn.all_reduce``,
-    so forward and backward equal one process's batch norm over the global batch.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
-        import warnings
-
-        from torch.distributed.nn.functional import all_reduce  # differentiable; deprecated name, same op
-
-        warnings.filterwarnings("ignore", message=".*all_reduce is deprecated.*", category=FutureWarning)
-        x64 = x.double()  # E[x^2] - E[x]^2 cancels badly in float32
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64, device=x.device)
-        stats = all_reduce(torch.cat([x64.sum((0, 2, 3)), (x64 * x64).sum((0, 2, 3)), count]))
-        c = x.shape[1]
-        n = stats[-1]
-        mean64 = stats[:c] / n
-        var = (stats[c : 2 * c] / n - mean64 * mean64).to(x.dtype)
-        mean = mean64.to(x.dtype)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
-        y = (x - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + self.eps)
-        return y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-
-
-def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
-    """Replace every BatchNorm2d by a synchronised one: torch's on GPU, ours on CPU."""
-    if device.type != "cpu":
-        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    for name, child in model.named_children():
-        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, CPUSyncBatchNorm):
-            new = CPUSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
-            # share, not copy: parameters keep their identity and requires_grad (target: frozen)
-            new.weight, new.bias = child.weight, child.bias
-            new.running_mean, new.running_var = child.running_mean, child.running_var
-            new.num_batches_tracked = child.num_batches_tracked
-            setattr(model, name, new)
-        else:
-            convert_sync_batchnorm(child, device)
-    return model
 
 
 def train_step(
@@ -206,7 +122,7 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, veri
         p: validated parameters (seed, device, train section).
         shard_dir: folder with ``index.json`` and the tar shards.
         verify: ``"sha256"`` checks every shard's size and SHA-256 against index.json
-            once per run (:func:`hvc.shards.verify_shards`); ``"size"`` only the sizes.
+            once per run (:func:`hvc.data.shards.verify_shards`); ``"size"`` only the sizes.
         out_dir: output folder; receives ``checkpoint.pt`` (full state), ``encoder.pt``
             (online backbone state dict, for propagation), ``train.json`` (steps, wall
             time, images/s, peak GPU memory: Table 8) and ``dvclive/`` logs.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hvc.demo import build_demo
-from hvc.params import load_params
+from hvc.data.demo import build_demo
+from hvc.config.params import load_params
 
 # ../shared/data/davis2016-sample relative to the repository root (tests/..)
 DAVIS2016_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/davis2016-sample"

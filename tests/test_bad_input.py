@@ -34,14 +34,14 @@ import webdataset as wds
 from PIL import Image
 from typer.testing import CliRunner
 
-import hvc.evaluate
-from hvc.benchmarks import read_ytvos
+import hvc.eval.predict
+from hvc.eval.readers import read_ytvos
 from hvc.cli import app
-from hvc.download import fetch
-from hvc.extract import extract_archives
+from hvc.data.download import fetch
+from hvc.data.extract import extract_archives
 from hvc.io import DataError, read_json, sha256_file, write_json, write_mask
-from hvc.shards import TrainStream
-from hvc.views import TwoViews
+from hvc.data.shards import TrainStream
+from hvc.methods.hvc.views import TwoViews
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILES = [ROOT / "params.yaml", ROOT / "tests" / "configs" / "tiny.yaml"]
@@ -65,7 +65,7 @@ def no_propagation(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("propagation started before the inputs were checked")
 
-    monkeypatch.setattr(hvc.evaluate, "propagate_video", refuse)
+    monkeypatch.setattr(hvc.eval.predict, "propagate_video", refuse)
 
 
 def hvc_cli(caplog, *args) -> tuple[int, str, list[str]]:
@@ -238,7 +238,7 @@ def test_davis2016_image_set_naming_a_missing_frame(caplog, tmp_path, bench, no_
 
 @pytest.fixture(scope="module")
 def encoder_state() -> dict:
-    from hvc.model import Backbone
+    from hvc.methods.hvc.model import Backbone
 
     torch.manual_seed(0)
     return Backbone().state_dict()
@@ -293,7 +293,7 @@ def test_propagate_refuses_the_training_checkpoint(caplog, tmp_path, bench, enco
 
 def test_propagate_accepts_a_good_checkpoint(caplog, tmp_path, bench, encoder_state):
     """The checks above refuse only bad input: a backbone state dict is accepted."""
-    from hvc.evaluate import load_encoder
+    from hvc.eval.encoders import load_encoder
 
     good = tmp_path / "encoder.pt"
     torch.save(encoder_state, good)
@@ -426,7 +426,7 @@ def test_a_benchmark_that_is_not_downloaded(caplog, tmp_path, bench):
     assert_fails(caplog, args, tmp_path / "VOST" / "ImageSets" / "val.txt", out=out, problem="not found")
 
 
-# --------------------------------------------------------------------------- archives (hvc.extract, hvc.download)
+# --------------------------------------------------------------------------- archives (hvc.data.extract, hvc.data.download)
 
 
 def _tar(path: Path, members: dict[str, bytes]) -> Path:

@@ -12,12 +12,14 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from hvc.benchmarks import BENCHMARKS, read_benchmark, read_vost
-from hvc.evaluate import evaluate_benchmark, propagate_benchmark
+from hvc.eval.registry import BENCHMARKS
+from hvc.eval.readers import read_benchmark, read_vost
+from hvc.eval.predict import propagate_benchmark
+from hvc.eval.score import evaluate_benchmark
 from hvc.io import DataError, read_mask, write_mask
-from hvc.metrics import evaluate_vost_folder, jaccard, statistics
-from hvc.params import load_params, parse_overrides
-from hvc.submission import read_server_scores
+from hvc.eval.metrics import evaluate_vost_folder, jaccard, statistics
+from hvc.config.params import load_params, parse_overrides
+from hvc.eval.submission import read_server_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W, T = 128, 192, 6

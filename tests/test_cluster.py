@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hvc.params import deep_merge
+from hvc.config.params import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tests/configs/tiny.yaml"

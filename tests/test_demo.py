@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import hvc.demo as demo
+import hvc.data.demo as demo
 from hvc.io import DataError, read_image, read_json, read_mask
-from hvc.params import DemoParams
+from hvc.config.params import DemoParams
 
 SMALL = DemoParams(
     seed=0, num_sequences=3, num_frames=8, height=64, width=96, max_objects=3, train_size=48, train_copies=2

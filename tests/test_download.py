@@ -1,4 +1,4 @@
-"""hvc.download / hvc.extract against a local HTTP server on 127.0.0.1 (no other network).
+"""hvc.data.download / hvc.data.extract against a local HTTP server on 127.0.0.1 (no other network).
 
 The server is written here (http.server in a thread, port 0): it serves archives the
 tests build in memory, honours ``Range: bytes=N-``, can drop the connection part-way
@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from urllib3.util import Retry
 
-import hvc.download as dl
-from hvc.download import DatasetSpec, ManualDownloadRequired, download, fetch, load_registry
-from hvc.extract import extract_archives, extract_into
+import hvc.data.download as dl
+from hvc.data.download import DatasetSpec, ManualDownloadRequired, download, fetch, load_registry
+from hvc.data.extract import extract_archives, extract_into
 from hvc.io import DataError, read_json
 
 # --------------------------------------------------------------------------- local server

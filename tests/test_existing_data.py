@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import hvc.download as dl
-from hvc.benchmarks import read_benchmark
+import hvc.data.download as dl
+from hvc.eval.readers import read_benchmark
 from hvc.cli import app
-from hvc.download import MANIFEST_NAME, STAMP_NAME, dataset_rows, fetch_from, verify_file
+from hvc.data.download import MANIFEST_NAME, STAMP_NAME, dataset_rows, fetch_from, verify_file
 from hvc.io import DataError, file_digests, read_json, write_mask
 
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvc.loss import positive_mask
-from hvc.model import HVC, SpaceProjection
-from hvc.views import NORMALIZATION
+from hvc.methods.hvc.loss import positive_mask
+from hvc.methods.hvc.model import HVC, SpaceProjection
+from hvc.methods.hvc.views import NORMALIZATION
 
 
 def official_positive_mask(coord_q, coord_k, H, W, pos_radius):
@@ -163,7 +163,7 @@ def test_readme_faithfulness_table_names_default_and_published_reading():
     import re
     from pathlib import Path
 
-    from hvc.params import Params
+    from hvc.config.params import Params
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = text.split("## Faithfulness")[1].split("\n## ")[0]
@@ -183,7 +183,8 @@ def test_readme_faithfulness_table_names_default_and_published_reading():
 
 
 def test_content_ids_follow_what_each_stage_reads():
-    from hvc.params import Params, stage_ids
+    from hvc.config.params import Params
+    from hvc.config.ids import stage_ids
 
     base = stage_ids(Params())
     seeded = stage_ids(Params(seed=1))

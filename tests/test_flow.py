@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 from torchvision.models.optical_flow import raft_small
 
-from hvc.flow import (
+from hvc.methods.hvc.flow import (
     FIGURE_GAP,
     FIGURE_HEADER,
     angular_error,
@@ -21,7 +21,8 @@ from hvc.flow import (
     table11_scores,
 )
 from hvc.io import DataError
-from hvc.params import content_id, train_config, validate_params
+from hvc.config.params import validate_params
+from hvc.config.ids import content_id, train_config
 from hvc.train import _rng_state, build_model, train_step
 
 
@@ -177,7 +178,7 @@ def test_pseudo_dynamic_is_the_training_path_and_unit_norm(loaded):
     assert torch.allclose(torch.linalg.vector_norm(fwd, dim=0), torch.ones(6, 9), atol=1e-5)
     assert torch.allclose(torch.linalg.vector_norm(bwd, dim=0), torch.ones(6, 9), atol=1e-5)
     # the same as training's Eq. 6: M1 = f(online(a), target(b)), M2 = f(target(b), online(a))
-    from hvc.propagation import preprocess
+    from hvc.eval.propagation import preprocess
 
     with torch.no_grad():
         o1, _, _, t2 = model.embed(preprocess(a, None), preprocess(b, None))

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hvc.loss import cell_centres, hybrid_loss, masked_similarity, positive_mask, symmetric_hybrid_loss
-from hvc.model import HVC, PseudoDynamic, momentum_at
+from hvc.methods.hvc.loss import cell_centres, hybrid_loss, masked_similarity, positive_mask, symmetric_hybrid_loss
+from hvc.methods.hvc.model import HVC, PseudoDynamic, momentum_at
 
 FULL = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
 

@@ -1,4 +1,4 @@
-"""Tests of hvc.metrics against hand-computed values, an independent re-derivation of the
+"""Tests of hvc.eval.metrics against hand-computed values, an independent re-derivation of the
 DAVIS toolkit's definitions (morphological dilation with skimage's disk) and real DAVIS 2016
 masks."""
 
@@ -18,7 +18,7 @@ from scipy import ndimage
 from skimage.morphology import disk
 
 from hvc.io import DataError, write_mask
-from hvc.metrics import (
+from hvc.eval.metrics import (
     evaluate_folder,
     evaluate_sequence,
     f_measure,

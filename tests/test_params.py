@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hvc.experiments import plan
-from hvc.params import ParamsError, load_params, parse_overrides, stage_ids
+from hvc.config.plan import plan
+from hvc.config.params import ParamsError, load_params, parse_overrides
+from hvc.config.ids import stage_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +82,7 @@ def test_ablation_grid_has_one_experiment_per_distinct_model(tmp_path):
 
 
 def test_a_real_run_without_its_dataset_folder_stops_early(tmp_path):
-    from hvc.params import check_data_root
+    from hvc.config.params import check_data_root
 
     p = load_params([ROOT / "params.yaml", ROOT / "configs/paper.yaml"], parse_overrides([f"data.root={tmp_path / 'nope'}"]))
     with pytest.raises(ParamsError, match="data.root"):
@@ -111,7 +112,7 @@ def test_an_explicit_key_wins_over_the_preset(tmp_path):
 
 
 def test_effective_view_names_value_origin_and_choices(tmp_path):
-    from hvc.params import effective_rows
+    from hvc.config.params import effective_rows
 
     crw = tmp_path / "crw.yaml"
     crw.write_text("propagation:\n  preset: crw\n  topk: 5\ntrain:\n  augment: color\n")
@@ -128,7 +129,7 @@ def test_effective_view_names_value_origin_and_choices(tmp_path):
 def test_the_committed_json_schema_is_the_models():
     """workflow/schemas/params.schema.json is exported from the pydantic model; regenerate it
     with `hvc params --schema workflow/schemas/params.schema.json` after changing a field."""
-    from hvc.params import SCHEMA_PATH, params_json_schema_text
+    from hvc.config.params import SCHEMA_PATH, params_json_schema_text
 
     assert SCHEMA_PATH.read_text() == params_json_schema_text(), "stale schema: run hvc params --schema " + str(SCHEMA_PATH)
 
@@ -136,7 +137,7 @@ def test_the_committed_json_schema_is_the_models():
 def test_the_json_schema_checks_what_pydantic_checks():
     import jsonschema
 
-    from hvc.params import deep_merge, params_json_schema
+    from hvc.config.params import deep_merge, params_json_schema
 
     schema = params_json_schema()
     validator = jsonschema.validators.validator_for(schema)(schema)

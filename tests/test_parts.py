@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from hvc.benchmarks import Video
+from hvc.eval.video import Video
 from hvc.io import DataError, read_mask, write_mask
-from hvc.model import build_encoder_for_propagation
-from hvc.parts import evaluate_parts, propagate_parts, read_vip, vip_folder
-from hvc.propagation import PropagationConfig
+from hvc.methods.hvc.model import build_encoder_for_propagation
+from hvc.eval.parts import evaluate_parts, propagate_parts, read_vip, vip_folder
+from hvc.eval.propagation import PropagationConfig
 
 STEMS = ["000000000001", "000000000026", "000000000051"]  # VIP_Fine keeps one frame in 25
 

@@ -11,7 +11,7 @@ from PIL import Image
 from scipy import ndimage
 
 from hvc.io import DataError
-from hvc.pose import (
+from hvc.eval.pose import (
     PoseVideo,
     evaluate_pose,
     heatmaps_to_joints,
@@ -22,7 +22,7 @@ from hvc.pose import (
     read_pose,
     write_pose,
 )
-from hvc.propagation import PropagationConfig
+from hvc.eval.propagation import PropagationConfig
 
 # --------------------------------------------------------------------------- a fake JHMDB tree
 

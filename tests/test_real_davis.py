@@ -7,10 +7,11 @@ equal to the definition) are tested on the same data in tests/test_metrics.py.
 
 import pytest
 
-from hvc.benchmarks import read_benchmark
-from hvc.evaluate import evaluate_benchmark, propagate_benchmark
-from hvc.params import Params
-from hvc.shards import write_shards
+from hvc.eval.readers import read_benchmark
+from hvc.eval.predict import propagate_benchmark
+from hvc.eval.score import evaluate_benchmark
+from hvc.config.params import Params
+from hvc.data.shards import write_shards
 from hvc.train import train
 
 pytestmark = pytest.mark.slow

@@ -11,12 +11,13 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from hvc.evaluate import authors_encoder, propagate_benchmark
-from hvc.experiments import plan, row_experiment, run_rows
+from hvc.eval.encoders import authors_encoder
+from hvc.eval.predict import propagate_benchmark
+from hvc.config.plan import plan, row_experiment, run_rows
 from hvc.io import DataError
-from hvc.model import HVC
-from hvc.params import ParamsError, load_params, parse_overrides
-from hvc.released import load_authors_encoder, official_to_backbone
+from hvc.methods.hvc.model import HVC
+from hvc.config.params import ParamsError, load_params, parse_overrides
+from hvc.eval.released import load_authors_encoder, official_to_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 

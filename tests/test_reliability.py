@@ -32,14 +32,15 @@ from PIL import Image
 from test_bad_input import PARAMS, assert_fails, hvc_cli, propagate_args
 from urllib3.util import Retry
 
-import hvc.benchmarks
-import hvc.evaluate
-from hvc.benchmarks import read_davis
-from hvc.download import download, fetch
+import hvc.eval.video
+import hvc.eval.predict
+from hvc.eval.readers import read_davis
+from hvc.data.download import download, fetch
 from hvc.io import DataError, OutputError, atomic_dir, atomic_path, read_json, read_mask, sha256_file, write_json, write_mask
-from hvc.metrics import _read_sequence
-from hvc.params import ParamsError, load_params, stage_ids
-from hvc.shards import list_training_images, write_shards
+from hvc.eval.metrics import _read_sequence
+from hvc.config.params import ParamsError, load_params
+from hvc.config.ids import stage_ids
+from hvc.data.shards import list_training_images, write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILES = [ROOT / "params.yaml", ROOT / "tests" / "configs" / "tiny.yaml"]
@@ -307,7 +308,7 @@ def test_an_empty_params_file_is_refused(caplog, tmp_path):
 )
 def test_non_finite_parameters_are_refused(override):
     key = override.split("=")[0]
-    from hvc.params import parse_overrides
+    from hvc.config.params import parse_overrides
 
     with pytest.raises(ParamsError, match=re.escape(key) + ".*finite"):
         load_params(PARAMS_FILES, parse_overrides([override]))
@@ -364,7 +365,7 @@ def test_a_huge_frame_is_refused_before_propagation(caplog, tmp_path, bench, mon
     out = tmp_path / "pred"
     message = assert_fails(caplog, propagate_args(bench, out), frame, out=out, problem="8000x8000 (64.0 Mpixel)")
     # the bound applies to the first frame (whose size all others must share), too
-    monkeypatch.setattr(hvc.benchmarks, "MAX_FRAME_PIXELS", 1000)
+    monkeypatch.setattr(hvc.eval.video, "MAX_FRAME_PIXELS", 1000)
     frame.write_bytes((bench / "JPEGImages/480p/demo-01/00002.jpg").read_bytes())
     assert_fails(caplog, propagate_args(bench, out), bench / "Annotations/480p/demo-00/00000.png", out=out, problem="Mpixel")
     assert "Traceback" not in message
@@ -415,7 +416,7 @@ def test_a_full_disk_names_the_output(caplog, tmp_path, bench, monkeypatch):
     def full(path, labels):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(hvc.evaluate, "write_mask", full)
+    monkeypatch.setattr(hvc.eval.predict, "write_mask", full)
     out = tmp_path / "pred"
     message = assert_fails(caplog, propagate_args(bench, out), out, out=out, problem="No space left on device")
     assert not list(tmp_path.glob(".pred.*")), "temporary left behind"

@@ -8,8 +8,8 @@ import webdataset as wds
 from PIL import Image
 
 from hvc.io import DataError, read_json, sha256_file
-from hvc.shards import TrainStream, list_training_images, write_shards
-from hvc.views import TwoViews
+from hvc.data.shards import TrainStream, list_training_images, write_shards
+from hvc.methods.hvc.views import TwoViews
 
 
 def make_images(folder, n, size=(40, 56)):
@@ -102,8 +102,8 @@ def test_views_record_their_crop_boxes():
 
 
 def test_training_sets_point_into_the_dataset_registry():
-    from hvc.download import load_registry
-    from hvc.shards import TRAIN_SET_DATASETS, TRAIN_SET_GLOBS
+    from hvc.data.download import load_registry
+    from hvc.data.shards import TRAIN_SET_DATASETS, TRAIN_SET_GLOBS
 
     registry = load_registry()
     datasets = registry if isinstance(registry, dict) else registry.datasets
@@ -114,9 +114,9 @@ def test_training_sets_point_into_the_dataset_registry():
 
 
 def test_benchmarks_point_into_the_dataset_registry():
-    from hvc.benchmarks import BENCHMARKS
-    from hvc.params import BENCHMARKS as PARAM_BENCHMARKS
-    from hvc.download import load_registry
+    from hvc.eval.registry import BENCHMARKS
+    from hvc.config.params import BENCHMARKS as PARAM_BENCHMARKS
+    from hvc.data.download import load_registry
 
     registry = load_registry()
     datasets = registry if isinstance(registry, dict) else registry.datasets

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hvc.experiments import plan, published_tables, table_columns, table_names
-from hvc.figures import bar_chart
-from hvc.params import load_params, parse_overrides, stage_ids
-from hvc.tables import METRICS, assemble, build_table
+from hvc.config.plan import plan, published_tables, table_columns, table_names
+from hvc.report.figures import bar_chart
+from hvc.config.params import load_params, parse_overrides
+from hvc.config.ids import stage_ids
+from hvc.report.tables import METRICS, assemble, build_table
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = "davis2017,davis2016,davis2017_testdev,ytvos2018,ytvos2019,vost,vip,jhmdb"
@@ -109,7 +110,7 @@ def test_table5_needs_only_one_of_its_benchmarks(bench):
 
 
 def test_only_the_cells_the_tables_show_are_computed():
-    from hvc.experiments import score_requests
+    from hvc.config.plan import score_requests
 
     p = params("data.benchmarks=[davis2017,vip]", "ablations=[table7c]")
     requests = set(score_requests(p))

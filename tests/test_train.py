@@ -14,10 +14,11 @@ import torch.distributed as dist
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 
-from hvc.model import HVC
-from hvc.shards import list_training_images, write_shards
-from hvc.train import convert_sync_batchnorm, train_step
-from hvc.views import TwoViews
+from hvc.methods.hvc.model import HVC
+from hvc.data.shards import list_training_images, write_shards
+from hvc.device import convert_sync_batchnorm
+from hvc.train import train_step
+from hvc.methods.hvc.views import TwoViews
 
 ROOT = Path(__file__).resolve().parents[1]
 

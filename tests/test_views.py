@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from hvc.cli import _set_threads, app
 from hvc.io import write_mask
-from hvc.metrics import DAVIS_GLOBAL_COLUMNS, DAVIS_SEQUENCE_COLUMNS, davis_toolkit_csvs, evaluate_folder
-from hvc.params import load_params, parse_overrides
-from hvc.tables import build_table, to_html
+from hvc.eval.metrics import DAVIS_GLOBAL_COLUMNS, DAVIS_SEQUENCE_COLUMNS, davis_toolkit_csvs, evaluate_folder
+from hvc.config.params import load_params, parse_overrides
+from hvc.report.tables import build_table, to_html
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def test_params_shows_effective_values_their_origin_and_choices(tmp_path, caplog
 
 
 def test_params_schema_writes_the_json_schema(tmp_path, caplog):
-    from hvc.params import params_json_schema_text
+    from hvc.config.params import params_json_schema_text
 
     r, _ = invoke(caplog, "params", "--schema", tmp_path / "s.json")
     assert r.exit_code == 0 and (tmp_path / "s.json").read_text() == params_json_schema_text()
@@ -138,8 +138,8 @@ def test_davis_toolkit_csvs_have_the_toolkits_columns(tmp_path):
 
 
 def test_evaluate_writes_the_toolkit_csvs_next_to_the_scores(tmp_path, caplog):
-    from hvc.demo import build_demo
-    from hvc.params import DemoParams
+    from hvc.data.demo import build_demo
+    from hvc.config.params import DemoParams
 
     demo = tmp_path / "demo"
     build_demo(DemoParams(num_sequences=2, num_frames=4, height=48, width=64, max_objects=2, train_size=64, train_copies=1), demo)
@@ -156,9 +156,9 @@ def test_evaluate_writes_the_toolkit_csvs_next_to_the_scores(tmp_path, caplog):
 
 
 def test_overlay_grid_is_labelled(tmp_path):
-    from hvc.demo import build_demo
-    from hvc.figures import overlay_grid
-    from hvc.params import DemoParams
+    from hvc.data.demo import build_demo
+    from hvc.report.figures import overlay_grid
+    from hvc.config.params import DemoParams
 
     demo = tmp_path / "demo"
     build_demo(DemoParams(num_sequences=2, num_frames=5, height=48, width=64, max_objects=1, train_size=64, train_copies=1), demo)

@@ -2,11 +2,11 @@
 import os
 import shlex
 
-from hvc.benchmarks import benchmark_root, get_benchmark
-from hvc.download import STAMP_NAME
-from hvc.experiments import flatten, override_args, plan
-from hvc.params import load_params, validate_params
-from hvc.shards import TRAIN_SET_DATASETS
+from hvc.eval.registry import benchmark_root, get_benchmark
+from hvc.data.download import STAMP_NAME
+from hvc.config.plan import flatten, override_args, plan
+from hvc.config.params import load_params, validate_params
+from hvc.data.shards import TRAIN_SET_DATASETS
 from snakemake.utils import validate
 
 

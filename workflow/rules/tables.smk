@@ -1,5 +1,5 @@
 # The paper's tables from every experiment's scores, training logs and flow comparisons.
-from hvc.experiments import published_tables, score_requests
+from hvc.config.plan import published_tables, score_requests
 
 FLOW = "artifacts/flow/{model}/{benchmark}.json"
 

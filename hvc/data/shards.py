@@ -23,7 +23,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hvc.io import DataError, atomic_dir, decode_image, read_bytes, read_json, sha256_file, write_json
-from hvc.views import TwoViews
+from hvc.methods.hvc.views import TwoViews
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ infer_vos.py TEST.MERGE, models/encoder.py ``mocov1``; paper Table 6).
 The authors' inference code (NUST-Machine-Intelligence-Laboratory/HVC, ``infer_vos.py``
 with ``models/encoder.py`` and ``models/resnet.py``) by default matches frames on
 ``cat(1.05 * l2n(HVC layer3), l2n(MoCo layer3))``, L2-normalised again
-(:func:`hvc.propagation.merge_features`). The MoCo half is built there as follows, and
+(:func:`hvc.eval.propagation.merge_features`). The MoCo half is built there as follows, and
 here the same way:
 
 - a torchvision-layout ResNet-50 loaded from facebookresearch/moco's
@@ -39,7 +39,7 @@ class SemanticEncoder(nn.Module):
     """ResNet-50 up to layer3 with output stride 8, frozen (the authors' models/encoder.py).
 
     ``forward``: (B, 3, H, W) ImageNet-normalised → (B, 1024, ceil(H/8), ceil(W/8)), the
-    same grid as :class:`hvc.model.Backbone`. Parameter names are torchvision's
+    same grid as :class:`hvc.methods.hvc.model.Backbone`. Parameter names are torchvision's
     (``conv1.weight``, ``layer3.5.bn3.running_var``, ...) without layer4 and fc. Every
     parameter has ``requires_grad=False`` and the module stays in eval mode
     (``train()`` does not switch it), so batch-norm statistics never change.

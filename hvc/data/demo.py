@@ -37,7 +37,7 @@ from scipy import ndimage
 from skimage import draw, transform
 
 from hvc.io import DataError, atomic_dir, read_image, sha256_file, write_bytes, write_json, write_mask
-from hvc.params import DemoParams
+from hvc.config.params import DemoParams
 
 # Colour photographs whose files ship inside the scikit-image wheel (skimage/data/).
 # motorcycle_left/right are a stereo pair (nearly the same pixels): both stay in train.

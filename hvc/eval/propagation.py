@@ -21,7 +21,7 @@ predictions are summed, each over the object channels it owns.
 
 :func:`propagate_soft` is the frame loop on soft labels at feature resolution, shared by
 segmentation (:func:`propagate_video` upsamples and argmaxes each frame) and pose
-tracking (:mod:`hvc.pose` reads joints out of propagated heatmaps).
+tracking (:mod:`hvc.eval.pose` reads joints out of propagated heatmaps).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc.views import NORMALIZATION
+from hvc.methods.hvc.views import NORMALIZATION
 
 NEG = float("-inf")
 
@@ -550,7 +550,7 @@ def merged_encoder(encoder, semantic, weight: float = 1.05):
 
     Args:
         encoder: callable (1, 3, h, w), layer → (1, C, h/8, w/8).
-        semantic: callable (1, 3, h, w) → (1, C', h', w'), e.g. :func:`hvc.semantic.load_semantic_encoder`.
+        semantic: callable (1, 3, h, w) → (1, C', h', w'), e.g. :func:`hvc.eval.semantic.load_semantic_encoder`.
         weight: the HVC features' weight (official: 1.05).
     """
     return lambda x, layer: merge_features(encoder(x, layer), semantic(x), weight)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
-from hvc.loss import symmetric_hybrid_loss
+from hvc.methods.hvc.loss import symmetric_hybrid_loss
 
 FEATURE_CHANNELS = {"layer3": 256, "layer4": 512}
 

@@ -56,7 +56,7 @@ def write_archive(predictions: Path, videos: list, out_zip: Path, prefix: str = 
 
     Args:
         predictions: ``<predictions>/<video>/<frame>.png`` written by the propagate stage.
-        videos: the benchmark's :class:`~hvc.benchmarks.Video` list (sets the frames that
+        videos: the benchmark's :class:`~hvc.eval.readers.Video` list (sets the frames that
             must be present).
         out_zip: the archive, written atomically.
         prefix: folder inside the archive (``"Annotations"`` for YouTube-VOS, ``""`` for DAVIS).

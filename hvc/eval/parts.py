@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc.benchmarks import Video, match_masks
+from hvc.eval.video import Video, match_masks
 from hvc.io import DataError, frame_order, read_lines, read_mask
-from hvc.propagation import PropagationConfig, propagate_video
+from hvc.eval.propagation import PropagationConfig, propagate_video
 
 VIP_FOLDER = "VIP_Fine"
 VOID = 255  # ground-truth label that is never scored
@@ -139,7 +139,7 @@ def propagate_parts(
     """Propagate a part map through a video at ``size`` x ``size`` (paper §4.1; UVC).
 
     Frames are resized to size x size (bilinear) and the first part map (nearest), then
-    :func:`hvc.propagation.propagate_video` runs at that input size: one channel per part
+    :func:`hvc.eval.propagation.propagate_video` runs at that input size: one channel per part
     id from 0 to the largest id in the first frame, so a part absent from the first
     frame is never predicted (the protocol: UVC's one-hot has max+1 channels too). The
     size x size predictions are resized back to the frames' size (nearest).
@@ -152,7 +152,7 @@ def propagate_parts(
         cfg: propagation hyper-parameters.
         size: side of the square network input in pixels (560 for VIP).
         num_classes: number of part ids, background included (20 for VIP).
-        layer, device, bf16: as for :func:`~hvc.propagation.propagate_video`.
+        layer, device, bf16: as for :func:`~hvc.eval.propagation.propagate_video`.
     Returns:
         (T, H, W) uint8 part ids; frame 0 is ``first_labels`` (void set to 0).
     Raises:

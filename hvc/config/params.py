@@ -4,15 +4,12 @@
 wrong types and out-of-range values stop the run with one message that names the key,
 the value and what is allowed. ``hvc params`` prints this schema as a table.
 
-Content addressing: :func:`stage_id` hashes exactly the parameters (and upstream ids) a
-stage reads, so changing a training parameter gives a new model id and re-runs training
-and what follows, never the data or shard stages.
+Content ids of the stages that read these parameters: :mod:`hvc.config.ids`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,6 +17,9 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hvc.config.published import published_tables
+from hvc.data.registry import load_registry
 
 
 
@@ -70,8 +70,6 @@ class DataParams(_Section):
     @field_validator("sources")
     @classmethod
     def _known_datasets(cls, v: dict[str, str]) -> dict[str, str]:
-        from hvc.download import load_registry
-
         unknown = sorted(set(v) - set(load_registry()))
         if unknown:
             raise ValueError(f"unknown dataset(s) {unknown}; see `hvc fetch --list`")
@@ -234,8 +232,6 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> Params:
-        from hvc.experiments import published_tables
-
         allowed = sorted(t for t in published_tables() if t.startswith("table6") or t.startswith("table7"))
         unknown = [t for t in self.ablations if t not in allowed]
         if unknown:
@@ -384,74 +380,6 @@ def validate_params(data: dict[str, Any], source: str = "params") -> Params:
         raise ParamsError(_format_validation_error(e, source)) from None
 
 
-# --------------------------------------------------------------------------- content ids
-
-
-def content_id(obj: Any, length: int = 12) -> str:
-    """Short SHA-256 of the canonical JSON of ``obj`` (sorted keys)."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
-
-
-def data_config(p: Params) -> dict[str, Any]:
-    """What the demo-data stage reads."""
-    return {"demo": p.demo.model_dump()}
-
-
-def shards_config(p: Params) -> dict[str, Any]:
-    """What the shard stage reads (and its input's identity)."""
-    upstream = data_config(p) if p.data.train_set == "demo" else {"root": p.data.root}
-    return {"train_set": p.data.train_set, "shards": p.shards.model_dump(), "upstream": upstream}
-
-
-def train_config(p: Params) -> dict[str, Any]:
-    """What the train stage reads: shards identity, seed and the train section (less
-    ``log_every``, which only changes how often metrics are logged)."""
-    return {"seed": p.seed, "train": p.train.model_dump(exclude={"log_every"}), "shards": content_id(shards_config(p))}
-
-
-def propagation_config(p: Params) -> dict[str, Any]:
-    """What the propagate stage reads (besides the encoder): the propagation section and the
-    seed (the random-init baseline is drawn from it). The semantic encoder is part of the
-    encoder's identity (:func:`semantic_id`), not of the propagation settings."""
-    return {
-        "seed": p.seed,
-        "propagation": p.propagation.model_dump(exclude={"semantic_checkpoint", "semantic_weight"}),
-    }
-
-
-def evaluation_config(p: Params) -> dict[str, Any]:
-    """What the evaluate stage reads besides the predictions: the eval section."""
-    return {"eval": p.eval.model_dump()}
-
-
-def authors_id(p: Params) -> str | None:
-    """Content id of the authors' released checkpoint (its path), None when unset."""
-    if p.authors_checkpoint is None:
-        return None
-    return content_id({"checkpoint": p.authors_checkpoint}, length=8)
-
-
-def semantic_id(p: Params) -> str | None:
-    """Content id of the semantic encoder (checkpoint path and merge weight), None when unset."""
-    q = p.propagation
-    if q.semantic_checkpoint is None:
-        return None
-    return content_id({"checkpoint": q.semantic_checkpoint, "weight": q.semantic_weight}, length=8)
-
-
-def stage_ids(p: Params) -> dict[str, str]:
-    """Content ids of every stage output, keyed by stage: data, shards, model, propagation,
-    evaluation."""
-    return {
-        "data": content_id(data_config(p)),
-        "shards": content_id(shards_config(p)),
-        "model": content_id(train_config(p)),
-        "propagation": content_id(propagation_config(p)),
-        "evaluation": content_id(evaluation_config(p)),
-    }
-
-
 def schema_rows(model: type[BaseModel] = Params, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(key, type, default, description) for every leaf parameter, for ``hvc params``."""
     rows = []
@@ -554,7 +482,7 @@ def _flatten_model(p: BaseModel, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.json"
 
 
 def params_json_schema() -> dict[str, Any]:

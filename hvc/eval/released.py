@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from hvc.io import DataError, load_torch, state_dict_differences
-from hvc.model import Backbone, backbone_key, backbone_shapes
+from hvc.methods.hvc.model import Backbone, backbone_key, backbone_shapes
 
 log = logging.getLogger(__name__)
 

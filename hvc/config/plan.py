@@ -1,6 +1,6 @@
 """The experiment grid: which models to train and which encoders to score, from params.
 
-The paper's tables (``hvc/data/published.yaml``) name their rows as overrides of the base
+The paper's tables (``hvc/config/published.yaml``) name their rows as overrides of the base
 parameters. :func:`plan` resolves the rows of the tables to assemble (the demo table or
 the benchmark tables, plus the ablation tables listed in ``params.ablations``) into
 experiments, one per distinct content id, so Snakemake trains each setting once and
@@ -11,24 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 import yaml
 
-from hvc.params import Params, authors_id, deep_merge, semantic_id, stage_ids, validate_params
+from hvc.config.ids import authors_id, semantic_id, stage_ids
+from hvc.config.params import Params, deep_merge, validate_params
+from hvc.config.published import published_tables  # noqa: F401 (re-exported)
+from hvc.eval.registry import get_benchmark
 
 BASELINE_ENCODERS = ("random", "imagenet", "semantic", "authors")
 # Encoders whose weights come from a file named in params, and the key naming it.
 CHECKPOINT_KEYS = {"semantic": "propagation.semantic_checkpoint", "authors": "authors_checkpoint"}
-
-
-@lru_cache(maxsize=1)
-def published_tables() -> dict[str, Any]:
-    """The paper's tables with their published numbers (``hvc/data/published.yaml``)."""
-    text = resources.files("hvc").joinpath("data/published.yaml").read_text()
-    return yaml.safe_load(text)["tables"]
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -163,8 +157,6 @@ def columns(table: dict[str, Any], p: Params) -> list[tuple[str, str, bool]]:
     """(source, metric, has_published) of each value column of a table for these params:
     the table's own columns, and, in J&F-only tables (ablations), the other scored
     DAVIS-scored benchmarks (without published values)."""
-    from hvc.benchmarks import get_benchmark
-
     cols = [(src, m, True) for src, m in table_columns(table)]
     if "benchmarks" in table and table["benchmarks"] != ["demo"] and table["metrics"] == ["JF_mean"]:
         extra = [b for b in p.data.benchmarks if b not in table["benchmarks"] and get_benchmark(b).scoring == "davis"]

@@ -2,7 +2,7 @@
 
 Every cell is ours (from a score file) or says why it is empty (a cell that was not run
 is "–" with the reason once in the notes); the published value, where the paper has one
-(hvc/data/published.yaml), stands in its own column labelled "paper". Output per table: Markdown, CSV, LaTeX and HTML under ``results/tables/``.
+(hvc/config/published.yaml), stands in its own column labelled "paper". Output per table: Markdown, CSV, LaTeX and HTML under ``results/tables/``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from hvc.experiments import columns, missing_checkpoint, published_tables, row_experiment, run_rows, source_available, table_names
+from hvc.config.plan import columns, missing_checkpoint, published_tables, row_experiment, run_rows, source_available, table_names
 from hvc.io import atomic_dir, write_json, write_text
-from hvc.params import Params
+from hvc.config.params import Params
 
 # metric → (column label, how a value is shown); fractions are shown in percent
 METRICS = {

@@ -10,7 +10,7 @@ standard flow colours (Fig. 12). In the order it runs:
 2. :func:`pseudo_dynamic` gives M1 = f(F1, F2) and M2 = f(F2, F1) for frames t and t+1,
    with F1 the online predictor output of frame t and F2 the target projector output of
    frame t+1, both L2-normalised over channels: the same path as training
-   (:meth:`hvc.model.HVC.embed`, :func:`hvc.loss.hybrid_loss`), in eval mode.
+   (:meth:`hvc.methods.hvc.model.HVC.embed`, :func:`hvc.methods.hvc.loss.hybrid_loss`), in eval mode.
 3. :func:`raft_flow` runs torchvision's RAFT (``raft_large``, ``Raft_Large_Weights.DEFAULT``).
 4. :func:`endpoint_error` and :func:`angular_error` compare the two;
    :func:`table11_scores` averages them over the consecutive pairs of the videos.
@@ -66,9 +66,9 @@ from torchvision.models.optical_flow import (
 from torchvision.utils import flow_to_image
 
 from hvc.io import DataError, atomic_path, load_torch, read_image
-from hvc.model import HVC
-from hvc.params import Params
-from hvc.propagation import preprocess
+from hvc.methods.hvc.model import HVC
+from hvc.config.params import Params
+from hvc.eval.propagation import preprocess
 from hvc.train import build_model
 
 Frame = np.ndarray | str | os.PathLike  # (H, W, 3) uint8, or an image file
@@ -88,7 +88,7 @@ def load_hvc(checkpoint: str | os.PathLike[str], params: Params | None = None, d
         checkpoint: the train stage's ``checkpoint.pt`` (a dict with the HVC state dict under
             ``"model"`` and the run's parameters under ``"params"``, see :func:`hvc.train.train`),
             or the model folder holding it.
-        params: a :class:`hvc.params.Params` whose ``train`` section built the model, or None
+        params: a :class:`hvc.config.params.Params` whose ``train`` section built the model, or None
             to use the parameters recorded in the checkpoint. The architecture (``proj_dim``,
             ``head``) must agree with the recorded one.
         device: where the model is put.
@@ -137,17 +137,17 @@ def pseudo_dynamic(
     """Forward and backward pseudo-dynamic signals between two frames (paper Eq. 6, §4.3.4).
 
     F1 = online predictor output of ``frame_a``, F2 = target projector output of
-    ``frame_b``, both L2-normalised over channels (Eq. 2, :meth:`hvc.model.HVC.embed`);
-    M1 = F_pseudo(cat(F1, F2)), M2 = F_pseudo(cat(F2, F1)), as in :func:`hvc.loss.hybrid_loss`.
+    ``frame_b``, both L2-normalised over channels (Eq. 2, :meth:`hvc.methods.hvc.model.HVC.embed`);
+    M1 = F_pseudo(cat(F1, F2)), M2 = F_pseudo(cat(F2, F1)), as in :func:`hvc.methods.hvc.loss.hybrid_loss`.
     The model is put in eval mode (batch norm uses its running statistics).
 
     Args:
-        model: a trained :class:`~hvc.model.HVC` (see :func:`load_hvc`).
+        model: a trained :class:`~hvc.methods.hvc.model.HVC` (see :func:`load_hvc`).
         frame_a, frame_b: (H, W, 3) uint8 frames of equal size, or image files.
         resolution: resize each frame so its short side has this many pixels (None: native),
-            as :func:`hvc.propagation.preprocess`.
+            as :func:`hvc.eval.propagation.preprocess`.
         device: where the model and frames run.
-        normalization: input mean/std (``hvc.views.NORMALIZATION``).
+        normalization: input mean/std (``hvc.methods.hvc.views.NORMALIZATION``).
     Returns:
         (forward M1, backward M2), float32 CPU tensors (2, h, w), h x w the stride-8 feature
         grid; unit length over the 2 channels at every cell.

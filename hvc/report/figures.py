@@ -4,7 +4,7 @@
   evenly spaced frames, each frame blended with its predicted mask in the DAVIS palette;
 - :func:`bar_chart`: one PNG per ablation table (and the demo table): our value beside
   the published one for each row, per benchmark column;
-- pseudo-dynamic signals in flow colours (Fig. 12) are drawn by :func:`hvc.flow.flow_figure`.
+- pseudo-dynamic signals in flow colours (Fig. 12) are drawn by :func:`hvc.methods.hvc.flow.flow_figure`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hvc.benchmarks import read_benchmark
+from hvc.eval.readers import read_benchmark
 from hvc.io import atomic_path, davis_palette, read_image, read_mask
 
 
@@ -95,7 +95,7 @@ def _number(cell: str) -> float | None:
 
 
 def bar_chart(table: dict, out_png: Path) -> bool:
-    """Grouped bars of one assembled table (:func:`hvc.tables.build_table`): for each
+    """Grouped bars of one assembled table (:func:`hvc.report.tables.build_table`): for each
     "(ours)" J&F column (every "(ours)" column when the table has no J&F) a panel with a
     bar per row, and the "(paper)" value beside it when there is one. Cells that are not
     numbers (not run, missing) are left out.

@@ -1,0 +1,1 @@
+"""Parameters (schema, loading, content ids) and the experiment plan built from them."""

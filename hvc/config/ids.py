@@ -1,0 +1,78 @@
+"""Content ids: each stage's output is addressed by a hash of exactly what that stage reads.
+
+Changing a training parameter gives a new model id and re-runs training and what follows,
+never the data or shard stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from hvc.config.params import Params
+
+
+def content_id(obj: Any, length: int = 12) -> str:
+    """Short SHA-256 of the canonical JSON of ``obj`` (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def data_config(p: Params) -> dict[str, Any]:
+    """What the demo-data stage reads."""
+    return {"demo": p.demo.model_dump()}
+
+
+def shards_config(p: Params) -> dict[str, Any]:
+    """What the shard stage reads (and its input's identity)."""
+    upstream = data_config(p) if p.data.train_set == "demo" else {"root": p.data.root}
+    return {"train_set": p.data.train_set, "shards": p.shards.model_dump(), "upstream": upstream}
+
+
+def train_config(p: Params) -> dict[str, Any]:
+    """What the train stage reads: shards identity, seed and the train section (less
+    ``log_every``, which only changes how often metrics are logged)."""
+    return {"seed": p.seed, "train": p.train.model_dump(exclude={"log_every"}), "shards": content_id(shards_config(p))}
+
+
+def propagation_config(p: Params) -> dict[str, Any]:
+    """What the propagate stage reads (besides the encoder): the propagation section and the
+    seed (the random-init baseline is drawn from it). The semantic encoder is part of the
+    encoder's identity (:func:`semantic_id`), not of the propagation settings."""
+    return {
+        "seed": p.seed,
+        "propagation": p.propagation.model_dump(exclude={"semantic_checkpoint", "semantic_weight"}),
+    }
+
+
+def evaluation_config(p: Params) -> dict[str, Any]:
+    """What the evaluate stage reads besides the predictions: the eval section."""
+    return {"eval": p.eval.model_dump()}
+
+
+def authors_id(p: Params) -> str | None:
+    """Content id of the authors' released checkpoint (its path), None when unset."""
+    if p.authors_checkpoint is None:
+        return None
+    return content_id({"checkpoint": p.authors_checkpoint}, length=8)
+
+
+def semantic_id(p: Params) -> str | None:
+    """Content id of the semantic encoder (checkpoint path and merge weight), None when unset."""
+    q = p.propagation
+    if q.semantic_checkpoint is None:
+        return None
+    return content_id({"checkpoint": q.semantic_checkpoint, "weight": q.semantic_weight}, length=8)
+
+
+def stage_ids(p: Params) -> dict[str, str]:
+    """Content ids of every stage output, keyed by stage: data, shards, model, propagation,
+    evaluation."""
+    return {
+        "data": content_id(data_config(p)),
+        "shards": content_id(shards_config(p)),
+        "model": content_id(train_config(p)),
+        "propagation": content_id(propagation_config(p)),
+        "evaluation": content_id(evaluation_config(p)),
+    }

@@ -1,0 +1,1 @@
+"""Benchmarks: readers per benchmark family, label propagation, metrics and scoring."""

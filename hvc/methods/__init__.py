@@ -1,0 +1,1 @@
+"""Self-supervised correspondence methods trained by the harness (``hvc.train``)."""

@@ -1,0 +1,1 @@
+"""HVC: hybrid static-dynamic visual correspondence (Wang et al., paper §3)."""
