@@ -1,0 +1,163 @@
+"""Code identity: which of this package's source files each stage runs, and their hash.
+
+A stage's content id (:mod:`hvc.config.ids`) hashes the parameters it reads *and* the code
+it runs, so editing ``hvc/methods/hvc/loss.py`` gives a new model id and re-runs training
+and everything after it, while editing ``hvc/report/tables.py`` re-runs only the tables.
+
+What a stage runs is found by reading imports, not by running them: the stage's entry
+modules (:data:`STAGE_ENTRIES`) and every ``hvc`` module they import, at any depth,
+including imports inside functions. Of ``hvc.methods`` only the trained method's own
+package is followed, so a change to one method never re-trains another.
+
+A file is hashed as its syntax tree (:func:`ast.dump`), so a change to comments, blank
+lines or formatting alone keeps the id; any change to code or docstrings makes a new one.
+The versions of torch and torchvision are part of the hash too: a new PyTorch may change
+the numbers.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+from functools import cache
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the hvc/ folder
+PACKAGE = PACKAGE_DIR.name
+
+# Modules each stage starts from. The CLI is left out: it only parses arguments and calls
+# these, and every call passes the same Params; see docs in README ("What re-runs").
+STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
+    "data": ("hvc.data.demo",),
+    "shards": ("hvc.data.shards",),
+    "model": ("hvc.train",),
+    "propagation": ("hvc.eval.predict",),
+    "evaluation": ("hvc.eval.score",),
+    "tables": ("hvc.report.tables",),
+    "figures": ("hvc.report.figures",),
+}
+LIBRARIES = ("torch", "torchvision")  # versions that enter every code hash
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of an ``hvc`` module (package ``__init__.py`` for a package), or None."""
+    rel = Path(*module.split(".")[1:])
+    for path in (PACKAGE_DIR / rel).with_suffix(".py"), PACKAGE_DIR / rel / "__init__.py":
+        if path.is_file():
+            return path
+    return None
+
+
+@cache
+def _imports(path: Path) -> tuple[str, ...]:
+    """``hvc`` modules imported anywhere in ``path`` (``from hvc.x import y`` gives ``hvc.x``
+    and, when it is a module, ``hvc.x.y``), plus each one's parent packages."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == PACKAGE:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}"))
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
+    with_parents = set()
+    for m in found:
+        parts = m.split(".")
+        with_parents.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
+    return tuple(sorted(m for m in with_parents if _module_file(m)))
+
+
+def _followed(module: str, method: str) -> bool:
+    """Whether the import closure enters ``module``: every module except other methods' packages."""
+    parts = module.split(".")
+    return not (len(parts) > 2 and parts[1] == "methods" and parts[2] not in (method, "base"))
+
+
+def stage_files(stage: str, method: str = "hvc") -> list[Path]:
+    """Source files of this package that ``stage`` runs, sorted.
+
+    Args:
+        stage: a key of :data:`STAGE_ENTRIES` (``data``, ``shards``, ``model``, ``propagation``,
+            ``evaluation``, ``tables``, ``figures``).
+        method: the trained method (``params.method``); only its package under
+            ``hvc/methods/`` is followed.
+    Raises:
+        KeyError: unknown stage.
+    """
+    todo = list(STAGE_ENTRIES[stage])
+    if stage == "model":
+        todo.append(f"hvc.methods.{method}")
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen or not _followed(module, method):
+            continue
+        seen.add(module)
+        path = _module_file(module)
+        if path is not None:
+            todo.extend(_imports(path))
+    return sorted(p for m in seen if (p := _module_file(m)) is not None)
+
+
+@cache
+def _file_hash(path: Path) -> str:
+    tree = ast.dump(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), include_attributes=False)
+    return hashlib.sha256(tree.encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of :data:`LIBRARIES` (``"absent"`` when one is not installed)."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+@cache
+def code_hash(stage: str, method: str = "hvc", length: int = 12) -> str:
+    """Hash of the code ``stage`` runs: the syntax tree of each of :func:`stage_files`, keyed
+    by its path inside the package, and :func:`library_versions`. Hex, ``length`` digits."""
+    h = hashlib.sha256()
+    for path in stage_files(stage, method):
+        h.update(f"{path.relative_to(PACKAGE_DIR.parent).as_posix()}\0{_file_hash(path)}\0".encode())
+    for name, version in library_versions().items():
+        h.update(f"{name}=={version}\0".encode())
+    return h.hexdigest()[:length]
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from, with ``+dirty`` when files differ;
+    None outside a git checkout (an installed wheel) or without git."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10)  # noqa: E731
+        head = run("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = run("status", "--porcelain", "--untracked-files=no", "--", ".").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def provenance(stage: str, method: str = "hvc", device: str | None = None) -> dict[str, str | None]:
+    """What produced an output, for its JSON: package version, the stage's code hash, git
+    commit (None when not a checkout), torch and torchvision versions, Python, and the device
+    (e.g. ``"cuda:0 (NVIDIA H100 80GB HBM3)"``, ``"cpu"``; None for stages that use none)."""
+    try:
+        version = importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return {
+        "package": f"{PACKAGE} {version}",
+        "stage": stage,
+        "code_hash": code_hash(stage, method),
+        "git_commit": git_commit(),
+        **library_versions(),
+        "python": platform.python_version(),
+        "device": device,
+    }
