@@ -31,9 +31,14 @@ def shards_config(p: Params) -> dict[str, Any]:
 
 
 def train_config(p: Params) -> dict[str, Any]:
-    """What the train stage reads: shards identity, seed and the train section (less
-    ``log_every``, which only changes how often metrics are logged)."""
-    return {"seed": p.seed, "train": p.train.model_dump(exclude={"log_every"}), "shards": content_id(shards_config(p))}
+    """What the train stage reads: shards identity, seed, the method and the train section
+    (less ``log_every``, which only changes how often metrics are logged)."""
+    return {
+        "seed": p.seed,
+        "method": p.method,
+        "train": p.train.model_dump(exclude={"log_every"}),
+        "shards": content_id(shards_config(p)),
+    }
 
 
 def propagation_config(p: Params) -> dict[str, Any]:

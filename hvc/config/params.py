@@ -210,6 +210,11 @@ class Params(_Section):
 
     seed: int = Field(0, description="Global random seed.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available.")
+    method: Literal["hvc"] = Field(
+        "hvc",
+        description="Self-supervised method trained (a package of hvc/methods/): hvc trains on two views of "
+        "static images (the paper); clip methods train on clips of training videos.",
+    )
     data: DataParams = Field(default_factory=DataParams)
     demo: DemoParams = Field(default_factory=DemoParams)
     shards: ShardParams = Field(default_factory=ShardParams)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc.methods.hvc.views import NORMALIZATION
+from hvc.methods.base import NORMALIZATION
 
 NEG = float("-inf")
 

@@ -10,14 +10,7 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-# Input mean/std per colour channel (RGB, images scaled to [0, 1]). "cifar" is the pair the
-# authors' training script uses (github.com/NUST-Machine-Intelligence-Laboratory/HVC,
-# train_img.py: Normalize(mean=[0.4914, 0.4822, 0.4465], std=[0.2023, 0.1994, 0.2010]));
-# their inference uses ImageNet's.
-NORMALIZATION = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-}
+from hvc.methods.base import NORMALIZATION
 
 AUGMENTATIONS = ("crop", "affine", "color", "blur")
 
