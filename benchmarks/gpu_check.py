@@ -62,16 +62,16 @@ def training(device: torch.device, batch: int, size: int, steps: int, bf16: bool
     lo = torch.rand(batch, 2, device=device) * 0.4
     box1 = torch.cat([lo, lo + 0.6], 1)
     box2 = torch.cat([lo + 0.1, lo + 0.7], 1).clamp(max=1)
-    data = (v1, v2, box1, box2)
+    data = {"view1": v1, "view2": v2, "box1": box1, "box2": box2}
     total = steps + warmup
     for k in range(warmup):  # warm-up: kernels, allocator
-        train_step(model, model, opt, data, k, total, 0.99, bf16=bf16)
+        train_step(model, model, opt, data, k, total, bf16=bf16)
     _sync(device)
     if gpu:
         torch.cuda.reset_peak_memory_stats(device)
     tic = time.perf_counter()
     for k in range(warmup, total):
-        train_step(model, model, opt, data, k, total, 0.99, bf16=bf16)
+        train_step(model, model, opt, data, k, total, bf16=bf16)
     _sync(device)
     dt = (time.perf_counter() - tic) / steps
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if gpu else None

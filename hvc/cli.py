@@ -174,12 +174,13 @@ def params_cmd(
 @app.command("demo-data")
 def demo_data(params: ParamsOpt = None, out: OutOpt = ..., expect_id: ExpectIdOpt = None) -> None:  # type: ignore[assignment]
     """Build the demo: static training images and a DAVIS-layout video benchmark."""
+    from hvc.config.params import METHODS
     from hvc.data.demo import build_demo
 
     with _stage("demo-data"):
         p = _load(params, None)
         _check_id(p, "data", expect_id, out)
-        manifest = build_demo(p.demo, out)
+        manifest = build_demo(p.demo, out, videos=METHODS[p.method] == "clips")
         log.info("demo: %d training images, %d sequences", manifest["train"]["num_images"], len(manifest["benchmark"]["sequences"]))
 
 
@@ -191,18 +192,15 @@ def shards(
     out: OutOpt = ...,  # type: ignore[assignment]
     expect_id: ExpectIdOpt = None,
 ) -> None:
-    """Write the training images to webdataset shards with an index (count, sha256 per shard)."""
-    from hvc.data.shards import list_training_images, write_shards
+    """Write the training images (or, for a clip method, videos) to webdataset shards with an index (count, sha256 per shard)."""
+    from hvc.data.shards import write_training_shards
 
     with _stage("shards"):
         p = _load(params, overrides)
         _check_id(p, "shards", expect_id, out)
         check_data_root(p)
         check_outputs_apart(out, {"--input": input})
-        images = list_training_images(input, p.data.train_set, p.shards.step)
-        index = write_shards(
-            images, input, out, f"{p.data.train_set}-train", p.shards.max_size_mb, p.shards.max_count, p.shards.on_bad_image
-        )
+        index = write_training_shards(p, input, out)
         log.info("%d samples in %d shards (%d skipped)", index["num_samples"], len(index["shards"]), index["num_skipped"])
 
 

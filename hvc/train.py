@@ -1,4 +1,9 @@
-"""HVC training loop (paper §3.3, Algorithm 1): resumable, single- or multi-GPU.
+"""The training loop of every method (:mod:`hvc.methods`): resumable, single- or multi-GPU.
+
+The method (``params.method``; HVC, paper §3.3, Algorithm 1, by default) says what a training
+sample is, computes the loss and does its own updates after each optimizer step
+(:class:`hvc.methods.base.Method`); this loop streams the shards, steps the optimizer,
+checkpoints, logs and writes the outputs.
 
 Run as ``hvc train`` (one process) or ``torchrun --nproc_per_node N -m hvc.cli train``
 (DistributedDataParallel, the global batch split across ranks, SyncBatchNorm by default).
@@ -20,7 +25,9 @@ import random
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,61 +36,53 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from hvc.device import convert_sync_batchnorm, init_distributed, pick_device
-from hvc.io import DataError, atomic_dir, atomic_path, write_json
-from hvc.methods.hvc.model import HVC, momentum_at
-from hvc.config.params import Params, ParamsError
 from hvc.config.ids import content_id, train_config
-from hvc.data.shards import TrainStream, verify_shards
-from hvc.methods.hvc.views import TwoViews
+from hvc.config.params import Params, ParamsError
+from hvc.data.shards import TrainStream, make_stream, verify_shards
+from hvc.device import Dist, convert_sync_batchnorm, init_distributed, pick_device
+from hvc.io import DataError, atomic_dir, atomic_path, write_json
+from hvc.methods import get_method
+from hvc.methods.base import Method
 
 log = logging.getLogger(__name__)
 
 
-def build_model(p: Params) -> HVC:
-    """The HVC model of the train section's settings (Tables 6, 7c, 7d, 7f)."""
-    t = p.train
-    return HVC(
-        proj_dim=t.proj_dim,
-        head=t.head,
-        radius=t.radius,
-        radius_unit=t.radius_unit,
-        alpha=t.alpha,
-        static=t.static,
-        dynamic=t.dynamic,
-    )
+def build_model(p: Params) -> Method:
+    """The method of ``p.method`` built from the parameters (for HVC: the HVC model of the
+    train section's settings, Tables 6, 7c, 7d, 7f). Raises KeyError for an unknown method."""
+    return get_method(p.method).build(p)
 
 
 def train_step(
-    model: HVC,
+    method: Method,
     forward: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batch: tuple[torch.Tensor, ...],
+    batch: dict[str, torch.Tensor],
     step: int,
     total_steps: int,
-    base_momentum: float,
     bf16: bool = False,
-) -> tuple[dict[str, torch.Tensor], float]:
-    """One iteration of Algorithm 1: loss, backward, Adam step, then the EMA update.
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """One iteration: the method's loss, backward, optimizer step, then the method's
+    :meth:`~hvc.methods.base.Method.after_step` (for HVC, Algorithm 1 with the EMA update
+    of Eq. 1).
 
     Args:
-        model: the HVC module (for the EMA update).
-        forward: what computes the loss: ``model``, its DDP wrapper or its compiled form.
-        batch: (v1, v2, box1, box2) on the model's device.
-        step: index k of this step (0-based) for the momentum schedule over ``total_steps``.
+        method: the method module (for ``after_step``).
+        forward: what computes the loss dict from the batch: ``method``, its DDP wrapper or
+            its compiled form.
+        batch: the method's batch (dict of tensors) on the method's device.
+        step: index k of this step (0-based) of ``total_steps``.
+        bf16: autocast the forward pass to bfloat16.
     Returns:
-        (loss dict, momentum m used for the EMA update).
+        (loss dict with ``"loss"``, the scalars ``after_step`` returned, e.g. HVC's momentum).
     """
-    v1, v2, b1, b2 = batch
-    device_type = v1.device.type
+    device_type = next(iter(batch.values())).device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-        losses = forward(v1, v2, b1, b2)
+        losses = forward(batch)
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     optimizer.step()
-    m = momentum_at(step, total_steps, base_momentum)
-    model.update_target(m)
-    return losses, m
+    return losses, method.after_step(step, total_steps)
 
 
 def _rng_state() -> dict:
@@ -115,36 +114,42 @@ class _StopFlag:
         signal.signal(signal.SIGTERM, self._old)
 
 
-def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, verify: str = "sha256") -> dict:
-    """Train HVC on the shards and write ``out_dir`` atomically.
+@dataclass
+class _Run:
+    """The state of one training run shared by the functions of the loop."""
 
-    Args:
-        p: validated parameters (seed, device, train section).
-        shard_dir: folder with ``index.json`` and the tar shards.
-        verify: ``"sha256"`` checks every shard's size and SHA-256 against index.json
-            once per run (:func:`hvc.data.shards.verify_shards`); ``"size"`` only the sizes.
-        out_dir: output folder; receives ``checkpoint.pt`` (full state), ``encoder.pt``
-            (online backbone state dict, for propagation), ``train.json`` (steps, wall
-            time, images/s, peak GPU memory: Table 8) and ``dvclive/`` logs.
-    Returns:
-        the summary written to ``train.json``.
-    Raises:
-        ValueError: the global batch is not divisible by the number of processes.
-        DataError: a shard differs from index.json (size, checksum), or an epoch yields
-            fewer batches than index.json's sample counts promise (a shard lost samples).
-        NonFiniteLoss: the loss is NaN or infinite (nothing of that step is saved).
-        SystemExit(143): on SIGTERM, after saving a checkpoint.
-    """
+    p: Params
+    device: torch.device
+    d: Dist
+    model: Method
+    optimizer: torch.optim.Optimizer
+    stream: TrainStream
+    loader: DataLoader
+    total_steps: int
+    bf16: bool
+    config_id: str
+    work: Path
+    shard_dir: Path
+    step: int = 0
+    elapsed: float = 0.0
+    last_loss: float | None = None
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.work / "checkpoint.pt"
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.stream)
+
+
+def _setup(p: Params, shard_dir: Path, out_dir: Path, verify: str) -> _Run:
+    """Device and process group, the seeded method and its optimizer, the data stream."""
     t = p.train
     device = pick_device(p.device, int(os.environ.get("LOCAL_RANK", "0")))
     d = init_distributed(device)
     if t.batch_size % d.world_size:
         raise ValueError(f"train.batch_size = {t.batch_size} is not divisible by the {d.world_size} processes")
-    local_batch = t.batch_size // d.world_size
-    work = out_dir.with_name(f".{out_dir.name}.work")
-    ckpt_path = work / "checkpoint.pt"
-    config_id = content_id(train_config(p))
-
     torch.manual_seed(p.seed)
     random.seed(p.seed)
     np.random.seed(p.seed)
@@ -153,15 +158,12 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, veri
         model = convert_sync_batchnorm(model, device)
     if device.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    trainable = [q for q in model.parameters() if q.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=t.lr, weight_decay=t.weight_decay, fused=device.type == "cuda")
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
-
-    views = TwoViews(t.crop_size, t.scale, t.ratio, t.augment, t.normalization)
+    optimizer = model.make_optimizer(p, fused=device.type == "cuda")
     verify_shards(shard_dir, full=verify == "sha256", rank=d.rank, world_size=d.world_size)
-    stream = TrainStream(shard_dir, views, local_batch, p.seed, d.rank, d.world_size, t.workers)
-    steps_per_epoch = len(stream)
-    total_steps = t.max_steps or t.epochs * steps_per_epoch
+    spec = model.data_spec(p)
+    if spec.kind != model.batch_kind:
+        raise TypeError(f"method {p.method!r} trains on {model.batch_kind} but its data spec is of {spec.kind}")
+    stream = make_stream(shard_dir, spec, t.batch_size // d.world_size, p.seed, d.rank, d.world_size, t.workers)
     loader = DataLoader(
         stream,
         batch_size=None,
@@ -170,133 +172,237 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, veri
         persistent_workers=False,
         prefetch_factor=4 if t.workers else None,
     )
+    return _Run(
+        p=p,
+        device=device,
+        d=d,
+        model=model,
+        optimizer=optimizer,
+        stream=stream,
+        loader=loader,
+        total_steps=t.max_steps or t.epochs * len(stream),
+        bf16=t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda"),
+        config_id=content_id(train_config(p)),
+        work=out_dir.with_name(f".{out_dir.name}.work"),
+        shard_dir=shard_dir,
+    )
 
-    step, elapsed, last_loss = 0, 0.0, None
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state.get("config_id") != config_id:
-            log.warning("%s belongs to another configuration; starting over", ckpt_path)
-        else:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            step, elapsed = state["step"], state["elapsed"]
-            _set_rng_state(state["rng"])
-            log.info("resuming from %s at step %d/%d", ckpt_path, step, total_steps)
 
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if d.world_size > 1 else model
-    forward = torch.compile(net) if t.compile else net
+def _resume(run: _Run) -> None:
+    """Load the run's checkpoint when one of the same configuration exists."""
+    if not run.ckpt_path.exists():
+        return
+    state = torch.load(run.ckpt_path, map_location=run.device, weights_only=False)
+    if state.get("config_id") != run.config_id:
+        log.warning("%s belongs to another configuration; starting over", run.ckpt_path)
+        return
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.step, run.elapsed = state["step"], state["elapsed"]
+    _set_rng_state(state["rng"])
+    log.info("resuming from %s at step %d/%d", run.ckpt_path, run.step, run.total_steps)
 
-    def save_checkpoint() -> None:
-        if not d.main:
+
+def _save_checkpoint(run: _Run) -> None:
+    """Write the full training state atomically (main process only)."""
+    if not run.d.main:
+        return
+    state = {
+        "config_id": run.config_id,
+        "method": run.p.method,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "step": run.step,
+        "elapsed": run.elapsed,
+        "rng": _rng_state(),
+        "params": run.p.model_dump(),
+    }
+    with atomic_path(run.ckpt_path) as tmp:
+        torch.save(state, tmp)
+
+
+class _Monitor:
+    """dvclive metrics every ``train.log_every`` steps and a progress bar (main process)."""
+
+    def __init__(self, run: _Run, progress: bool) -> None:
+        self.live = self.bar = None
+        self.every = run.p.train.log_every
+        self.t_window, self.n_window = time.perf_counter(), 0
+        if not run.d.main:
             return
-        state = {
-            "config_id": config_id,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "elapsed": elapsed,
-            "rng": _rng_state(),
-            "params": p.model_dump(),
-        }
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(state, tmp)
-
-    live = None
-    if d.main:
         from dvclive import Live
 
-        work.mkdir(parents=True, exist_ok=True)
-        live = Live(str(work / "dvclive"), resume=step > 0, dvcyaml=None, save_dvc_exp=False, report=None)
-    stop = _StopFlag()
-    bar = None
-    if d.main and progress:
-        from tqdm import tqdm
+        run.work.mkdir(parents=True, exist_ok=True)
+        self.live = Live(str(run.work / "dvclive"), resume=run.step > 0, dvcyaml=None, save_dvc_exp=False, report=None)
+        if progress:
+            from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+            self.bar = tqdm(total=run.total_steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True)
 
-    model.train()
-    t_window, n_window = time.perf_counter(), 0
-    try:
-        while step < total_steps:
-            if stop.stop:  # SIGTERM between epochs (or while the loader yielded nothing)
-                save_checkpoint()
-                raise SystemExit(143)
-            epoch, in_epoch = divmod(step, steps_per_epoch)
-            stream.set_epoch(epoch, skip_batches=in_epoch)
-            tic = time.perf_counter()
-            for v1, v2, b1, b2 in loader:
-                v1, v2 = (v.to(device, non_blocking=True) for v in (v1, v2))
-                b1, b2 = (b.to(device, non_blocking=True) for b in (b1, b2))
-                if device.type == "cuda" and t.channels_last:
-                    v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
-                losses, m = train_step(model, forward, optimizer, (v1, v2, b1, b2), step, total_steps, t.momentum, bf16)
-                last_loss = float(losses["loss"].detach())
-                if not math.isfinite(last_loss):
-                    raise NonFiniteLoss(
-                        f"train: the loss is {last_loss} at step {step + 1} (train.lr = {t.lr}): training diverged; "
-                        "lower train.lr or check the training images (nothing of this run after the last checkpoint is kept)"
-                    )
-                step += 1
-                now = time.perf_counter()
-                elapsed += now - tic  # wall time per step, waiting for data included
-                tic = now
-                n_window += v1.shape[0] * d.world_size
-                if live is not None and (step % t.log_every == 0 or step == total_steps):
-                    now = time.perf_counter()
-                    ips = n_window / max(now - t_window, 1e-9)
-                    t_window, n_window = now, 0
-                    for k in ("loss", "static", "dynamic"):
-                        live.log_metric(f"train/{k}", float(losses[k].detach()))
-                    live.log_metric("train/momentum", m)
-                    live.log_metric("train/lr", optimizer.param_groups[0]["lr"])
-                    live.log_metric("train/images_per_s", ips)
-                    live.next_step()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{last_loss:.4f}")
-                if step % t.checkpoint_every == 0 or stop.stop:
-                    save_checkpoint()
-                if stop.stop:
-                    raise SystemExit(143)
-                if step >= total_steps:
-                    break
-            if step < min(total_steps, (epoch + 1) * steps_per_epoch):
-                raise DataError(
-                    shard_dir,
-                    f"epoch {epoch} ended after {step - epoch * steps_per_epoch} of the {steps_per_epoch} batches that "
-                    "index.json's sample counts promise: a shard holds fewer readable samples than listed; rebuild the shards",
-                )
-    finally:
-        stop.restore()
-        if bar is not None:
-            bar.close()
-    save_checkpoint()
+    def step(self, run: _Run, losses: dict[str, torch.Tensor], logs: dict[str, float], samples: int) -> None:
+        """Record one finished step of ``samples`` training samples (all ranks)."""
+        self.n_window += samples
+        if self.live is not None and (run.step % self.every == 0 or run.step == run.total_steps):
+            now = time.perf_counter()
+            ips = self.n_window / max(now - self.t_window, 1e-9)
+            self.t_window, self.n_window = now, 0
+            for k, v in losses.items():
+                self.live.log_metric(f"train/{k}", float(v.detach()))
+            for k, v in logs.items():
+                self.live.log_metric(f"train/{k}", v)
+            self.live.log_metric("train/lr", run.optimizer.param_groups[0]["lr"])
+            self.live.log_metric("train/images_per_s", ips)
+            self.live.next_step()
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{run.last_loss:.4f}")
 
-    summary = {
-        "steps": step,
-        "epochs": step / steps_per_epoch,
-        "steps_per_epoch": steps_per_epoch,
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _to_device(batch: Any, run: _Run) -> dict[str, torch.Tensor]:
+    """The batch on the run's device; 4-d float tensors channels-last on the GPU when asked."""
+    channels_last = run.device.type == "cuda" and run.p.train.channels_last
+    out = {}
+    for k, v in batch.items():
+        v = v.to(run.device, non_blocking=True)
+        if channels_last and v.dim() == 4 and v.is_floating_point():
+            v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def _checked_loss(run: _Run, losses: dict[str, torch.Tensor]) -> float:
+    """The step's loss as a float; NonFiniteLoss when it is NaN or infinite."""
+    value = float(losses["loss"].detach())
+    if not math.isfinite(value):
+        raise NonFiniteLoss(
+            f"train: the loss is {value} at step {run.step + 1} (train.lr = {run.p.train.lr}): training diverged; "
+            "lower train.lr or check the training images (nothing of this run after the last checkpoint is kept)"
+        )
+    return value
+
+
+def _set_lr(run: _Run) -> None:
+    """The method's learning rate for the coming step (constant for HVC)."""
+    lr = run.model.lr_at(run.step, run.total_steps, run.p.train.lr)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _run_epoch(run: _Run, forward: nn.Module, monitor: _Monitor, stop: _StopFlag) -> None:
+    """Train from ``run.step`` to the end of its epoch (or ``total_steps``); checkpoint every
+    ``checkpoint_every`` steps; on SIGTERM checkpoint and exit 143."""
+    epoch, in_epoch = divmod(run.step, run.steps_per_epoch)
+    run.stream.set_epoch(epoch, skip_batches=in_epoch)
+    tic = time.perf_counter()
+    for batch in run.loader:
+        batch = _to_device(batch, run)
+        _set_lr(run)
+        losses, logs = train_step(run.model, forward, run.optimizer, batch, run.step, run.total_steps, run.bf16)
+        run.last_loss = _checked_loss(run, losses)
+        run.step += 1
+        now = time.perf_counter()
+        run.elapsed += now - tic  # wall time per step, waiting for data included
+        tic = now
+        monitor.step(run, losses, logs, next(iter(batch.values())).shape[0] * run.d.world_size)
+        if run.step % run.p.train.checkpoint_every == 0 or stop.stop:
+            _save_checkpoint(run)
+        if stop.stop:
+            raise SystemExit(143)
+        if run.step >= run.total_steps:
+            break
+    if run.step < min(run.total_steps, (epoch + 1) * run.steps_per_epoch):
+        raise DataError(
+            run.shard_dir,
+            f"epoch {epoch} ended after {run.step - epoch * run.steps_per_epoch} of the {run.steps_per_epoch} batches that "
+            "index.json's sample counts promise: a shard holds fewer readable samples than listed; rebuild the shards",
+        )
+
+
+def _summary(run: _Run) -> dict:
+    """The Table 8 figures of the run (``train.json``)."""
+    t, device = run.p.train, run.device
+    return {
+        "method": run.p.method,
+        "steps": run.step,
+        "epochs": run.step / run.steps_per_epoch,
+        "steps_per_epoch": run.steps_per_epoch,
         "global_batch": t.batch_size,
-        "world_size": d.world_size,
-        "train_seconds": elapsed,
-        "images_per_s": step * t.batch_size / max(elapsed, 1e-9),
+        "world_size": run.d.world_size,
+        "train_seconds": run.elapsed,
+        "images_per_s": run.step * t.batch_size / max(run.elapsed, 1e-9),
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "final_loss": last_loss,
-        "config_id": config_id,
+        "final_loss": run.last_loss,
+        "config_id": run.config_id,
     }
+
+
+def _write_outputs(run: _Run, out_dir: Path, summary: dict) -> None:
+    """``out_dir`` atomically: checkpoint.pt, encoder.pt + encoder.json, train.json, dvclive/."""
+    with atomic_dir(out_dir) as tmp:
+        shutil.copy2(run.ckpt_path, tmp / "checkpoint.pt")
+        torch.save(run.model.encoder().state_dict(), tmp / "encoder.pt")
+        write_json(tmp / "encoder.json", run.model.encoder_spec().to_dict())
+        write_json(tmp / "train.json", summary)
+        if (run.work / "dvclive").exists():
+            shutil.copytree(run.work / "dvclive", tmp / "dvclive")
+    shutil.rmtree(run.work, ignore_errors=True)
+
+
+def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, verify: str = "sha256") -> dict:
+    """Train the method of ``p.method`` on the shards and write ``out_dir`` atomically.
+
+    Args:
+        p: validated parameters (seed, device, method, train section).
+        shard_dir: folder with ``index.json`` and the tar shards (image shards for methods
+            trained on views, video shards for methods trained on clips).
+        verify: ``"sha256"`` checks every shard's size and SHA-256 against index.json
+            once per run (:func:`hvc.data.shards.verify_shards`); ``"size"`` only the sizes.
+        out_dir: output folder; receives ``checkpoint.pt`` (full state), ``encoder.pt``
+            (the method's encoder state dict, for propagation), ``encoder.json`` (its
+            :class:`~hvc.methods.base.EncoderSpec`: method, input normalisation, colour
+            space, stride, layers), ``train.json`` (steps, wall time, images/s, peak GPU
+            memory: Table 8) and ``dvclive/`` logs.
+    Returns:
+        the summary written to ``train.json``.
+    Raises:
+        ValueError: the global batch is not divisible by the number of processes.
+        DataError: a shard differs from index.json (size, checksum), is of the wrong unit
+            (images for a clip method or the reverse), or an epoch yields fewer batches
+            than index.json's sample counts promise (a shard lost samples).
+        NonFiniteLoss: the loss is NaN or infinite (nothing of that step is saved).
+        SystemExit(143): on SIGTERM, after saving a checkpoint.
+    """
+    run = _setup(p, shard_dir, out_dir, verify)
+    _resume(run)
+    d = run.d
+    net: nn.Module = run.model
+    if d.world_size > 1:
+        net = DistributedDataParallel(run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    forward = torch.compile(net) if p.train.compile else net
+    monitor, stop = _Monitor(run, progress), _StopFlag()
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    run.model.train()
+    try:
+        while run.step < run.total_steps:
+            if stop.stop:  # SIGTERM between epochs (or while the loader yielded nothing)
+                _save_checkpoint(run)
+                raise SystemExit(143)
+            _run_epoch(run, forward, monitor, stop)
+    finally:
+        stop.restore()
+        monitor.close_bar()
+    _save_checkpoint(run)
+    summary = _summary(run)
     if d.main:
-        if live is not None:
-            live.end()
-        with atomic_dir(out_dir) as tmp:
-            shutil.copy2(ckpt_path, tmp / "checkpoint.pt")
-            torch.save(model.online.backbone.state_dict(), tmp / "encoder.pt")
-            write_json(tmp / "train.json", summary)
-            if (work / "dvclive").exists():
-                shutil.copytree(work / "dvclive", tmp / "dvclive")
-        shutil.rmtree(work, ignore_errors=True)
+        if monitor.live is not None:
+            monitor.live.end()
+        _write_outputs(run, out_dir, summary)
     if d.world_size > 1:
         dist.barrier()
         with contextlib.suppress(Exception):

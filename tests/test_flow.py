@@ -140,7 +140,7 @@ def checkpoint(tmp_path_factory):
     opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3)
     v = torch.rand(2, 3, 32, 32)
     boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.1, 0.1, 0.9, 0.9]])
-    train_step(model, model, opt, (v, v.flip(-1), boxes, boxes), 0, 10, 0.99)
+    train_step(model, model, opt, {"view1": v, "view2": v.flip(-1), "box1": boxes, "box2": boxes}, 0, 10)
     state = {
         "config_id": content_id(train_config(p)),
         "model": model.state_dict(),

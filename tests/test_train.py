@@ -14,7 +14,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 
-from hvc.methods.hvc.model import HVC
+from hvc.methods.hvc.method import HVCMethod as HVC
 from hvc.data.shards import list_training_images, write_shards
 from hvc.device import convert_sync_batchnorm
 from hvc.train import train_step
@@ -32,7 +32,7 @@ def fixed_batch(n=8, size=32, seed=0):
     for _ in range(n):
         img = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), (48, 48), mode="bilinear")[0]
         out.append(views((img * 255).to(torch.uint8)))
-    return tuple(torch.stack(x) for x in zip(*out))
+    return {k: torch.stack(x) for k, x in zip(("view1", "view2", "box1", "box2"), zip(*out))}
 
 
 def trainable(model):
@@ -44,7 +44,7 @@ def test_tiny_model_loss_decreases():
     model = HVC(proj_dim=32, radius=0.2)
     opt = torch.optim.Adam(trainable(model), lr=1e-3)
     batch = fixed_batch()
-    losses = [train_step(model, model, opt, batch, k, 25, 0.99)[0]["loss"].item() for k in range(25)]
+    losses = [train_step(model, model, opt, batch, k, 25)[0]["loss"].item() for k in range(25)]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1
     assert all(np.isfinite(losses))
 
@@ -57,11 +57,11 @@ def _ddp_worker(rank, world, init_file, state, batch, out):
     model = convert_sync_batchnorm(model, torch.device("cpu"))
     ddp = DistributedDataParallel(model)
     opt = torch.optim.SGD(trainable(model), lr=0.1)
-    n = batch[0].shape[0] // world
-    local = tuple(x[rank * n : (rank + 1) * n] for x in batch)
+    n = batch["view1"].shape[0] // world
+    local = {k: x[rank * n : (rank + 1) * n] for k, x in batch.items()}
     losses, states = [], []
     for k in range(2):
-        loss = train_step(model, ddp, opt, local, k, 10, 0.99)[0]["loss"].detach()
+        loss = train_step(model, ddp, opt, local, k, 10)[0]["loss"].detach()
         dist.all_reduce(loss)
         losses.append(loss.item() / world)
         states.append({k: v.clone() for k, v in model.state_dict().items()})
@@ -80,7 +80,7 @@ def test_ddp_with_sync_batchnorm_equals_one_process_on_the_global_batch(tmp_path
     opt = torch.optim.SGD(trainable(reference), lr=0.1)
     ref_losses, ref_states = [], []
     for k in range(2):
-        ref_losses.append(train_step(reference, reference, opt, batch, k, 10, 0.99)[0]["loss"].item())
+        ref_losses.append(train_step(reference, reference, opt, batch, k, 10)[0]["loss"].item())
         ref_states.append({k: v.clone() for k, v in reference.state_dict().items()})
 
     torch.multiprocessing.spawn(_ddp_worker, args=(2, tmp_path / "init", state, batch, tmp_path / "out.pt"), nprocs=2)

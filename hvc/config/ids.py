@@ -10,7 +10,10 @@ import hashlib
 import json
 from typing import Any
 
-from hvc.config.params import Params
+from hvc.config.params import METHODS, Params
+
+# Demo parameters read only when the method trains on clips (the demo's training videos).
+DEMO_VIDEO_FIELDS = ("train_videos", "train_video_frames")
 
 
 def content_id(obj: Any, length: int = 12) -> str:
@@ -20,25 +23,36 @@ def content_id(obj: Any, length: int = 12) -> str:
 
 
 def data_config(p: Params) -> dict[str, Any]:
-    """What the demo-data stage reads."""
-    return {"demo": p.demo.model_dump()}
+    """What the demo-data stage reads: the demo section, less the training-video settings
+    unless the method trains on clips (then the demo also renders training videos)."""
+    out: dict[str, Any] = {"demo": p.demo.model_dump(exclude=set(DEMO_VIDEO_FIELDS))}
+    if METHODS[p.method] == "clips":
+        out["videos"] = {k: getattr(p.demo, k) for k in DEMO_VIDEO_FIELDS}
+    return out
 
 
 def shards_config(p: Params) -> dict[str, Any]:
     """What the shard stage reads (and its input's identity)."""
     upstream = data_config(p) if p.data.train_set == "demo" else {"root": p.data.root}
-    return {"train_set": p.data.train_set, "shards": p.shards.model_dump(), "upstream": upstream}
+    out = {"train_set": p.data.train_set, "shards": p.shards.model_dump(), "upstream": upstream}
+    if METHODS[p.method] == "clips":
+        out["unit"] = "video"
+    return out
 
 
 def train_config(p: Params) -> dict[str, Any]:
     """What the train stage reads: shards identity, seed, the method and the train section
-    (less ``log_every``, which only changes how often metrics are logged)."""
-    return {
+    (less ``log_every``, which only changes how often metrics are logged), plus the clips
+    section for methods trained on clips."""
+    out = {
         "seed": p.seed,
         "method": p.method,
         "train": p.train.model_dump(exclude={"log_every"}),
         "shards": content_id(shards_config(p)),
     }
+    if METHODS[p.method] == "clips":
+        out["clips"] = p.clips.model_dump()
+    return out
 
 
 def propagation_config(p: Params) -> dict[str, Any]:

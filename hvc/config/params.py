@@ -39,8 +39,20 @@ class DemoParams(_Section):
     max_objects: int = Field(3, ge=1, le=10, description="Objects per video (1..max).")
     train_size: int = Field(256, ge=32, le=4096, description="Short side of the static training images, pixels.")
     train_copies: int = Field(8, ge=1, le=1000, description="Random crops kept of each bundled photograph for the training set.")
+    train_videos: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Training videos (moving textured objects over the training photographs) built when the method "
+        "trains on clips; none are built for methods trained on images.",
+    )
+    train_video_frames: int = Field(24, ge=2, le=500, description="Frames per demo training video.")
 
 
+# Trainable methods (packages of hvc/methods/) and what each trains on: "views" (two views of
+# one static image) or "clips" (T frames of one video). Here, not in the methods' packages,
+# so that the data and shard stages know what to prepare without importing model code.
+METHODS: dict[str, str] = {"hvc": "views"}
 TRAIN_SETS = ("demo", "coco", "voc", "msra10k", "ytvos")
 BENCHMARKS = ("demo", "davis2016", "davis2017", "davis2017_testdev", "ytvos2018", "ytvos2019", "vost", "vip", "jhmdb")
 
@@ -167,6 +179,14 @@ PROPAGATION_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+class ClipParams(_Section):
+    """Training clips of video methods (read only when ``method`` trains on clips)."""
+
+    length: int = Field(2, ge=1, le=64, description="Frames per training clip, T.")
+    gap: int = Field(1, ge=1, le=100, description="Index step between consecutive clip frames (1 = adjacent frames).")
+    size: int = Field(256, ge=16, le=2048, description="Side of the square crop each clip is resized to, pixels.")
+
+
 class PropagationParams(_Section):
     """Label propagation (paper §4.1). Defaults = the authors' infer_vos.py and core/config.py; preset 'crw' = CRW's."""
 
@@ -219,6 +239,7 @@ class Params(_Section):
     demo: DemoParams = Field(default_factory=DemoParams)
     shards: ShardParams = Field(default_factory=ShardParams)
     train: TrainParams = Field(default_factory=TrainParams)
+    clips: ClipParams = Field(default_factory=ClipParams)
     propagation: PropagationParams = Field(default_factory=PropagationParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     ablations: list[str] = Field(

@@ -4,6 +4,8 @@
 
     out_dir/
       train/000000.jpg ...                 static training images (random crops of photos)
+      train_videos/train-000/00000.jpg ... training videos (only with ``videos=True``: for
+                                           methods trained on clips), frames without masks
       benchmark/JPEGImages/480p/demo-00/00000.jpg ...
       benchmark/Annotations/480p/demo-00/00000.png ...   DAVIS palette PNGs, k = object k
       benchmark/ImageSets/2017/val.txt      one sequence name per line
@@ -19,7 +21,8 @@ once per frame, and that one boolean mask both pastes the object's pixels and wr
 label (back to front), so the ground truth is exact.
 
 Train and benchmark use disjoint photographs (:data:`TRAIN_PHOTOS`,
-:data:`BENCHMARK_PHOTOS`), so no benchmark pixel is ever seen in training.
+:data:`BENCHMARK_PHOTOS`), so no benchmark pixel is ever seen in training. The training
+videos are made like the benchmark videos, from the training photographs only.
 """
 
 from __future__ import annotations
@@ -66,10 +69,11 @@ MAX_ATTEMPTS = 200  # motions sampled per sequence before giving up
 
 # Random streams: one independent generator per part, so that e.g. more sequences do not
 # change the training images.
-_TRAIN_STREAM, _SEQUENCE_STREAM = 0, 1
+_TRAIN_STREAM, _SEQUENCE_STREAM, _TRAIN_VIDEO_STREAM = 0, 1, 2
+TRAIN_VIDEO_PREFIX = "train"
 
 
-def build_demo(params: DemoParams, out_dir: str | Path) -> dict[str, Any]:
+def build_demo(params: DemoParams, out_dir: str | Path, videos: bool = False) -> dict[str, Any]:
     """Build the demo training set and benchmark into ``out_dir``, atomically.
 
     Everything is a function of ``params`` (its ``seed`` included) and of the bundled
@@ -80,10 +84,13 @@ def build_demo(params: DemoParams, out_dir: str | Path) -> dict[str, Any]:
     Args:
         params: the ``demo`` section of the parameters.
         out_dir: folder to create (or replace).
+        videos: also render ``params.train_videos`` training videos (:func:`build_train_videos`),
+            for methods trained on clips.
     Returns:
         The manifest, also written to ``out_dir/manifest.json``: seed, parameters,
         the source photos (file name, SHA-256, role), the number of training images and,
-        per sequence, its frame and object counts, background and objects.
+        per sequence, its frame and object counts, background and objects; with
+        ``videos``, ``train_videos`` likewise.
     Raises:
         DataError: a photograph is not bundled with the installed scikit-image.
         RuntimeError: no valid object motion was found for a sequence (frames far too
@@ -104,7 +111,7 @@ def build_demo(params: DemoParams, out_dir: str | Path) -> dict[str, Any]:
         write_bytes(bench / "ImageSets" / "2017" / "val.txt", names.encode())
         manifest = {
             "seed": params.seed,
-            "params": params.model_dump(),
+            "params": params.model_dump(exclude=None if videos else {"train_videos", "train_video_frames"}),
             "skimage_version": skimage.__version__,
             "sources": [
                 {
@@ -125,8 +132,36 @@ def build_demo(params: DemoParams, out_dir: str | Path) -> dict[str, Any]:
                 "sequences": sequences,
             },
         }
+        if videos:
+            manifest["train_videos"] = build_train_videos(params, {n: photos[n] for n in TRAIN_PHOTOS}, tmp / "train_videos")
         write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+def build_train_videos(params: DemoParams, photos: dict[str, np.ndarray], folder: Path) -> dict[str, Any]:
+    """Render ``params.train_videos`` training videos of ``params.train_video_frames`` frames
+    as ``folder/train-NNN/NNNNN.jpg`` (no masks): scenes drawn like the benchmark's
+    (:func:`sample_scene`, frame size ``height`` x ``width``) from ``photos``, the training
+    photographs, with their own random stream.
+
+    Returns:
+        The manifest entry: photos, frame counts, and per video its name, background and
+        object photos.
+    Raises:
+        RuntimeError: as :func:`sample_scene`.
+    """
+    scene_params = params.model_copy(update={"num_frames": params.train_video_frames})
+    entries = []
+    for index in range(params.train_videos):
+        rng = np.random.default_rng([params.seed, _TRAIN_VIDEO_STREAM, index])
+        scene = sample_scene(scene_params, photos, rng)
+        name = f"{TRAIN_VIDEO_PREFIX}-{index:03d}"
+        grid = _frame_grid(scene.frame_shape)
+        for t in range(params.train_video_frames):
+            frame, _ = composite(_background_frame(scene, t), _frame_layers(scene, t, grid, pixels=True))
+            _write_jpeg(folder / name / f"{t:05d}.jpg", np.clip(np.rint(frame), 0, 255).astype(np.uint8))
+        entries.append({"name": name, "background": scene.photo, "objects": [o.photo for o in scene.objects]})
+    return {"photos": sorted(photos), "num_frames": params.train_video_frames, "videos": entries}
 
 
 # --------------------------------------------------------------------------- photographs

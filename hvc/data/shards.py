@@ -5,9 +5,14 @@ order, to ``{dataset}-{split}-{index:06d}.tar`` with an ``index.json`` giving ea
 shard's sample count and SHA-256. Every image is decoded once to check it; an unreadable
 one fails the stage or is skipped and listed in the report (``shards.on_bad_image``).
 
-Reading: :class:`TrainStream` streams two-view training batches from the shards, split
-across distributed ranks and loader workers by shard, reproducibly: the order and the
-views of epoch e depend only on (seed, e), so a resumed run sees the same batches.
+Videos (for methods trained on clips, :data:`hvc.methods.METHODS`): one sample per video
+holding its frames' original bytes as ``00000.jpg``, ``00001.jpg``, ... in time order, the
+index marked ``"unit": "video"`` with each shard's shortest video (``min_frames``).
+
+Reading: :class:`TrainStream` streams training batches from the shards (two views of an
+image, or a clip of T frames of a video, per the method's :class:`~hvc.methods.base.DataSpec`),
+split across distributed ranks and loader workers by shard, reproducibly: the order and the
+samples of epoch e depend only on (seed, e), so a resumed run sees the same batches.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from hvc.config.params import Params, ParamsError
 from hvc.io import DataError, atomic_dir, decode_image, read_bytes, read_json, sha256_file, write_json
-from hvc.methods.hvc.views import TwoViews
+from hvc.methods import batch_kind
+from hvc.methods.base import DataSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,12 @@ TRAIN_SET_GLOBS = {
     "msra10k": "msra10k/MSRA10K_Imgs_GT/Imgs/*.jpg",
     "ytvos": "ytvos2018_train/train_all_frames/JPEGImages/*/*.jpg",
 }
+# Training sets that have videos: the folders (one per video, frames in name order) below
+# data.root (for demo, the demo-data output folder, built with its training videos).
+TRAIN_VIDEO_GLOBS = {
+    "demo": "train_videos/*",
+    "ytvos": "ytvos2018_train/train_all_frames/JPEGImages/*",
+}
 
 
 def list_training_images(root: Path, train_set: str, step: int = 1) -> list[Path]:
@@ -64,9 +78,100 @@ def list_training_images(root: Path, train_set: str, step: int = 1) -> list[Path
     return files[::step]
 
 
+def list_training_videos(root: Path, train_set: str, step: int = 1) -> list[tuple[str, list[Path]]]:
+    """The videos of a training set, sorted by name, keeping every ``step``-th video.
+
+    Args:
+        root: the dataset folder (for ``demo``, the demo-data output folder).
+        train_set: a key of :data:`TRAIN_VIDEO_GLOBS`.
+        step: keep videos 0, step, 2*step, ... of the sorted list.
+    Returns:
+        (sample key, frame files in name order) per video; folders without frames are left out.
+    Raises:
+        ParamsError: the training set has no videos (a static-image set).
+        DataError: the folder holds no video folders with frames (names the folder and pattern).
+    """
+    if train_set not in TRAIN_VIDEO_GLOBS:
+        raise ParamsError(f"data.train_set = {train_set!r} has no videos; clip methods train on {sorted(TRAIN_VIDEO_GLOBS)}")
+    pattern = TRAIN_VIDEO_GLOBS[train_set]
+    videos = []
+    for folder in sorted(p for p in Path(root).glob(pattern) if p.is_dir()):
+        frames = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if frames:
+            videos.append((_sample_key(folder, root), frames))
+    if not videos:
+        raise DataError(root, f"no training videos (folders of frames) match {pattern!r}")
+    return videos[::step]
+
+
 def _sample_key(path: Path, root: Path) -> str:
     rel = path.relative_to(root).with_suffix("")
     return str(rel).replace("/", "__").replace(".", "_")
+
+
+def _read_checked(path: Path) -> bytes:
+    """The file's bytes after checking that they decode as an image (DataError otherwise)."""
+    data = read_bytes(path, "image")  # unreadable (permissions, symlink loop): a bad image too
+    decode_image(data, path)
+    return data
+
+
+def _ext(path: Path) -> str:
+    return "png" if path.suffix.lower() == ".png" else "jpg"
+
+
+def _skip_or_raise(e: DataError, on_bad_image: str, video: str | None = None) -> dict:
+    """The report entry of a bad image when ``on_bad_image == "skip"``; raises ``e`` on ``"fail"``."""
+    if on_bad_image == "fail":
+        raise e
+    log.warning("skipping %s%s", f"video {video}: " if video else "", e)
+    entry = {"file": str(e.path), "error": e.problem}
+    return {"video": video, **entry} if video else entry
+
+
+def _write_indexed(samples: Iterator, out_dir: Path, prefix: str, sizes: tuple[float, int], unit: str, total: int) -> dict:
+    """Write webdataset samples into shards in ``out_dir`` (atomically), then ``index.json``
+    and ``report.json``.
+
+    Args:
+        samples: yields (sample dict, None) or (None, report entry of a skipped input).
+        sizes: (max_size_mb, max_count) per shard.
+        unit: ``"img"`` or ``"video"`` (video shards record each shard's ``min_frames``).
+        total: number of inputs (progress bar).
+    Returns:
+        the index.
+    """
+    from tqdm import tqdm
+
+    skipped: list[dict] = []
+    frames: dict[str, int] = {}
+    with atomic_dir(out_dir) as tmp:
+        pattern = str(tmp / f"{prefix}-%06d.tar")
+        with wds.ShardWriter(pattern, maxcount=sizes[1], maxsize=sizes[0] * 2**20, verbose=0, mtime=0.0) as sink:
+            for sample, skip in tqdm(samples, desc=f"shards {prefix}", unit=unit, total=total, mininterval=2.0):
+                if sample is None:
+                    skipped.append(skip)
+                    continue
+                sink.write(sample)
+                frames[sample["__key__"]] = len(sample) - 1
+        shards = []
+        for tar in sorted(tmp.glob(f"{prefix}-*.tar")):
+            keys = [x["__key__"] for x in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False)]
+            entry = {"name": tar.name, "count": len(keys), "sha256": sha256_file(tar), "bytes": tar.stat().st_size}
+            if unit == "video":
+                entry["min_frames"] = min(frames[k] for k in keys)
+            shards.append(entry)
+        index = {
+            "prefix": prefix,
+            "num_samples": sum(s["count"] for s in shards),
+            "num_skipped": len(skipped),
+            "shards": shards,
+        }
+        if unit == "video":
+            index["unit"] = "video"
+        write_json(tmp / "index.json", index)
+        write_json(tmp / "report.json", {"skipped": skipped})
+    return index
 
 
 def write_shards(
@@ -94,37 +199,69 @@ def write_shards(
     Raises:
         DataError: an unreadable image when ``on_bad_image == "fail"`` (names the file).
     """
-    from tqdm import tqdm
 
-    skipped = []
-    with atomic_dir(out_dir) as tmp:
-        pattern = str(tmp / f"{prefix}-%06d.tar")
-        with wds.ShardWriter(pattern, maxcount=max_count, maxsize=max_size_mb * 2**20, verbose=0, mtime=0.0) as sink:
-            for path in tqdm(images, desc=f"shards {prefix}", unit="img", mininterval=2.0):
-                try:
-                    data = read_bytes(path, "image")  # unreadable (permissions, symlink loop): a bad image too
-                    decode_image(data, path)
-                except DataError as e:
-                    if on_bad_image == "fail":
-                        raise
-                    skipped.append({"file": str(path), "error": e.problem})
-                    log.warning("skipping %s", e)
-                    continue
-                ext = "png" if path.suffix.lower() == ".png" else "jpg"
-                sink.write({"__key__": _sample_key(path, root), ext: data})
-        shards = []
-        for tar in sorted(tmp.glob(f"{prefix}-*.tar")):
-            count = sum(1 for _ in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False))
-            shards.append({"name": tar.name, "count": count, "sha256": sha256_file(tar), "bytes": tar.stat().st_size})
-        index = {
-            "prefix": prefix,
-            "num_samples": sum(s["count"] for s in shards),
-            "num_skipped": len(skipped),
-            "shards": shards,
-        }
-        write_json(tmp / "index.json", index)
-        write_json(tmp / "report.json", {"skipped": skipped})
-    return index
+    def samples() -> Iterator:
+        for path in images:
+            try:
+                data = _read_checked(path)
+            except DataError as e:
+                yield None, _skip_or_raise(e, on_bad_image)
+                continue
+            yield {"__key__": _sample_key(path, root), _ext(path): data}, None
+
+    return _write_indexed(samples(), Path(out_dir), prefix, (max_size_mb, max_count), "img", len(images))
+
+
+def write_video_shards(
+    videos: list[tuple[str, list[Path]]],
+    out_dir: Path,
+    prefix: str,
+    max_size_mb: float = 256.0,
+    max_count: int = 100_000,
+    on_bad_image: str = "fail",
+) -> dict:
+    """Write one sample per video (its frames' original bytes as ``00000.jpg``, ``00001.jpg``,
+    ... in time order) to webdataset shards in ``out_dir`` (atomically) and index them.
+
+    Args:
+        videos: (sample key, frame files in time order) per video (:func:`list_training_videos`).
+        out_dir, prefix, max_size_mb, max_count: as for :func:`write_shards`.
+        on_bad_image: ``"fail"`` raises on the first unreadable frame; ``"skip"`` leaves
+            its whole video out and lists it in the report.
+    Returns:
+        the index as :func:`write_shards`'s, plus ``"unit": "video"`` and per shard
+        ``min_frames`` (the frame count of its shortest video).
+    Raises:
+        DataError: an unreadable frame when ``on_bad_image == "fail"`` (names the file).
+    """
+
+    def samples() -> Iterator:
+        for key, frames in videos:
+            try:
+                sample = {f"{i:05d}.{_ext(f)}": _read_checked(f) for i, f in enumerate(frames)}
+            except DataError as e:
+                yield None, _skip_or_raise(e, on_bad_image, key)
+                continue
+            yield {"__key__": key, **sample}, None
+
+    return _write_indexed(samples(), Path(out_dir), prefix, (max_size_mb, max_count), "video", len(videos))
+
+
+def write_training_shards(p: Params, root: Path, out_dir: Path) -> dict:
+    """The shard stage: the training set ``p.data.train_set`` below ``root`` as image shards
+    (:func:`write_shards`) or, when ``p.method`` trains on clips, as video shards
+    (:func:`write_video_shards`), named ``{train_set}-train-NNNNNN.tar``.
+
+    Raises:
+        ParamsError: a clip method with a training set that has no videos.
+        DataError: no training images/videos, or an unreadable one (``shards.on_bad_image``).
+    """
+    s, prefix = p.shards, f"{p.data.train_set}-train"
+    if batch_kind(p.method) == "clips":
+        videos = list_training_videos(root, p.data.train_set, s.step)
+        return write_video_shards(videos, out_dir, prefix, s.max_size_mb, s.max_count, s.on_bad_image)
+    images = list_training_images(root, p.data.train_set, s.step)
+    return write_shards(images, root, out_dir, prefix, s.max_size_mb, s.max_count, s.on_bad_image)
 
 
 def read_index(shard_dir: Path) -> dict:
@@ -183,33 +320,44 @@ def _bad_shard(exn: Exception) -> bool:
 
 
 class TrainStream(IterableDataset):
-    """Batches of two views, streamed from shards (use with ``DataLoader(batch_size=None)``).
+    """Training batches streamed from shards (use with ``DataLoader(batch_size=None)``).
 
     Each epoch the shard list is shuffled with seed (seed, epoch) and dealt round-robin to
     the ``world_size * num_workers`` readers; each reader shuffles its samples in a
-    buffer seeded by (seed, epoch, slot) and seeds torch before each sample's views with
+    buffer seeded by (seed, epoch, slot) and seeds torch before each sample with
     (seed, epoch, key), so batches depend only on the seed and the epoch. Every reader
     yields the same number of batches (``batches_per_reader``), so the DataLoader's
     round-robin over workers is fixed and a resumed epoch can skip batches without
     decoding them (``skip_batches``).
 
+    ``kind="views"`` (image shards): ``views`` gets each decoded image (3, H, W) uint8.
+    ``kind="clips"`` (video shards, :func:`write_video_shards`): one clip per video and
+    epoch, frames ``s, s + frame_gap, ..., s + (clip_length - 1) * frame_gap`` for a start
+    ``s`` drawn uniformly (after seeding) among those that fit; ``views`` gets them as
+    (T, 3, H, W) uint8, and only those T frames are decoded.
+
     Yields:
-        (v1, v2, box1, box2): (b, 3, S, S), (b, 3, S, S), (b, 4), (b, 4) with b the
-        per-rank batch size.
+        the per-sample results of ``views`` stacked along a new batch dimension of the
+        per-rank batch size b: a tuple (e.g. :class:`~hvc.methods.hvc.views.TwoViews`:
+        (v1, v2, box1, box2), (b, 3, S, S) x 2 and (b, 4) x 2) or a dict of tensors.
     Raises:
-        DataError: fewer shards than readers, or fewer samples than one batch per reader.
+        DataError: fewer shards than readers, fewer samples than one batch per reader,
+            image shards for clips (or the reverse), or a video shorter than one clip.
     """
 
     def __init__(
         self,
         shard_dir: Path,
-        views: TwoViews,
+        views: Callable[[torch.Tensor], Any],
         batch_size: int,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
         num_workers: int = 0,
         shuffle_buffer: int = 1000,
+        kind: str = "views",
+        clip_length: int = 1,
+        frame_gap: int = 1,
     ) -> None:
         super().__init__()
         self.shard_dir = Path(shard_dir)
@@ -221,6 +369,8 @@ class TrainStream(IterableDataset):
         self.readers = world_size * self.num_workers
         self.shuffle_buffer = shuffle_buffer
         self.epoch, self.skip_batches = 0, 0
+        self.spec = DataSpec(kind, views, clip_length, frame_gap)
+        self._check_unit(index)
         if len(self.shards) < self.readers:
             raise DataError(
                 self.shard_dir,
@@ -237,6 +387,24 @@ class TrainStream(IterableDataset):
                 f"too few samples for one batch of {batch_size} per reader ({self.readers} readers)",
             )
 
+    def _check_unit(self, index: dict) -> None:
+        """Image shards for views, video shards long enough for one clip for clips."""
+        unit = index.get("unit", "image")
+        wanted = "video" if self.spec.kind == "clips" else "image"
+        if unit != wanted:
+            raise DataError(
+                self.shard_dir / "index.json",
+                f"holds {unit} shards but the method trains on {self.spec.kind}: rebuild the shards for this method",
+            )
+        if self.spec.kind == "clips":
+            shortest = min(s["min_frames"] for s in index["shards"])
+            if shortest < self.spec.span:
+                raise DataError(
+                    self.shard_dir / "index.json",
+                    f"a video has {shortest} frames, fewer than one clip of {self.spec.clip_length} frames "
+                    f"{self.spec.frame_gap} apart spans ({self.spec.span})",
+                )
+
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
         return self.batches_per_reader * self.num_workers
@@ -251,7 +419,24 @@ class TrainStream(IterableDataset):
         slot = self.rank * self.num_workers + worker
         return [str(self.shard_dir / n) for n in order[slot :: self.readers]]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def _sample(self, sample: dict) -> Any:
+        """One training example: seed torch by (seed, epoch, key), decode, transform."""
+        where = f"{sample.get('__url__')}:{sample['__key__']}"
+        torch.manual_seed(_seed(self.seed, self.epoch, sample["__key__"]))
+        if self.spec.kind == "views":
+            data = sample.get("jpg", sample.get("png"))
+            return self.views(torch.from_numpy(decode_image(data, where)).permute(2, 0, 1))
+        names = sorted(k for k in sample if not k.startswith("__"))
+        if len(names) < self.spec.span:
+            raise DataError(where, f"{len(names)} frames, fewer than one clip spans ({self.spec.span})")
+        start = int(torch.randint(len(names) - self.spec.span + 1, ()))
+        picked = names[start : start + self.spec.span : self.spec.frame_gap]
+        frames = [torch.from_numpy(decode_image(sample[n], f"{where}/{n}")).permute(2, 0, 1) for n in picked]
+        if any(f.shape != frames[0].shape for f in frames):
+            raise DataError(where, f"frames of different sizes {sorted({tuple(f.shape) for f in frames})}")
+        return self.views(torch.stack(frames))
+
+    def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
         # DataLoader takes batch k from worker k % num_workers: skip this worker's share.
@@ -262,16 +447,42 @@ class TrainStream(IterableDataset):
         samples = wds.WebDataset(
             urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False, handler=_bad_shard
         ).shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
-        batch: list[tuple[torch.Tensor, ...]] = []
+        batch: list[Any] = []
         for n, sample in enumerate(samples):
             if n >= self.batches_per_reader * self.batch_size:
                 break
             if n < skip * self.batch_size:
                 continue  # resumed epoch: already trained on, not decoded
-            data = sample.get("jpg", sample.get("png"))
-            image = torch.from_numpy(decode_image(data, f"{sample.get('__url__')}:{sample['__key__']}")).permute(2, 0, 1)
-            torch.manual_seed(_seed(self.seed, self.epoch, sample["__key__"]))
-            batch.append(self.views(image))
+            batch.append(self._sample(sample))
             if len(batch) == self.batch_size:
-                yield tuple(torch.stack(x) for x in zip(*batch))
+                yield collate(batch)
                 batch = []
+
+
+def collate(examples: list[Any]) -> Any:
+    """Stack per-sample tuples (or dicts) of tensors along a new first dimension."""
+    if isinstance(examples[0], dict):
+        return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+    return tuple(torch.stack(x) for x in zip(*examples))
+
+
+def make_stream(
+    shard_dir: Path, spec: DataSpec, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, num_workers: int = 0
+) -> TrainStream:
+    """The training stream of a method's :class:`~hvc.methods.base.DataSpec` (see :class:`TrainStream`).
+
+    Raises:
+        DataError: as :class:`TrainStream`.
+    """
+    return TrainStream(
+        shard_dir,
+        spec.transform,
+        batch_size,
+        seed,
+        rank,
+        world_size,
+        num_workers,
+        kind=spec.kind,
+        clip_length=spec.clip_length,
+        frame_gap=spec.frame_gap,
+    )

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import importlib
 
+from hvc.config.params import METHODS
 from hvc.methods.base import Method
 
-# name -> batch kind ("views": two views of one image; "clips": T frames of one video). The
-# kind is listed here so the data and shard stages know what to prepare without importing
-# the method's model code.
-METHODS: dict[str, str] = {"hvc": "views"}
+__all__ = ["METHODS", "Method", "batch_kind", "get_method"]
 
 
 def batch_kind(name: str) -> str:
