@@ -13,8 +13,11 @@ from hvc.io import (
     DataError,
     first_line,
     load_torch,
+    read_json,
     state_dict_differences,
 )
+from hvc.methods import get_method
+from hvc.methods.base import NORMALIZATION, EncoderSpec, normalize_input
 from hvc.methods.hvc.model import Backbone, backbone_key, backbone_shapes, build_encoder_for_propagation
 from hvc.config.params import Params, ParamsError
 from hvc.eval.released import load_authors_encoder
@@ -23,11 +26,13 @@ from hvc.eval.semantic import load_semantic_encoder
 log = logging.getLogger(__name__)
 
 
-def load_encoder(spec: str, seed: int = 0) -> Backbone:
+def load_encoder(spec: str, seed: int = 0) -> torch.nn.Module:
     """The frozen encoder named by ``spec``.
 
     Args:
-        spec: path of an ``encoder.pt`` (backbone state dict written by the train stage);
+        spec: path of an ``encoder.pt`` (encoder state dict written by the train stage;
+            the ``encoder.json`` beside it, when present, names the method and its input
+            normalisation: see :func:`load_method_encoder`; without it, HVC's backbone);
             ``"random"``: a randomly initialised backbone (seeded by ``seed``);
             ``"imagenet"``: torchvision's ImageNet-supervised ResNet-18 weights (downloaded
             to the torch hub cache on first use) in the stride-8 backbone.
@@ -47,11 +52,65 @@ def load_encoder(spec: str, seed: int = 0) -> Backbone:
     state = load_torch(path, "encoder checkpoint", "the encoder.pt written by `hvc train`", hint)
     if not isinstance(state, dict):
         raise DataError(path, f"expected a state dict, found {type(state).__name__}")
+    method_spec = _encoder_spec(path)
+    if method_spec is not None and method_spec.method != "hvc":
+        return load_method_encoder(path, state, method_spec)
     _check_backbone_state(path, state)
     try:
         return build_encoder_for_propagation(state)
     except (ValueError, RuntimeError) as e:
         raise DataError(path, first_line(e)) from None
+
+
+def _encoder_spec(path: Path) -> EncoderSpec | None:
+    """The :class:`EncoderSpec` in ``encoder.json`` beside ``path``; None when there is none."""
+    spec_path = path.with_name("encoder.json")
+    if not spec_path.is_file():
+        return None
+    try:
+        return EncoderSpec.from_dict(read_json(spec_path))
+    except (TypeError, ValueError) as e:
+        raise DataError(spec_path, f"not an encoder spec written by `hvc train`: {first_line(e)}") from None
+
+
+class Renormalized(torch.nn.Module):
+    """An encoder fed frames normalised for another input: ``forward(x, layer)`` takes
+    (B, 3, H, W) frames normalised with ImageNet's RGB mean/std (what label propagation
+    gives every encoder) and feeds ``encoder`` the same frames in its own colour space and
+    normalisation (:class:`~hvc.methods.base.EncoderSpec`), e.g. Lab for LIIR."""
+
+    def __init__(self, encoder: torch.nn.Module, spec: EncoderSpec) -> None:
+        super().__init__()
+        self.encoder, self.spec = encoder, spec
+        mean, std = NORMALIZATION["imagenet"]
+        self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+        """(B, 3, H, W) ImageNet-normalised RGB → the encoder's features of ``layer``
+        (its default layer when None or not one of its layers)."""
+        rgb = (x * self.std + self.mean).clamp(0, 1)
+        y = normalize_input(rgb, self.spec.normalization, self.spec.colour_space)
+        return self.encoder(y, layer if layer in self.spec.layers else self.spec.default_layer)
+
+
+def load_method_encoder(path: Path, state: dict, spec: EncoderSpec) -> torch.nn.Module:
+    """The frozen encoder of a method other than HVC (``spec.method``) from its ``encoder.pt``
+    state dict, fed in the colour space and normalisation of ``spec`` (:class:`Renormalized`).
+
+    Raises:
+        DataError: unknown method in ``encoder.json``, or the state dict does not fit its encoder.
+    """
+    try:
+        encoder = get_method(spec.method).load_encoder(state, spec)
+    except KeyError as e:
+        raise DataError(path.with_name("encoder.json"), first_line(e)) from None
+    except (ValueError, RuntimeError) as e:
+        raise DataError(path, first_line(e)) from None
+    encoder = encoder.eval()
+    if (spec.normalization, spec.colour_space) == ("imagenet", "rgb"):
+        return encoder
+    return Renormalized(encoder, spec).eval()
 
 
 def _imagenet_resnet18_state() -> dict:

@@ -1,0 +1,277 @@
+"""The method seam: registry, encoder spec, video shards and the clip stream, demo training
+videos, and a toy clip method trained by the generic loop."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+import hvc.data.demo as demo
+import hvc.eval.encoders as encoders
+import hvc.train as train_module
+from hvc.config import code
+from hvc.config.ids import data_config, shards_config, stage_ids, train_config
+from hvc.config.params import METHODS, DemoParams, Params
+from hvc.data.shards import TrainStream, list_training_videos, write_shards, write_training_shards, write_video_shards
+from hvc.io import DataError, read_json
+from hvc.methods import batch_kind, get_method
+from hvc.methods.base import DataSpec, EncoderSpec, Method, normalize_input
+from hvc.methods.hvc.method import HVCMethod
+
+# ---------------------------------------------------------------------------------- registry
+
+
+def test_registry_loads_hvc_by_name_and_rejects_unknown_names():
+    assert get_method("hvc") is HVCMethod
+    assert batch_kind("hvc") == "views"
+    with pytest.raises(KeyError, match="unknown method 'nope'"):
+        get_method("nope")
+    allowed = typing.get_args(Params.model_fields["method"].annotation)
+    assert sorted(allowed) == sorted(METHODS)
+
+
+def test_only_the_trained_method_enters_the_model_code():
+    files = {p.relative_to(code.PACKAGE_DIR).as_posix() for p in code.stage_files("model", "hvc")}
+    assert {"methods/base.py", "methods/__init__.py", "methods/hvc/method.py", "methods/hvc/loss.py"} <= files
+    other = {p.relative_to(code.PACKAGE_DIR).as_posix() for p in code.stage_files("model", "liir")}
+    assert not any(f.startswith("methods/hvc/") for f in other)
+    assert "train.py" in other and "methods/base.py" in other
+
+
+def test_hvc_ids_of_data_and_shards_do_not_see_the_video_settings():
+    p = Params()
+    assert "train_videos" not in data_config(p)["demo"] and "videos" not in data_config(p)
+    assert "unit" not in shards_config(p)
+    changed = p.model_copy(update={"demo": p.demo.model_copy(update={"train_videos": 3})})
+    assert stage_ids(changed) == stage_ids(p)
+    assert train_config(p)["method"] == "hvc"
+
+
+def test_encoder_spec_round_trip_and_checks():
+    spec = EncoderSpec("liir", "lab", "lab", 4, ("post",), "post")
+    assert EncoderSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="does not fit colour space"):
+        EncoderSpec("x", "imagenet", "lab")
+    with pytest.raises(ValueError, match="unknown encoder spec keys"):
+        EncoderSpec.from_dict({"method": "x", "size": 3})
+    white = normalize_input(torch.full((3, 2, 2), 255, dtype=torch.uint8), "lab")
+    assert white[:, 0, 0] == pytest.approx([1.0, 0.0, 0.0], abs=1e-3)  # L = 100, a = b = 0
+    assert HVCMethod.build(Params()).encoder_spec().normalization == "imagenet"
+
+
+# ---------------------------------------------------------------------------------- video shards
+
+
+def _videos(root: Path, lengths=(9, 10, 11, 12, 13, 14)) -> list[tuple[str, list[Path]]]:
+    """Videos whose frame i of video v is a uniform PNG of colour (20 v, 15 i, 7): the clip
+    stream's picks can be read back from the pixels."""
+    out = []
+    for v, n in enumerate(lengths):
+        folder = root / "train_videos" / f"vid{v}"
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((12, 16, 3), (20 * v, 15 * i, 7), np.uint8)).save(folder / f"{i:05d}.png")
+        out.append((f"vid{v}", sorted(folder.iterdir())))
+    return out
+
+
+class Identity:
+    """Clip transform that keeps the uint8 frames (picklable)."""
+
+    def __call__(self, clip: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"frames": clip}
+
+
+@pytest.fixture(scope="module")
+def video_shards(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    index = write_video_shards(_videos(root), root / "shards", "demo-train", max_count=2)
+    assert index["unit"] == "video" and index["num_samples"] == 6
+    assert [s["min_frames"] for s in index["shards"]] == [9, 11, 13]
+    return root / "shards"
+
+
+def _clip_indices(frames: torch.Tensor) -> list[tuple[int, list[int]]]:
+    """(video, frame indices) of each clip of a (B, T, 3, H, W) uint8 batch."""
+    return [(round(c[0, 0, 0, 0].item() / 20), [round(f[1, 0, 0].item() / 15) for f in c]) for c in frames]
+
+
+def _stream(shards, seed=0, **kw) -> TrainStream:
+    return TrainStream(shards, Identity(), 2, seed=seed, kind="clips", clip_length=3, frame_gap=4, **kw)
+
+
+def _epoch(stream: TrainStream, epoch: int, skip: int = 0) -> list[list[tuple[int, list[int]]]]:
+    stream.set_epoch(epoch, skip_batches=skip)
+    return [_clip_indices(b["frames"]) for b in stream]
+
+
+def test_clip_stream_yields_clips_of_t_frames_with_the_gap(video_shards):
+    stream = _stream(video_shards)
+    batch = next(iter(stream))
+    assert batch["frames"].shape == (2, 3, 3, 12, 16) and batch["frames"].dtype == torch.uint8
+    seen = [clip for b in _epoch(stream, 0) for clip in b]
+    assert len(seen) == len(stream) * 2 == 6
+    assert sorted(v for v, _ in seen) == list(range(6))  # one clip per video and epoch
+    for _, idx in seen:
+        assert np.diff(idx).tolist() == [4, 4]
+
+
+def test_clip_stream_is_deterministic_per_seed_and_epoch_and_resumable(video_shards):
+    a, b = _epoch(_stream(video_shards), 1), _epoch(_stream(video_shards), 1)
+    assert a == b
+    starts = {e: [clip[1][0] for batch in _epoch(_stream(video_shards), e) for clip in batch] for e in range(4)}
+    assert len({tuple(s) for s in starts.values()}) > 1  # another epoch, other clips
+    assert _epoch(_stream(video_shards, seed=1), 1) != a
+    resumed = _epoch(_stream(video_shards), 1, skip=1)
+    assert resumed == a[1:]
+
+
+def test_clip_stream_rejects_image_shards_and_short_videos(video_shards, tmp_path):
+    with pytest.raises(DataError, match="fewer than one clip"):
+        TrainStream(video_shards, Identity(), 2, kind="clips", clip_length=3, frame_gap=5)  # spans 11 > 9
+    img = tmp_path / "img.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    write_shards([img], tmp_path, tmp_path / "images", "x")
+    with pytest.raises(DataError, match="holds image shards but the method trains on clips"):
+        TrainStream(tmp_path / "images", Identity(), 1, kind="clips", clip_length=2)
+    with pytest.raises(DataError, match="holds video shards but the method trains on views"):
+        TrainStream(video_shards, Identity(), 1)
+
+
+# ---------------------------------------------------------------------------------- demo training videos
+
+SMALL = DemoParams(
+    seed=0, num_sequences=2, num_frames=6, height=48, width=64, max_objects=2, train_size=48, train_copies=1,
+    train_videos=3, train_video_frames=7,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo_videos(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return out, demo.build_demo(SMALL, out, videos=True)
+
+
+def test_demo_training_videos_exist_and_are_disjoint_from_the_benchmark(demo_videos, tmp_path):
+    out, manifest = demo_videos
+    videos = list_training_videos(out, "demo")
+    assert [k for k, _ in videos] == ["train_videos__train-000", "train_videos__train-001", "train_videos__train-002"]
+    assert all(len(frames) == 7 for _, frames in videos)
+    used = {v["background"] for v in manifest["train_videos"]["videos"]}
+    used |= {o for v in manifest["train_videos"]["videos"] for o in v["objects"]}
+    assert used <= set(demo.TRAIN_PHOTOS) and not used & set(demo.BENCHMARK_PHOTOS)
+    bench = {p.read_bytes() for p in (out / "benchmark" / "JPEGImages").rglob("*.jpg")}
+    assert not bench & {f.read_bytes() for _, frames in videos for f in frames}
+    first = np.asarray(Image.open(videos[0][1][0]), np.float32)
+    last = np.asarray(Image.open(videos[0][1][-1]), np.float32)
+    assert np.abs(first - last).mean() > 1.0  # the video moves
+    # without videos (methods trained on images) the demo is what it was
+    plain = demo.build_demo(SMALL, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "train_videos").exists() and "train_videos" not in plain
+    assert "train_videos" not in plain["params"]
+
+
+# ---------------------------------------------------------------------------------- a toy clip method
+
+
+class ToyTransform:
+    """(T, 3, H, W) uint8 → {"frames": (T, 3, S, S)} Lab-normalised top-left crops."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, clip: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"frames": normalize_input(clip[..., : self.size, : self.size], "lab")}
+
+
+class ToyEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, layer: str = "feat") -> torch.Tensor:
+        return self.conv(x)
+
+
+class ToyClip(Method):
+    """Predicts frame t+1 from frame t with one convolution (MSE)."""
+
+    name = "toy"
+    batch_kind = "clips"
+    seen: typing.ClassVar[list] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = ToyEncoder()
+        self.calls = 0
+
+    @classmethod
+    def build(cls, params: Params) -> ToyClip:
+        return cls()
+
+    def data_spec(self, params: Params) -> DataSpec:
+        return DataSpec("clips", ToyTransform(params.clips.size), params.clips.length, params.clips.gap)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        f = batch["frames"]
+        ToyClip.seen.append(tuple(f.shape))
+        b, t = f.shape[:2]
+        pred = self.net(f[:, :-1].flatten(0, 1))
+        loss = F.mse_loss(pred, f[:, 1:].flatten(0, 1))
+        return {"loss": loss, "mse": loss.detach()}
+
+    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+        self.calls += 1
+        return {"calls": float(self.calls)}
+
+    def encoder(self) -> nn.Module:
+        return self.net
+
+    def encoder_spec(self) -> EncoderSpec:
+        return EncoderSpec("toy", "lab", "lab", 1, ("feat",), "feat")
+
+    @classmethod
+    def load_encoder(cls, state, spec) -> nn.Module:
+        net = ToyEncoder()
+        if state is not None:
+            net.load_state_dict(state)
+        return net
+
+
+def test_a_toy_clip_method_trains_through_the_generic_loop(demo_videos, tmp_path, monkeypatch):
+    out, _ = demo_videos
+    monkeypatch.setitem(METHODS, "toy", "clips")
+    monkeypatch.setattr(train_module, "get_method", lambda name: ToyClip)
+    p = Params().model_copy(update={"method": "toy", "device": "cpu"})
+    p = p.model_copy(
+        update={
+            "train": p.train.model_copy(update=dict(batch_size=2, max_steps=24, workers=0, lr=3e-2, checkpoint_every=5, log_every=1)),
+            "clips": p.clips.model_copy(update=dict(length=3, gap=2, size=32)),
+        }
+    )  # fmt: skip
+    index = write_training_shards(p, out, tmp_path / "shards")
+    assert index["unit"] == "video" and index["num_samples"] == 3
+    ToyClip.seen.clear()
+    summary = train_module.train(p, tmp_path / "shards", tmp_path / "model", progress=False)
+    assert summary["steps"] == 24 and summary["method"] == "toy"
+    assert set(ToyClip.seen) == {(2, 3, 3, 32, 32)}
+    metrics = tmp_path / "model" / "dvclive" / "plots" / "metrics" / "train"
+    losses = [float(line.split()[-1]) for line in (metrics / "loss.tsv").read_text().splitlines()[1:]]
+    assert len(losses) == 24 and np.mean(losses[-8:]) < 0.5 * np.mean(losses[:3])
+    assert [float(line.split()[-1]) for line in (metrics / "calls.tsv").read_text().splitlines()[1:]] == list(range(1, 25))
+    spec = read_json(tmp_path / "model" / "encoder.json")
+    assert spec["normalization"] == "lab" and spec["method"] == "toy"
+    # propagation feeds the encoder its own colour space: ImageNet-normalised RGB in, Lab inside
+    monkeypatch.setattr(encoders, "get_method", lambda name: ToyClip)
+    enc = encoders.load_encoder(str(tmp_path / "model" / "encoder.pt"))
+    rgb = torch.rand(1, 3, 8, 8)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    direct = ToyClip.load_encoder(torch.load(tmp_path / "model" / "encoder.pt"), None)(normalize_input(rgb, "lab"))
+    assert torch.allclose(enc((rgb - mean) / std, "layer3"), direct, atol=1e-4)
