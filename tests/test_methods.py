@@ -22,7 +22,7 @@ from hvc.config.params import METHODS, DemoParams, Params
 from hvc.data.shards import TrainStream, list_training_videos, write_shards, write_training_shards, write_video_shards
 from hvc.io import DataError, read_json
 from hvc.methods import batch_kind, get_method
-from hvc.methods.base import DataSpec, EncoderSpec, Method, normalize_input
+from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, normalize_input
 from hvc.methods.hvc.method import HVCMethod
 
 # ---------------------------------------------------------------------------------- registry
@@ -64,6 +64,16 @@ def test_encoder_spec_round_trip_and_checks():
     white = normalize_input(torch.full((3, 2, 2), 255, dtype=torch.uint8), "lab")
     assert white[:, 0, 0] == pytest.approx([1.0, 0.0, 0.0], abs=1e-3)  # L = 100, a = b = 0
     assert HVCMethod.build(Params()).encoder_spec().normalization == "imagenet"
+
+
+def test_clip_crop_applies_one_transform_to_every_frame():
+    clip = torch.arange(2 * 3 * 20 * 30, dtype=torch.float32).view(2, 3, 20, 30).remainder(251).to(torch.uint8)
+    clip[1] = clip[0]
+    torch.manual_seed(0)
+    out = ClipCrop(8, scale=(0.2, 0.6), flip=True, keep_rgb=True)(clip)
+    assert out["frames"].shape == (2, 3, 8, 8) and torch.equal(out["frames"][0], out["frames"][1])
+    whole = ClipCrop(8)(clip)["frames"]
+    assert whole.shape == (2, 3, 8, 8) and not torch.equal(whole[0], out["frames"][0])
 
 
 # ---------------------------------------------------------------------------------- video shards
@@ -181,16 +191,6 @@ def test_demo_training_videos_exist_and_are_disjoint_from_the_benchmark(demo_vid
 # ---------------------------------------------------------------------------------- a toy clip method
 
 
-class ToyTransform:
-    """(T, 3, H, W) uint8 → {"frames": (T, 3, S, S)} Lab-normalised top-left crops."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(self, clip: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"frames": normalize_input(clip[..., : self.size, : self.size], "lab")}
-
-
 class ToyEncoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -217,11 +217,13 @@ class ToyClip(Method):
         return cls()
 
     def data_spec(self, params: Params) -> DataSpec:
-        return DataSpec("clips", ToyTransform(params.clips.size), params.clips.length, params.clips.gap)
+        crop = ClipCrop(params.clips.size, scale=(0.5, 1.0), flip=True, normalization="lab", keep_rgb=True)
+        return DataSpec("clips", crop, params.clips.length, params.clips.gap)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         f = batch["frames"]
         ToyClip.seen.append(tuple(f.shape))
+        assert batch["rgb"].shape == f.shape and 0 <= batch["rgb"].min() and batch["rgb"].max() <= 1
         b, t = f.shape[:2]
         pred = self.net(f[:, :-1].flatten(0, 1))
         loss = F.mse_loss(pred, f[:, 1:].flatten(0, 1))
