@@ -113,15 +113,7 @@ def build_demo(params: DemoParams, out_dir: str | Path, videos: bool = False) ->
             "seed": params.seed,
             "params": params.model_dump(exclude=None if videos else {"train_videos", "train_video_frames"}),
             "skimage_version": skimage.__version__,
-            "sources": [
-                {
-                    "name": name,
-                    "file": PHOTO_FILES[name],
-                    "sha256": sha256_file(_bundled_path(PHOTO_FILES[name])),
-                    "role": "train" if name in TRAIN_PHOTOS else "benchmark",
-                }
-                for name in TRAIN_PHOTOS + BENCHMARK_PHOTOS
-            ],
+            "sources": _sources(),
             "train": {"num_images": num_train, "photos": list(TRAIN_PHOTOS), "short_side": params.train_size},
             "benchmark": {
                 "layout": "DAVIS 2017",
@@ -136,6 +128,19 @@ def build_demo(params: DemoParams, out_dir: str | Path, videos: bool = False) ->
             manifest["train_videos"] = build_train_videos(params, {n: photos[n] for n in TRAIN_PHOTOS}, tmp / "train_videos")
         write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+def _sources() -> list[dict[str, str]]:
+    """The manifest's record of each bundled photograph: name, file, SHA-256, role."""
+    return [
+        {
+            "name": name,
+            "file": PHOTO_FILES[name],
+            "sha256": sha256_file(_bundled_path(PHOTO_FILES[name])),
+            "role": "train" if name in TRAIN_PHOTOS else "benchmark",
+        }
+        for name in TRAIN_PHOTOS + BENCHMARK_PHOTOS
+    ]
 
 
 def build_train_videos(params: DemoParams, photos: dict[str, np.ndarray], folder: Path) -> dict[str, Any]:
