@@ -277,3 +277,20 @@ def test_a_toy_clip_method_trains_through_the_generic_loop(demo_videos, tmp_path
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     direct = ToyClip.load_encoder(torch.load(tmp_path / "model" / "encoder.pt"), None)(normalize_input(rgb, "lab"))
     assert torch.allclose(enc((rgb - mean) / std, "layer3"), direct, atol=1e-4)
+
+
+def test_real_davis_training_sequences_become_video_shards_and_clips(davis2016_sample, tmp_path):
+    """Three DAVIS 2016 train sequences (every 4th frame) as training videos: clips of
+    real frames, the gap counted in the stored frames."""
+    listed = (davis2016_sample / "ImageSets" / "480p" / "train_frames.txt").read_text().split()
+    names = sorted({line.split("/")[3] for line in listed})[:3]
+    videos = []
+    for name in names:
+        frames = sorted((davis2016_sample / "JPEGImages" / "480p" / name).glob("*.jpg"))
+        videos.append((name, frames))
+    index = write_video_shards(videos, tmp_path / "shards", "davis2016-train", max_count=1)
+    assert index["num_samples"] == 3 and min(s["min_frames"] for s in index["shards"]) >= 5
+    stream = TrainStream(tmp_path / "shards", ClipCrop(64, scale=(0.3, 1.0)), 3, kind="clips", clip_length=3, frame_gap=2)
+    batch = next(iter(stream))
+    assert batch["frames"].shape == (3, 3, 3, 64, 64)
+    assert batch["frames"][:, 0].sub(batch["frames"][:, 2]).abs().mean() > 0.01  # frames 4 stored frames apart differ
