@@ -36,6 +36,9 @@ from hvc.config.params import Params, ParamsError
 from hvc.config.ids import content_id, train_config
 from hvc.data.shards import TrainStream, verify_shards
 from hvc.methods.hvc.views import TwoViews
+from hvc.config.code import provenance
+from hvc.config.ids import method_name
+from hvc.device import device_label
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +289,7 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, veri
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "final_loss": last_loss,
         "config_id": config_id,
+        "provenance": provenance("model", method_name(p), device_label(device)),
     }
     if d.main:
         if live is not None:

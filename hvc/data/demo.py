@@ -36,6 +36,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage import draw, transform
 
+from hvc.config.code import provenance
 from hvc.io import DataError, atomic_dir, read_image, sha256_file, write_bytes, write_json, write_mask
 from hvc.config.params import DemoParams
 
@@ -72,8 +73,9 @@ _TRAIN_STREAM, _SEQUENCE_STREAM = 0, 1
 def build_demo(params: DemoParams, out_dir: str | Path) -> dict[str, Any]:
     """Build the demo training set and benchmark into ``out_dir``, atomically.
 
-    Everything is a function of ``params`` (its ``seed`` included) and of the bundled
-    photographs, so two builds with the same parameters give byte-identical files.
+    Everything is a function of ``params`` (its ``seed`` included), of the bundled
+    photographs and of this code, so two builds with the same parameters and code give
+    byte-identical files.
     ``out_dir`` is replaced only when the build is complete; on any error it is left as
     it was (absent, or the previous build).
 
@@ -82,7 +84,7 @@ def build_demo(params: DemoParams, out_dir: str | Path) -> dict[str, Any]:
         out_dir: folder to create (or replace).
     Returns:
         The manifest, also written to ``out_dir/manifest.json``: seed, parameters,
-        the source photos (file name, SHA-256, role), the number of training images and,
+        provenance (:func:`hvc.config.code.provenance`), the source photos (file name, SHA-256, role), the number of training images and,
         per sequence, its frame and object counts, background and objects.
     Raises:
         DataError: a photograph is not bundled with the installed scikit-image.
@@ -106,6 +108,7 @@ def build_demo(params: DemoParams, out_dir: str | Path) -> dict[str, Any]:
             "seed": params.seed,
             "params": params.model_dump(),
             "skimage_version": skimage.__version__,
+            "provenance": provenance("data"),
             "sources": [
                 {
                     "name": name,

@@ -24,6 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from hvc.io import DataError, atomic_dir, decode_image, read_bytes, read_json, sha256_file, write_json
 from hvc.methods.hvc.views import TwoViews
+from hvc.config.code import provenance
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def write_shards(
     max_size_mb: float = 256.0,
     max_count: int = 100_000,
     on_bad_image: str = "fail",
+    method: str = "hvc",
 ) -> dict:
     """Write ``images`` to webdataset shards in ``out_dir`` (atomically) and index them.
 
@@ -89,8 +91,10 @@ def write_shards(
         max_size_mb, max_count: shard size targets.
         on_bad_image: ``"fail"`` raises on the first unreadable image; ``"skip"`` leaves
             it out and lists it in the report.
+        method: the trained method (``params.method``), for the code hash in the provenance.
     Returns:
-        the index: ``{"shards": [{"name", "count", "sha256", "bytes"}], "num_samples", ...}``.
+        the index: ``{"shards": [{"name", "count", "sha256", "bytes"}], "num_samples", ...,
+        "provenance"}`` (:func:`hvc.config.code.provenance`).
     Raises:
         DataError: an unreadable image when ``on_bad_image == "fail"`` (names the file).
     """
@@ -121,6 +125,7 @@ def write_shards(
             "num_samples": sum(s["count"] for s in shards),
             "num_skipped": len(skipped),
             "shards": shards,
+            "provenance": provenance("shards", method),
         }
         write_json(tmp / "index.json", index)
         write_json(tmp / "report.json", {"skipped": skipped})
