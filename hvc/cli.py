@@ -479,7 +479,8 @@ def flow_cmd(
             load_hvc(model, device=device), [v.frames for v in videos], load_raft(device=str(device)),
             max_pairs=max_pairs, resolution=p.propagation.resolution, device=device,
         )  # fmt: skip
-        write_json(out, {"benchmark": benchmark, **scores, "provenance": provenance("flow", method_name(p), device_label(device))})
+        record = provenance("flow", method_name(p), device_label(device))
+        write_json(out, {"benchmark": benchmark, **scores, "provenance": record})
         log.info("%s: EPE forward %.2f, backward %.2f over %d pairs", benchmark, scores["forward_epe"], scores["backward_epe"], scores["pairs"])
 
 

@@ -155,6 +155,18 @@ def test_provenance_names_the_code_versions_and_device():
     assert prov["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", prov["git_commit"])
 
 
+def test_device_label_names_the_gpu_model(monkeypatch):
+    import torch
+
+    from hvc.device import device_label
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: f"NVIDIA H200 #{index}")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert device_label(torch.device("cuda", 0)) == "cuda:0 (NVIDIA H200 #0)"
+    assert device_label(torch.device("cuda")) == "cuda:1 (NVIDIA H200 #1)"  # the current GPU
+    assert device_label(torch.device("cpu")) == "cpu"
+
+
 def test_score_json_carries_the_provenance_of_the_evaluation_code(bench, tmp_path):
     p = load_params([ROOT / "params.yaml", TINY])
     out = tmp_path / "scores" / "demo.json"
