@@ -83,11 +83,12 @@ def _configure_logging() -> None:
 
 
 def _check_id(p: Params, stage: str, expected: str | None, out: Path) -> None:
-    """Refuse to run a stage whose parameters no longer give the id its output was named with.
+    """Refuse to run a stage whose parameters or code no longer give the id its output was named with.
 
-    A workflow names every output by the content id of the parameters at launch; a job
-    re-reads the parameter files when it starts, so an edit in between would otherwise
-    write results of other parameters under the planned id (and cache them there).
+    A workflow names every output by the content id of the parameters and code at launch; a
+    job re-reads the parameter files and runs the package as it is when it starts, so an
+    edit in between would otherwise write results of other parameters or code under the
+    planned id (and cache them there).
 
     Raises:
         ParamsError: naming the output, both ids and what to do.
@@ -95,7 +96,7 @@ def _check_id(p: Params, stage: str, expected: str | None, out: Path) -> None:
     actual = stage_ids(p)[stage]
     if expected is not None and actual != expected:
         raise ParamsError(
-            f"{out}: planned with {stage} id {expected}, but the parameter files now give {actual} "
+            f"{out}: planned with {stage} id {expected}, but the parameter files and code now give {actual} "
             "(edited since the workflow started); restore them or start the workflow again"
         )
 
@@ -463,7 +464,8 @@ def flow_cmd(
     from hvc.eval.readers import read_benchmark
     from hvc.methods.hvc.flow import load_hvc, load_raft, table11_scores
     from hvc.io import write_json
-    from hvc.device import pick_device
+    from hvc.config.code import provenance
+    from hvc.device import device_label, pick_device
 
     with _stage("flow"):
         p = _load(params, None)
@@ -474,7 +476,8 @@ def flow_cmd(
             load_hvc(model, device=device), [v.frames for v in videos], load_raft(device=str(device)),
             max_pairs=max_pairs, resolution=p.propagation.resolution, device=device,
         )  # fmt: skip
-        write_json(out, {"benchmark": benchmark, **scores})
+        record = provenance("flow", p.method, device_label(device))
+        write_json(out, {"benchmark": benchmark, **scores, "provenance": record})
         log.info("%s: EPE forward %.2f, backward %.2f over %d pairs", benchmark, scores["forward_epe"], scores["backward_epe"], scores["pairs"])
 
 

@@ -46,6 +46,15 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+def device_label(device: torch.device) -> str:
+    """The device as recorded in an output's provenance: ``"cpu"``, or for a GPU its index
+    and model, e.g. ``"cuda:0 (NVIDIA H100 80GB HBM3)"``."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
 class CPUSyncBatchNorm(nn.BatchNorm2d):
     """Batch norm with statistics over every process of the group, on the CPU (gloo).
 

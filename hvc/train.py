@@ -37,9 +37,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from hvc.config.ids import content_id, train_config
+from hvc.config.code import provenance
 from hvc.config.params import Params, ParamsError
 from hvc.data.shards import TrainStream, make_stream, verify_shards
-from hvc.device import Dist, convert_sync_batchnorm, init_distributed, pick_device
+from hvc.device import Dist, convert_sync_batchnorm, device_label, init_distributed, pick_device
 from hvc.io import DataError, atomic_dir, atomic_path, write_json
 from hvc.methods import get_method
 from hvc.methods.base import Method
@@ -338,6 +339,7 @@ def _summary(run: _Run) -> dict:
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "final_loss": run.last_loss,
         "config_id": run.config_id,
+        "provenance": provenance("model", run.p.method, device_label(device)),
     }
 
 

@@ -324,6 +324,22 @@ def test_output_cache_does_not_reuse_a_model_trained_with_other_params(filled_ca
     assert re.search(r"Output file artifacts/models/\w+ will be written to", log)  # another model: train it
 
 
+def test_output_cache_does_not_hand_back_a_model_of_other_code(filled_cache, tmp_path):
+    """A clone whose loss differs (a real code change) trains its own model; the data and
+    shards, whose code is the same, still come from the cache."""
+    from hvc.config.code import PACKAGE_DIR
+
+    ws = copy_workflow(tmp_path / "clone_d")
+    pkg = shutil.copytree(PACKAGE_DIR, ws / "hvc", ignore=shutil.ignore_patterns("__pycache__"))
+    loss = pkg / "methods" / "hvc" / "loss.py"
+    loss.write_text(loss.read_text() + "\n_UNUSED = None\n")
+    env = {"SNAKEMAKE_OUTPUT_CACHE": str(filled_cache), "PYTHONPATH": str(ws)}  # the clone's own package
+    cmd = [*SNAKEMAKE, "all_tables", "-n", "--cores", "2", "--configfile", TINY, "--cache", *CACHED_RULES]
+    log = run(cmd, ws, env)
+    assert re.search(r"Output file artifacts/shards/\w+ will be obtained from", log)
+    assert re.search(r"Output file artifacts/models/\w+ will be written to", log)
+
+
 # --------------------------------------------------------------------------- DVC remote
 
 

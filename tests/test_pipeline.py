@@ -13,8 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from hvc.config.code import code_hash
 from hvc.config.params import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +68,13 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     toolkit = sorted(ws.glob("artifacts/scores/*/*/*/demo/global_results-val.csv"))  # encoder/propagation/evaluation
     assert len(toolkit) == 2 and toolkit[0].read_text().startswith("J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay\n")
     assert {p.parts[-2] if p.parent.name != "logs" else p.name for p in (ws / "logs").iterdir()} >= STAGES
+    # every output JSON says which code made it, where
+    (train_json,) = ws.glob("artifacts/models/*/train.json")
+    provenance = json.loads(train_json.read_text())["provenance"]
+    assert provenance["code_hash"] == code_hash("model")
+    assert provenance["device"].startswith("cuda:" if torch.cuda.is_available() else "cpu")
+    provenance = json.loads(toolkit[0].parent.with_suffix(".json").read_text())["provenance"]
+    assert provenance["code_hash"] == code_hash("evaluation") and provenance["stage"] == "evaluation"
     assert list(ws.glob("logs/propagate/**/*.tsv")) and list(ws.glob("logs/train/*.log"))
 
     # the report: captioned tables and figures, and the run time of every job

@@ -37,36 +37,52 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "propagation": ("hvc.eval.predict",),
     "evaluation": ("hvc.eval.score",),
     "tables": ("hvc.report.tables",),
-    "figures": ("hvc.report.figures",),
+    # the CLI draws Fig. 12 with the method's pseudo-dynamic signals (hvc figures --model)
+    "figures": ("hvc.report.figures", "hvc.methods.hvc.flow", "hvc.eval.readers", "hvc.device"),
+    "flow": ("hvc.methods.hvc.flow", "hvc.eval.readers", "hvc.device"),  # hvc flow: Table 11
 }
 LIBRARIES = ("torch", "torchvision")  # versions that enter every code hash
 
 
-def _module_file(module: str) -> Path | None:
-    """The source file of an ``hvc`` module (package ``__init__.py`` for a package), or None."""
+def _module_file(module: str, root: Path = PACKAGE_DIR) -> Path | None:
+    """The source file of a module of the package in ``root`` (package ``__init__.py`` for a
+    package), or None."""
     rel = Path(*module.split(".")[1:])
-    for path in (PACKAGE_DIR / rel).with_suffix(".py"), PACKAGE_DIR / rel / "__init__.py":
+    for path in (root / rel).with_suffix(".py"), root / rel / "__init__.py":
         if path.is_file():
             return path
     return None
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    """Modification time and size: the key under which a file's parse is cached, so a file
+    edited while this process runs is read again."""
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
 @cache
-def _imports(path: Path) -> tuple[str, ...]:
-    """``hvc`` modules imported anywhere in ``path`` (``from hvc.x import y`` gives ``hvc.x``
+def _parse(path: Path, stamp: tuple[int, int]) -> ast.Module:  # stamp: part of the cache key only
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+@cache
+def _imports(path: Path, stamp: tuple[int, int], root: Path) -> tuple[str, ...]:
+    """Package modules imported anywhere in ``path`` (``from hvc.x import y`` gives ``hvc.x``
     and, when it is a module, ``hvc.x.y``), plus each one's parent packages."""
+    package = root.name
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == PACKAGE:
+    for node in ast.walk(_parse(path, stamp)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == package:
             found.add(node.module)
-            found.update(f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}"))
+            found.update(f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}", root))
         elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
+            found.update(a.name for a in node.names if a.name.split(".")[0] == package)
     with_parents = set()
     for m in found:
         parts = m.split(".")
         with_parents.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
-    return tuple(sorted(m for m in with_parents if _module_file(m)))
+    return tuple(sorted(m for m in with_parents if _module_file(m, root)))
 
 
 def _followed(module: str, method: str) -> bool:
@@ -75,40 +91,47 @@ def _followed(module: str, method: str) -> bool:
     return not (len(parts) > 2 and parts[1] == "methods" and parts[2] not in (method, "base"))
 
 
-def stage_files(stage: str, method: str = "hvc") -> list[Path]:
+def stage_files(stage: str, method: str = "hvc", root: Path = PACKAGE_DIR) -> list[Path]:
     """Source files of this package that ``stage`` runs, sorted.
 
     Args:
         stage: a key of :data:`STAGE_ENTRIES` (``data``, ``shards``, ``model``, ``propagation``,
-            ``evaluation``, ``tables``, ``figures``).
+            ``evaluation``, ``tables``, ``figures``, ``flow``).
         method: the trained method (``params.method``); only its package under
             ``hvc/methods/`` is followed.
+        root: the package folder to read (default: this package; another copy of it, e.g.
+            another checkout, to compare).
     Raises:
         KeyError: unknown stage.
     """
     todo = list(STAGE_ENTRIES[stage])
     if stage == "model":
-        todo.append(f"hvc.methods.{method}")
+        todo.append(f"{PACKAGE}.methods.{method}")
     seen: set[str] = set()
     while todo:
         module = todo.pop()
         if module in seen or not _followed(module, method):
             continue
         seen.add(module)
-        path = _module_file(module)
+        path = _module_file(module, root)
         if path is not None:
-            todo.extend(_imports(path))
-    return sorted(p for m in seen if (p := _module_file(m)) is not None)
+            todo.extend(_imports(path, _stamp(path), root))
+    return sorted(p for m in seen if (p := _module_file(m, root)) is not None)
 
 
 @cache
-def _file_hash(path: Path) -> str:
-    tree = ast.dump(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), include_attributes=False)
-    return hashlib.sha256(tree.encode()).hexdigest()
+def _tree_hash(path: Path, stamp: tuple[int, int]) -> str:
+    """SHA-256 of the file's syntax tree without positions: comments and layout do not count."""
+    return hashlib.sha256(ast.dump(_parse(path, stamp), include_attributes=False).encode()).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
     """Installed versions of :data:`LIBRARIES` (``"absent"`` when one is not installed)."""
+    return dict(_library_versions())
+
+
+@cache
+def _library_versions() -> dict[str, str]:
     out = {}
     for name in LIBRARIES:
         try:
@@ -118,14 +141,14 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-@cache
-def code_hash(stage: str, method: str = "hvc", length: int = 12) -> str:
+def code_hash(stage: str, method: str = "hvc", length: int = 12, root: Path = PACKAGE_DIR) -> str:
     """Hash of the code ``stage`` runs: the syntax tree of each of :func:`stage_files`, keyed
-    by its path inside the package, and :func:`library_versions`. Hex, ``length`` digits."""
+    by its path inside the package, and :func:`library_versions`. Hex, ``length`` digits.
+    ``root``: as in :func:`stage_files`."""
     h = hashlib.sha256()
-    for path in stage_files(stage, method):
-        h.update(f"{path.relative_to(PACKAGE_DIR.parent).as_posix()}\0{_file_hash(path)}\0".encode())
-    for name, version in library_versions().items():
+    for path in stage_files(stage, method, root):
+        h.update(f"{path.relative_to(root.parent).as_posix()}\0{_tree_hash(path, _stamp(path))}\0".encode())
+    for name, version in _library_versions().items():
         h.update(f"{name}=={version}\0".encode())
     return h.hexdigest()[:length]
 

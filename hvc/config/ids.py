@@ -1,7 +1,8 @@
-"""Content ids: each stage's output is addressed by a hash of exactly what that stage reads.
+"""Content ids: each stage's output is addressed by a hash of exactly what that stage reads
+and of the code it runs (:func:`hvc.config.code.code_hash`).
 
-Changing a training parameter gives a new model id and re-runs training and what follows,
-never the data or shard stages.
+Changing a training parameter, or the code of training (e.g. ``hvc/methods/hvc/loss.py``),
+gives a new model id and re-runs training and what follows, never the data or shard stages.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import json
 from typing import Any
 
+from hvc.config.code import code_hash
 from hvc.config.params import METHODS, Params
 
 # Demo parameters read only when the method trains on clips (the demo's training videos).
@@ -87,11 +89,18 @@ def semantic_id(p: Params) -> str | None:
 
 def stage_ids(p: Params) -> dict[str, str]:
     """Content ids of every stage output, keyed by stage: data, shards, model, propagation,
-    evaluation."""
-    return {
-        "data": content_id(data_config(p)),
-        "shards": content_id(shards_config(p)),
-        "model": content_id(train_config(p)),
-        "propagation": content_id(propagation_config(p)),
-        "evaluation": content_id(evaluation_config(p)),
-    }
+    evaluation.
+
+    Each hashes the stage's parameters (the ``*_config`` functions above), the hash of the
+    code it runs (:func:`hvc.config.code.code_hash`) and the id of the stage output it reads
+    (data → shards → model), so a change upstream gives new ids downstream. Propagation and
+    evaluation outputs are named by their encoder (a trained model's id) as well.
+    """
+    code = {stage: code_hash(stage, p.method) for stage in ("data", "shards", "model", "propagation", "evaluation")}
+    ids = {"data": content_id({"params": data_config(p), "code": code["data"]})}
+    from_demo = ids["data"] if p.data.train_set == "demo" else None  # a real set: data.root, in the params
+    ids["shards"] = content_id({"params": shards_config(p), "code": code["shards"], "data": from_demo})
+    ids["model"] = content_id({"params": train_config(p), "code": code["model"], "shards": ids["shards"]})
+    ids["propagation"] = content_id({"params": propagation_config(p), "code": code["propagation"]})
+    ids["evaluation"] = content_id({"params": evaluation_config(p), "code": code["evaluation"]})
+    return ids

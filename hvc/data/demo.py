@@ -39,6 +39,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage import draw, transform
 
+from hvc.config.code import provenance
 from hvc.io import DataError, atomic_dir, read_image, sha256_file, write_bytes, write_json, write_mask
 from hvc.config.params import DemoParams
 
@@ -76,8 +77,9 @@ TRAIN_VIDEO_PREFIX = "train"
 def build_demo(params: DemoParams, out_dir: str | Path, videos: bool = False) -> dict[str, Any]:
     """Build the demo training set and benchmark into ``out_dir``, atomically.
 
-    Everything is a function of ``params`` (its ``seed`` included) and of the bundled
-    photographs, so two builds with the same parameters give byte-identical files.
+    Everything is a function of ``params`` (its ``seed`` included), of the bundled
+    photographs and of this code, so two builds with the same parameters and code give
+    byte-identical files.
     ``out_dir`` is replaced only when the build is complete; on any error it is left as
     it was (absent, or the previous build).
 
@@ -88,9 +90,9 @@ def build_demo(params: DemoParams, out_dir: str | Path, videos: bool = False) ->
             for methods trained on clips.
     Returns:
         The manifest, also written to ``out_dir/manifest.json``: seed, parameters,
-        the source photos (file name, SHA-256, role), the number of training images and,
-        per sequence, its frame and object counts, background and objects; with
-        ``videos``, ``train_videos`` likewise.
+        provenance (:func:`hvc.config.code.provenance`), the source photos (file name,
+        SHA-256, role), the number of training images and, per sequence, its frame and
+        object counts, background and objects; with ``videos``, ``train_videos`` likewise.
     Raises:
         DataError: a photograph is not bundled with the installed scikit-image.
         RuntimeError: no valid object motion was found for a sequence (frames far too
@@ -113,6 +115,7 @@ def build_demo(params: DemoParams, out_dir: str | Path, videos: bool = False) ->
             "seed": params.seed,
             "params": params.model_dump(exclude=None if videos else {"train_videos", "train_video_frames"}),
             "skimage_version": skimage.__version__,
+            "provenance": provenance("data"),
             "sources": _sources(),
             "train": {"num_images": num_train, "photos": list(TRAIN_PHOTOS), "short_side": params.train_size},
             "benchmark": {

@@ -32,6 +32,7 @@ from hvc.config.params import Params, ParamsError
 from hvc.io import DataError, atomic_dir, decode_image, read_bytes, read_json, sha256_file, write_json
 from hvc.methods import batch_kind
 from hvc.methods.base import DataSpec
+from hvc.config.code import provenance
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,9 @@ def _skip_or_raise(e: DataError, on_bad_image: str, video: str | None = None) ->
     return {"video": video, **entry} if video else entry
 
 
-def _write_indexed(samples: Iterator, out_dir: Path, prefix: str, sizes: tuple[float, int], unit: str, total: int) -> dict:
+def _write_indexed(
+    samples: Iterator, out_dir: Path, prefix: str, sizes: tuple[float, int], unit: str, total: int, method: str
+) -> dict:
     """Write webdataset samples into shards in ``out_dir`` (atomically), then ``index.json``
     and ``report.json``.
 
@@ -166,6 +169,7 @@ def _write_indexed(samples: Iterator, out_dir: Path, prefix: str, sizes: tuple[f
             "num_samples": sum(s["count"] for s in shards),
             "num_skipped": len(skipped),
             "shards": shards,
+            "provenance": provenance("shards", method),
         }
         if unit == "video":
             index["unit"] = "video"
@@ -182,6 +186,7 @@ def write_shards(
     max_size_mb: float = 256.0,
     max_count: int = 100_000,
     on_bad_image: str = "fail",
+    method: str = "hvc",
 ) -> dict:
     """Write ``images`` to webdataset shards in ``out_dir`` (atomically) and index them.
 
@@ -194,8 +199,10 @@ def write_shards(
         max_size_mb, max_count: shard size targets.
         on_bad_image: ``"fail"`` raises on the first unreadable image; ``"skip"`` leaves
             it out and lists it in the report.
+        method: the trained method (``params.method``), for the code hash in the provenance.
     Returns:
-        the index: ``{"shards": [{"name", "count", "sha256", "bytes"}], "num_samples", ...}``.
+        the index: ``{"shards": [{"name", "count", "sha256", "bytes"}], "num_samples", ...,
+        "provenance"}`` (:func:`hvc.config.code.provenance`).
     Raises:
         DataError: an unreadable image when ``on_bad_image == "fail"`` (names the file).
     """
@@ -209,7 +216,7 @@ def write_shards(
                 continue
             yield {"__key__": _sample_key(path, root), _ext(path): data}, None
 
-    return _write_indexed(samples(), Path(out_dir), prefix, (max_size_mb, max_count), "img", len(images))
+    return _write_indexed(samples(), Path(out_dir), prefix, (max_size_mb, max_count), "img", len(images), method)
 
 
 def write_video_shards(
@@ -219,6 +226,7 @@ def write_video_shards(
     max_size_mb: float = 256.0,
     max_count: int = 100_000,
     on_bad_image: str = "fail",
+    method: str = "hvc",
 ) -> dict:
     """Write one sample per video (its frames' original bytes as ``00000.jpg``, ``00001.jpg``,
     ... in time order) to webdataset shards in ``out_dir`` (atomically) and index them.
@@ -244,7 +252,7 @@ def write_video_shards(
                 continue
             yield {"__key__": key, **sample}, None
 
-    return _write_indexed(samples(), Path(out_dir), prefix, (max_size_mb, max_count), "video", len(videos))
+    return _write_indexed(samples(), Path(out_dir), prefix, (max_size_mb, max_count), "video", len(videos), method)
 
 
 def write_training_shards(p: Params, root: Path, out_dir: Path) -> dict:
@@ -259,9 +267,9 @@ def write_training_shards(p: Params, root: Path, out_dir: Path) -> dict:
     s, prefix = p.shards, f"{p.data.train_set}-train"
     if batch_kind(p.method) == "clips":
         videos = list_training_videos(root, p.data.train_set, s.step)
-        return write_video_shards(videos, out_dir, prefix, s.max_size_mb, s.max_count, s.on_bad_image)
+        return write_video_shards(videos, out_dir, prefix, s.max_size_mb, s.max_count, s.on_bad_image, p.method)
     images = list_training_images(root, p.data.train_set, s.step)
-    return write_shards(images, root, out_dir, prefix, s.max_size_mb, s.max_count, s.on_bad_image)
+    return write_shards(images, root, out_dir, prefix, s.max_size_mb, s.max_count, s.on_bad_image, p.method)
 
 
 def read_index(shard_dir: Path) -> dict:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import torch
 
 from hvc.eval.registry import get_benchmark
 from hvc.eval.readers import read_benchmark
+from hvc.eval.video import Video
 from hvc.io import (
     atomic_dir,
     write_json,
@@ -22,10 +26,14 @@ from hvc.config.params import Params
 from hvc.eval.parts import propagate_parts
 from hvc.eval.pose import propagate_pose, write_pose
 from hvc.eval.propagation import PropagationConfig, merged_encoder, propagate_video
-from hvc.device import pick_device
+from hvc.device import device_label, pick_device
 from hvc.eval.encoders import authors_encoder, load_encoder, semantic_features
+from hvc.config.code import provenance
 
 log = logging.getLogger(__name__)
+
+# (frames (B, 3, H, W), backbone layer name) -> features (B, C, H/8, W/8)
+Encode = Callable[[torch.Tensor, str], torch.Tensor]
 
 
 def propagation_config(p: Params) -> PropagationConfig:
@@ -55,7 +63,8 @@ def propagate_benchmark(
             the authors' released weights (``authors_checkpoint``).
         merge_semantic: merge the encoder's features with the semantic encoder's
             (the authors' infer_vos.py, TEST.MERGE).
-    Returns (and writes to ``out_dir/propagation.json``) videos, frames and seconds per frame.
+    Returns (and writes to ``out_dir/propagation.json``) videos, frames, seconds per frame
+    and the provenance (:func:`hvc.config.code.provenance`: code, versions, device).
     Raises:
         DataError: a bad frame, mask, sequence or checkpoint (the message names the file);
             every video is checked before the first one is propagated, and ``out_dir`` is
@@ -63,42 +72,18 @@ def propagate_benchmark(
     """
     from tqdm import tqdm
 
-    bench = get_benchmark(benchmark)
+    task = get_benchmark(benchmark).task
     device = pick_device(p.device)
-    if encoder_spec == "semantic":
-        semantic = semantic_features(p, device)
-        encode = lambda x, layer: semantic(x)  # noqa: E731
-    else:
-        if encoder_spec == "authors":
-            encoder = authors_encoder(p).to(device)
-        else:
-            encoder = load_encoder(encoder_spec, p.seed).to(device)
-        encode = lambda x, layer: encoder(x, layer)  # noqa: E731
-        if merge_semantic:
-            encode = merged_encoder(encode, semantic_features(p, device), p.propagation.semantic_weight)
-    cfg = propagation_config(p)
+    encode = feature_function(p, encoder_spec, device, merge_semantic)
     videos = read_benchmark(benchmark, root)
     for video in tqdm(videos, desc=f"check {benchmark}", unit="video", mininterval=2.0):
         video.check()  # every frame decoded once before any work: a bad file costs seconds
-    common = dict(layer=p.propagation.feature_layer, device=device, bf16=p.propagation.precision == "bf16")
     frames_done, seconds = 0, 0.0
     with atomic_dir(out_dir) as tmp:
         for video in tqdm(videos, desc=f"propagate {benchmark}", unit="video"):
             frames = video.read_frames()
             tic = time.perf_counter()
-            if bench.task == "pose":
-                joints = propagate_pose(encode, frames, video.joints[0], cfg, **common)
-                write_pose(tmp / f"{video.name}.json", joints)
-            else:
-                if bench.task == "parts":
-                    pred = propagate_parts(encode, frames, video.first_labels(), cfg, **common)
-                else:
-                    pred = propagate_video(
-                        encode, frames, video.first_labels(), cfg, resolution=p.propagation.resolution,
-                        later_labels=video.later_labels(), **common,
-                    )  # fmt: skip
-                for path, labels in zip(video.frames, pred):
-                    write_mask(tmp / video.name / f"{path.stem}.png", labels)
+            _propagate_video(p, task, encode, video, frames, device, tmp)
             seconds += time.perf_counter() - tic
             frames_done += len(frames) - 1
         info = {
@@ -108,6 +93,50 @@ def propagate_benchmark(
             "videos": len(videos),
             "frames": frames_done,
             "seconds_per_frame": seconds / max(frames_done, 1),
+            "provenance": provenance("propagation", p.method, device_label(device)),
         }
         write_json(tmp / "propagation.json", info)
     return info
+
+
+def feature_function(p: Params, encoder_spec: str, device: torch.device, merge_semantic: bool = False) -> Encode:
+    """``encode(x, layer)``: features of a batch of frames ``x`` (B, 3, H, W) from the encoder
+    ``encoder_spec`` names (see :func:`propagate_benchmark`), merged with the semantic
+    encoder's when ``merge_semantic``; (B, C, H/8, W/8) at ``layer``.
+
+    Raises:
+        DataError: a missing or malformed checkpoint (names the file).
+    """
+    if encoder_spec == "semantic":
+        semantic = semantic_features(p, device)
+        return lambda x, layer: semantic(x)
+    if encoder_spec == "authors":
+        encoder = authors_encoder(p).to(device)
+    else:
+        encoder = load_encoder(encoder_spec, p.seed).to(device)
+    encode: Encode = lambda x, layer: encoder(x, layer)  # noqa: E731
+    if merge_semantic:
+        encode = merged_encoder(encode, semantic_features(p, device), p.propagation.semantic_weight)
+    return encode
+
+
+def _propagate_video(
+    p: Params, task: str, encode: Encode, video: Video, frames: list[np.ndarray], device: torch.device, out: Path
+) -> None:
+    """Propagate one video's first labels (joints for ``pose``, part or object labels
+    otherwise) and write its predictions under ``out``."""
+    cfg = propagation_config(p)
+    common = dict(layer=p.propagation.feature_layer, device=device, bf16=p.propagation.precision == "bf16")
+    if task == "pose":
+        joints = propagate_pose(encode, frames, video.joints[0], cfg, **common)
+        write_pose(out / f"{video.name}.json", joints)
+        return
+    if task == "parts":
+        pred = propagate_parts(encode, frames, video.first_labels(), cfg, **common)
+    else:
+        pred = propagate_video(
+            encode, frames, video.first_labels(), cfg, resolution=p.propagation.resolution,
+            later_labels=video.later_labels(), **common,
+        )  # fmt: skip
+    for path, labels in zip(video.frames, pred):
+        write_mask(out / video.name / f"{path.stem}.png", labels)

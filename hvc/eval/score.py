@@ -8,8 +8,9 @@ import logging
 from pathlib import Path
 
 
-from hvc.eval.registry import get_benchmark
+from hvc.eval.registry import Benchmark, get_benchmark
 from hvc.eval.readers import read_benchmark
+from hvc.eval.video import Video
 from hvc.io import (
     DataError,
     atomic_dir,
@@ -20,6 +21,7 @@ from hvc.config.params import Params
 from hvc.eval.parts import evaluate_parts
 from hvc.eval.pose import evaluate_pose, read_pose
 from hvc.eval.submission import read_server_scores
+from hvc.config.code import provenance
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ def evaluate_benchmark(
       (:func:`hvc.eval.submission.read_server_scores`); until then the summary's ``status``
       says which archive (:func:`hvc.eval.submission.write_archive`) to upload where.
 
-    Returns (summary, per-object or per-video details), fractions in [0, 1]. When ``out``
+    Returns (summary, per-object or per-video details), fractions in [0, 1]; the summary's
+    ``provenance`` says which code scored it (:func:`hvc.config.code.provenance`). When ``out``
     is given, writes the details to ``<out stem>.objects.json`` and then the summary to ``out``.
     ``workers``: sequences scored at once (davis scoring). ``toolkit_csv``: a folder that
     gets, for davis scoring, the DAVIS toolkit's ``global_results-val.csv`` and
@@ -54,7 +57,25 @@ def evaluate_benchmark(
         DataError: naming a missing or malformed prediction, annotation or score file.
     """
     bench = get_benchmark(benchmark)
-    videos = read_benchmark(benchmark, root)
+    videos = read_benchmark(benchmark, root)  # a server-scored benchmark's folder is checked too
+    if bench.scoring == "server":
+        scores, details = _server_scores(bench, server_scores, archive), {}
+    else:
+        scores, details = _local_scores(p, bench, videos, root, predictions, workers)
+    scores["provenance"] = provenance("evaluation", p.method)
+    if toolkit_csv is not None:
+        _write_toolkit_csv(toolkit_csv, benchmark, bench.scoring, scores, details)
+    if out is not None:
+        write_json(out.with_name(out.stem + ".objects.json"), details)
+        write_json(out, scores)
+    return scores, details
+
+
+def _local_scores(
+    p: Params, bench: Benchmark, videos: list[Video], root: Path, predictions: Path, workers: int
+) -> tuple[dict, dict]:
+    """(summary, details) of a benchmark scored here: davis, vost, miou or pck (see
+    :func:`evaluate_benchmark`)."""
     names = [v.name for v in videos]
     details: dict = {}
     if bench.scoring == "davis":
@@ -71,24 +92,24 @@ def evaluate_benchmark(
             scores = evaluate_pose(videos, pred)
         except ValueError as e:
             raise DataError(Path(predictions), str(e)) from None
-    elif bench.scoring == "server":
-        scores = {"server": bench.server, "archive": str(archive) if archive else None}
-        if server_scores is not None and Path(server_scores).is_file():
-            scores.update(read_server_scores(Path(server_scores)))
-            scores["score_file"] = str(server_scores)
-        else:
-            scores["status"] = (
-                f"needs server score: upload {archive or 'the submission archive (hvc submission)'} to {bench.server}, "
-                f"save the server's score file as {server_scores or '<--server-scores PATH>'}, run again"
-            )
     else:
         raise ValueError(f"unknown scoring {bench.scoring!r}")
-    if toolkit_csv is not None:
-        _write_toolkit_csv(toolkit_csv, benchmark, bench.scoring, scores, details)
-    if out is not None:
-        write_json(out.with_name(out.stem + ".objects.json"), details)
-        write_json(out, scores)
     return scores, details
+
+
+def _server_scores(bench: Benchmark, server_scores: Path | None, archive: Path | None) -> dict:
+    """A server-scored benchmark's summary: the server's scores once its file exists, else
+    a ``status`` saying what to upload where."""
+    scores = {"server": bench.server, "archive": str(archive) if archive else None}
+    if server_scores is not None and Path(server_scores).is_file():
+        scores.update(read_server_scores(Path(server_scores)))
+        scores["score_file"] = str(server_scores)
+    else:
+        scores["status"] = (
+            f"needs server score: upload {archive or 'the submission archive (hvc submission)'} to {bench.server}, "
+            f"save the server's score file as {server_scores or '<--server-scores PATH>'}, run again"
+        )
+    return scores
 
 
 def _write_toolkit_csv(folder: Path, benchmark: str, scoring: str, scores: dict, details: dict) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from hvc.config.plan import columns, missing_checkpoint, published_tables, row_experiment, run_rows, source_available, table_names
 from hvc.io import atomic_dir, write_json, write_text
 from hvc.config.params import Params
+from hvc.config.code import provenance
 
 # metric → (column label, how a value is shown); fractions are shown in percent
 METRICS = {
@@ -213,7 +214,8 @@ def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path) -> l
     Args:
         p: base params.
         scores: {(experiment key, benchmark): the evaluate stage's summary}.
-        out_dir: ``results/tables``; also gets ``summary.json`` (all scores by key) and
+        out_dir: ``results/tables``; also gets ``summary.json`` (all scores by key, and the
+            ``provenance`` of the tables: :func:`hvc.config.code.provenance`) and
             ``tables.json`` (every table as built, for the figures).
     Returns:
         the table names written.
@@ -227,6 +229,7 @@ def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path) -> l
             write_text(tmp / f"{name}.csv", to_csv(t))
             write_text(tmp / f"{name}.tex", to_latex(t))
             write_text(tmp / f"{name}.html", to_html(t))
-        write_json(tmp / "summary.json", {f"{k}/{b}": v for (k, b), v in sorted(scores.items())})
+        summary = {f"{k}/{b}": v for (k, b), v in sorted(scores.items())}
+        write_json(tmp / "summary.json", {**summary, "provenance": provenance("tables", p.method)})
         write_json(tmp / "tables.json", built)  # for the figures stage's bar charts
     return names

@@ -8,7 +8,13 @@ rule demo_data:
         id=lambda wc: wc.data,  # the content id: keeps the between-workflow cache exact
     log:
         f"{LOGS}/demo_data/{{data}}.log",
-    cache: "omit-software"
+    # Between-workflow cache: Snakemake hashes the rule's shell command, its params, its
+    # input files and upstream jobs, and (unless "omit-software") the rule's conda
+    # environment or container, never the Python code a command runs. The `id` param is
+    # the content id, which hashes this stage's code (hvc/config/code.py) and torch's
+    # version, so code edits miss the cache; True (not "omit-software") also keeps a
+    # result made in another conda environment or container from being handed back.
+    cache: True
     resources:
         mem_mb=4000,
         runtime=20,
@@ -51,7 +57,7 @@ rule shards:
     log:
         f"{LOGS}/shards/{{shards}}.log",
     # no benchmark: a rule eligible for the between-workflow cache may not have one (Snakemake)
-    cache: "omit-software"
+    cache: True  # the id param carries the code hash (see demo_data)
     resources:
         mem_mb=8000,
         runtime=240,

@@ -1,4 +1,5 @@
 # The paper's tables from every experiment's scores, training logs and flow comparisons.
+from hvc.config.code import code_hash
 from hvc.config.plan import published_tables, score_requests
 
 FLOW = "artifacts/flow/{model}/{benchmark}.json"
@@ -29,6 +30,7 @@ rule pseudo_dynamic:
         FLOW,
     params:
         data=lambda wc: bench_root(wc.benchmark),
+        code=code_hash("flow", P.method),  # the path holds the model's id only: re-run when this code changes
     log:
         f"{LOGS}/pseudo_dynamic/{{model}}/{{benchmark}}.log",
     benchmark:
@@ -61,6 +63,7 @@ rule tables:
     params:
         scores=" ".join(f"--score '{k}:{b}={path}'" for (k, b), path in SCORE_FILES.items()),
         titles={name: t["title"] for name, t in published_tables().items()},  # for the report's captions
+        code=code_hash("tables", P.method),  # not content-addressed: re-run when this code changes
     log:
         f"{LOGS}/tables/tables.log",
     resources:
@@ -95,6 +98,7 @@ rule figures:
     params:
         predictions=" ".join(f"--predictions '{k}:{b}={path}'" for (k, b), path in PREDICTION_DIRS.items()),
         demo=lambda wc, input: DATA.format(data=BASE.ids["data"]),  # the demo's frames (Fig. 12 on the demo)
+        code=code_hash("figures", P.method),  # not content-addressed: re-run when this code changes
     log:
         f"{LOGS}/figures/figures.log",
     threads: COMPUTE_THREADS

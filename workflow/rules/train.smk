@@ -14,7 +14,7 @@ rule train:
         f"{LOGS}/train/{{model}}.log",
     # no benchmark: a rule eligible for the between-workflow cache may not have one
     # (Snakemake); the run time is in the report's statistics and in train.json
-    cache: "omit-software"
+    cache: True  # the id param carries the code hash (see demo_data in data.smk)
     threads: lambda wc: 1 + BY_MODEL[wc.model].params.train.workers  # main process + loader workers
     resources:
         gpu=lambda wc: gpus(BY_MODEL[wc.model]),
