@@ -1,0 +1,229 @@
+"""What every trainable correspondence method gives the harness (training loop, checkpoints,
+label propagation), and the input normalisations they share.
+
+A method is an ``nn.Module`` subclass of :class:`Method`. The harness (``hvc.train``):
+
+1. builds it with ``Method.build(params)`` (weights seeded by ``params.seed`` beforehand);
+2. asks :meth:`Method.data_spec` what one training sample is (:class:`DataSpec`: two views of
+   an image, or a clip of T frames of a video, and the per-sample transform) and streams
+   batches of it from the shards;
+3. per step: ``losses = method(batch)`` (``forward`` calls :meth:`Method.loss`, so a
+   DistributedDataParallel wrapper sees every trained module inside one forward),
+   back-propagates ``losses["loss"]``, steps the optimizer of
+   :meth:`Method.make_optimizer`, then calls :meth:`Method.after_step` (EMA updates, memory
+   queues, re-clustering) and logs every loss term and every value it returns;
+4. at the end saves ``encoder().state_dict()`` as ``encoder.pt`` and
+   :meth:`Method.encoder_spec` (how to feed that encoder) as ``encoder.json``.
+
+Batches are dicts of tensors, the per-sample transform's dict with a leading batch
+dimension: ``{"view1", "view2", "box1", "box2"}`` for HVC, ``{"frames": (B, T, 3, S, S), ...}``
+for clip methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from hvc.config.params import Params
+
+BatchKind = Literal["views", "clips"]
+BATCH_KINDS: tuple[str, ...] = ("views", "clips")
+ColourSpace = Literal["rgb", "lab"]
+
+# Input mean/std per colour channel. RGB entries are for images scaled to [0, 1]: "imagenet"
+# is ImageNet's pair (the authors' HVC inference); "cifar" is the pair the authors' HVC
+# training script uses (github.com/NUST-Machine-Intelligence-Laboratory/HVC, train_img.py:
+# Normalize(mean=[0.4914, 0.4822, 0.4465], std=[0.2023, 0.1994, 0.2010])). "lab" is for CIE
+# Lab input (L in [0, 100], a and b about [-128, 127]) as in MAST and LIIR
+# (github.com/shasha521/LIIR_pytorch, functional/feeder/dataset: mean (50, 0, 0),
+# std (50, 127, 127)).
+NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "lab": ((50.0, 0.0, 0.0), (50.0, 127.0, 127.0)),
+}
+COLOUR_SPACE_OF = {"imagenet": "rgb", "cifar": "rgb", "lab": "lab"}
+
+
+def normalize_input(x: torch.Tensor, normalization: str = "imagenet", colour_space: str | None = None) -> torch.Tensor:
+    """uint8 or [0, 1] float RGB (..., 3, H, W) → normalised float input of the same shape.
+
+    ``colour_space="lab"`` converts to CIE Lab (D65, skimage.color.rgb2lab) before the
+    mean/std of ``normalization``; by default the colour space is the normalisation's
+    (:data:`COLOUR_SPACE_OF`).
+    Raises:
+        ValueError: unknown normalisation or colour space, or a normalisation of the other
+            colour space.
+    """
+    if normalization not in NORMALIZATION:
+        raise ValueError(f"normalization must be one of {sorted(NORMALIZATION)}, got {normalization!r}")
+    space = colour_space or COLOUR_SPACE_OF[normalization]
+    if space != COLOUR_SPACE_OF[normalization]:
+        raise ValueError(f"normalization {normalization!r} is for {COLOUR_SPACE_OF[normalization]} input, not {space!r}")
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    if space == "lab":
+        x = rgb_to_lab(x)
+    mean, std = NORMALIZATION[normalization]
+    shape = (3, 1, 1)
+    return (x - torch.tensor(mean, dtype=x.dtype).view(shape)) / torch.tensor(std, dtype=x.dtype).view(shape)
+
+
+def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] RGB (..., 3, H, W) float → CIE Lab (..., 3, H, W) float32 (L in [0, 100]),
+    D65 white point, via ``skimage.color.rgb2lab`` (on the CPU)."""
+    from skimage.color import rgb2lab
+
+    rgb = x.detach().cpu().movedim(-3, -1).clamp(0, 1).numpy()
+    lab = rgb2lab(rgb.astype(np.float64), channel_axis=-1).astype(np.float32)
+    return torch.from_numpy(lab).movedim(-1, -3).to(x.device)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How to feed a method's frozen encoder (written as ``encoder.json`` beside ``encoder.pt``).
+
+    Attributes:
+        method: the method's registry name (which architecture ``encoder.pt`` holds).
+        normalization: key of :data:`NORMALIZATION` applied to the input frames.
+        colour_space: ``"rgb"`` or ``"lab"`` (converted before normalising).
+        stride: output stride of the features (input pixels per feature cell).
+        layers: names the encoder's ``forward(x, layer)`` accepts, e.g. ("layer3", "layer4").
+        default_layer: the layer matched when propagation does not choose one.
+    """
+
+    method: str
+    normalization: str = "imagenet"
+    colour_space: str = "rgb"
+    stride: int = 8
+    layers: tuple[str, ...] = ("layer3", "layer4")
+    default_layer: str = "layer3"
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATION:
+            raise ValueError(f"normalization must be one of {sorted(NORMALIZATION)}, got {self.normalization!r}")
+        if self.colour_space != COLOUR_SPACE_OF[self.normalization]:
+            raise ValueError(f"normalization {self.normalization!r} does not fit colour space {self.colour_space!r}")
+        if self.default_layer not in self.layers:
+            raise ValueError(f"default_layer {self.default_layer!r} is not one of {self.layers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (layers as a list)."""
+        d = dataclasses.asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EncoderSpec:
+        """Inverse of :meth:`to_dict`. Raises ValueError (unknown keys, bad values)."""
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown encoder spec keys {sorted(unknown)}")
+        return cls(**{**d, "layers": tuple(d.get("layers", cls.layers))})
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What one training sample is, for the stream the training loop builds
+    (:func:`hvc.data.shards.make_stream`).
+
+    Attributes:
+        kind: ``"views"``: ``transform`` gets one decoded image, (3, H, W) uint8;
+            ``"clips"``: ``transform`` gets ``clip_length`` frames of one video,
+            (T, 3, H, W) uint8, frames ``s, s + frame_gap, ..., s + (T-1) * frame_gap`` of
+            the video for a random start ``s``.
+        transform: picklable callable, sample → dict of tensors (one training example; the
+            stream stacks them into a batch). Its random draws use torch's global generator,
+            which the stream seeds per sample from (seed, epoch, sample key): reproducible.
+        clip_length: T, frames per clip (clips only).
+        frame_gap: index step between consecutive clip frames (clips only; 1 = adjacent).
+    """
+
+    kind: str
+    transform: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+    clip_length: int = 1
+    frame_gap: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in BATCH_KINDS:
+            raise ValueError(f"kind must be one of {BATCH_KINDS}, got {self.kind!r}")
+        if self.clip_length < 1 or self.frame_gap < 1:
+            raise ValueError(f"clip_length and frame_gap must be >= 1, got {self.clip_length}, {self.frame_gap}")
+
+    @property
+    def span(self) -> int:
+        """Frames of the video one clip spans, (T - 1) * gap + 1 (1 for views)."""
+        return (self.clip_length - 1) * self.frame_gap + 1 if self.kind == "clips" else 1
+
+
+class Method(nn.Module):
+    """Base class of a trainable self-supervised correspondence method.
+
+    Subclasses set :attr:`name` and :attr:`batch_kind` and implement :meth:`build`,
+    :meth:`data_spec`, :meth:`loss`, :meth:`encoder` and :meth:`encoder_spec`; they may
+    override :meth:`after_step` and :meth:`make_optimizer`. The state dict of the module is
+    what the training checkpoint stores; keep its keys stable.
+    """
+
+    name: ClassVar[str] = ""
+    batch_kind: ClassVar[str] = "views"
+
+    @classmethod
+    def build(cls, params: Params) -> Method:
+        """A freshly initialised method from the validated parameters (the caller seeds
+        torch first). Raises ParamsError for settings the method cannot use."""
+        raise NotImplementedError
+
+    def data_spec(self, params: Params) -> DataSpec:
+        """The training sample of this method (its ``kind`` must equal :attr:`batch_kind`)."""
+        raise NotImplementedError
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Loss terms of one batch (tensors on the method's device). Must hold ``"loss"``,
+        the scalar to back-propagate; every other entry (scalar tensors) is logged."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """= :meth:`loss` (the training loop calls the module, possibly DDP-wrapped)."""
+        return self.loss(batch)
+
+    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+        """Called after optimizer step ``step`` (0-based) of ``total_steps``: EMA updates,
+        memory queues, re-clustering. Returns scalars to log (e.g. ``{"momentum": m}``)."""
+        return {}
+
+    def make_optimizer(self, params: Params, fused: bool = False) -> torch.optim.Optimizer:
+        """The optimizer: by default Adam over the parameters that require gradients, with
+        ``train.lr`` and ``train.weight_decay``. ``fused``: PyTorch's fused kernel (CUDA)."""
+        t = params.train
+        trainable = [q for q in self.parameters() if q.requires_grad]
+        return torch.optim.Adam(trainable, lr=t.lr, weight_decay=t.weight_decay, fused=fused)
+
+    def lr_at(self, step: int, total_steps: int, base_lr: float) -> float:
+        """Learning rate of step ``step`` (0-based); the loop sets it before each step.
+        Default: constant ``base_lr``."""
+        return base_lr
+
+    def encoder(self) -> nn.Module:
+        """The module label propagation runs, frozen: ``encoder(x, layer)`` maps the
+        normalised input (B, 3, H, W) to features (B, C, H/stride, W/stride) for each
+        ``layer`` of :meth:`encoder_spec`. Its state dict is saved as ``encoder.pt``."""
+        raise NotImplementedError
+
+    def encoder_spec(self) -> EncoderSpec:
+        """Normalisation, colour space, stride and layers of :meth:`encoder`."""
+        raise NotImplementedError
+
+    @classmethod
+    def load_encoder(cls, state: dict[str, torch.Tensor] | None, spec: EncoderSpec) -> nn.Module:
+        """The frozen encoder (eval mode) of ``encoder.pt``'s state dict, without building
+        the whole method (label propagation); ``state=None``: randomly initialised.
+        Raises ValueError when the state dict does not fit the architecture."""
+        raise NotImplementedError
