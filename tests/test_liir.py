@@ -192,7 +192,7 @@ def _moving_square_clips(batch: int, size: int, gap: int, gen: torch.Generator) 
 def test_tiny_synthetic_run_lowers_the_loss():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    frames = normalize_input(_moving_square_clips(4, 24, 2, gen), "lab")
+    frames = normalize_input(_moving_square_clips(4, 16, 2, gen), "lab")
     cfg = LIIRConfig(bank_frames=6, train_radius=2)
     method = LIIR(cfg, phase=1, batch_size=4)
     opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-3)
