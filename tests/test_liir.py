@@ -251,3 +251,16 @@ def test_pair_transform_and_encoder_round_trip():
     assert torch.allclose(enc(x), method.encoder()(x))
     with pytest.raises(ValueError, match="does not fit"):
         LIIR.load_encoder({"bogus": torch.zeros(1)}, spec)
+
+
+def test_key_encoder_is_copied_then_averaged():
+    method = LIIR(LIIRConfig(bank_frames=4), phase=2)
+    with torch.no_grad():
+        method.online.post_convolution.bias.fill_(1.0)
+    method.update_key(0.9)  # first call: copy (phase 2 starts from phase-1 weights)
+    assert torch.equal(method.key.post_convolution.bias, method.online.post_convolution.bias)
+    with torch.no_grad():
+        method.online.post_convolution.bias.fill_(3.0)
+    method.update_key(0.9)
+    assert torch.allclose(method.key.post_convolution.bias, torch.full((64,), 0.9 * 1.0 + 0.1 * 3.0))
+    assert not any(p.requires_grad for p in method.key.parameters())

@@ -172,7 +172,9 @@ class MemoryBank(nn.Module):
     code, models/mast_momen.py ``_dequeue_and_enqueue``).
 
     Each slot holds ``points`` feature vectors of one frame (the points sampled from it,
-    :func:`sample_points`) and the id of its video. Buffers (saved in the state dict):
+    :func:`sample_points`, drawn once when the frame is pushed and shared by every query
+    pixel; the paper does not say how its 4 points per frame are drawn) and the id of its
+    video. Buffers (saved in the state dict):
     ``feats`` (N, K, C), ``video_ids`` (N,) int64, ``filled`` (N,) bool, ``pointer`` ().
 
     Args:
