@@ -86,6 +86,50 @@ def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(lab).movedim(-1, -3).to(x.device)
 
 
+class ClipCrop:
+    """Callable: clip (T, 3, H, W) uint8 → ``{"frames": (T, 3, S, S) float}``, the frames in
+    the colour space and normalisation given (:func:`normalize_input`), plus, with
+    ``keep_rgb``, ``"rgb"``: the same crops as [0, 1] RGB (e.g. a frozen RGB teacher).
+
+    One spatial transform for every frame of the clip: with ``scale=None`` the whole frame
+    resized to S x S (MAST/LIIR: github.com/shasha521/LIIR_pytorch, 256x256 resize); else a
+    RandomResizedCrop of area fraction ``scale`` and aspect ``ratio`` (e.g. Spa-then-Temp:
+    github.com/qianduoduolr/Spa-then-Temp configs/train, area 0.6-1) and, with ``flip``, a
+    horizontal flip with probability 1/2. Draws use torch's global generator (the stream
+    seeds it per sample). Picklable, for loader workers.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        scale: tuple[float, float] | None = None,
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip: bool = False,
+        normalization: str = "imagenet",
+        colour_space: str | None = None,
+        keep_rgb: bool = False,
+    ) -> None:
+        self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
+        self.normalization, self.colour_space, self.keep_rgb = normalization, colour_space, keep_rgb
+
+    def __call__(self, clip: torch.Tensor) -> dict[str, torch.Tensor]:
+        from torchvision.transforms import v2
+
+        S = [self.size, self.size]
+        if self.scale is None:
+            out = v2.functional.resize(clip, S, antialias=True)
+        else:
+            crop = v2.RandomResizedCrop(self.size, scale=self.scale, ratio=self.ratio, antialias=True)
+            box = crop.make_params([clip])
+            out = v2.functional.resized_crop(clip, box["top"], box["left"], box["height"], box["width"], S, antialias=True)
+        if self.flip and bool(torch.rand(()) < 0.5):
+            out = out.flip(-1)
+        result = {"frames": normalize_input(out, self.normalization, self.colour_space)}
+        if self.keep_rgb:
+            result["rgb"] = out.float() / 255.0
+        return result
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """How to feed a method's frozen encoder (written as ``encoder.json`` beside ``encoder.pt``).

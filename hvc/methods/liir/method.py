@@ -23,10 +23,9 @@ import copy
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from hvc.methods.base import DataSpec, EncoderSpec, Method, normalize_input
+from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method
 from hvc.methods.liir.colour import drop_colour_channel
 from hvc.methods.liir.config import PHASES, LIIRConfig
 from hvc.methods.liir.loss import (
@@ -53,24 +52,22 @@ class PairTransform:
 
     The query is frame g of the clip, g drawn from ``frame_gaps`` with ``frame_gap_probs``
     by torch's global generator (MAST/LIIR sampler, [U] YouTubeVOSTrain.py: gaps 2, 5, 8 with
-    p 0.4, 0.4, 0.2); the reference is frame 0. Both are resized to S × S bilinearly
-    ([U] YTVOSTrainLoader.py ``cv2.resize(image, (256, 256))``) and converted to Lab with mean
-    (50, 0, 0) and std (50, 127, 127) (:func:`hvc.methods.base.normalize_input`).
+    p 0.4, 0.4, 0.2); the reference is frame 0. The pair is resized to S × S, no crop or flip
+    ([U] YTVOSTrainLoader.py ``cv2.resize(image, (256, 256))``), and converted to Lab with
+    mean (50, 0, 0) and std (50, 127, 127) (:class:`hvc.methods.base.ClipCrop`).
     Raises ValueError when the clip is shorter than the largest gap + 1.
     """
 
     def __init__(self, config: LIIRConfig) -> None:
-        self.size = config.image_size
         self.gaps = config.frame_gaps
         self.probs = torch.tensor(config.frame_gap_probs, dtype=torch.float64)
+        self.resize = ClipCrop(config.image_size, scale=None, normalization="lab", colour_space="lab")
 
     def __call__(self, clip: torch.Tensor) -> dict[str, torch.Tensor]:
         if clip.dim() != 4 or clip.shape[1] != 3 or clip.shape[0] <= max(self.gaps):
             raise ValueError(f"LIIR needs clips (T > {max(self.gaps)}, 3, H, W), got {tuple(clip.shape)}")
         gap = self.gaps[int(torch.multinomial(self.probs, 1))]
-        pair = clip[[0, gap]].float() / 255.0
-        pair = F.interpolate(pair, size=(self.size, self.size), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
-        return {"frames": normalize_input(pair, "lab")}
+        return self.resize(clip[[0, gap]])
 
 
 class LIIR(Method):
