@@ -28,14 +28,14 @@ from hvc.methods.liir.model import LIIREncoder, shift_position
 
 def test_encoder_shapes_at_stride_4():
     enc = LIIREncoder()
-    x = torch.randn(2, 3, 64, 96)
-    assert enc(x).shape == (2, 64, 16, 24)
-    assert enc(x, "layer4").shape == (2, 256, 16, 24)
+    x = torch.randn(2, 3, 32, 48)
+    assert enc(x).shape == (2, 64, 8, 12)
+    assert enc(x, "layer4").shape == (2, 256, 8, 12)
     trunk = enc.feature_extraction
     stem = trunk.relu(trunk.bn1(trunk.conv1(x)))
-    assert stem.shape == (2, 64, 32, 48)  # P is added here (stride 2)
-    assert trunk.layer1(stem).shape == (2, 64, 32, 48)
-    assert trunk.layer2(trunk.layer1(stem)).shape == (2, 128, 16, 24)
+    assert stem.shape == (2, 64, 16, 24)  # P is added here (stride 2)
+    assert trunk.layer1(stem).shape == (2, 64, 16, 24)
+    assert trunk.layer2(trunk.layer1(stem)).shape == (2, 128, 8, 12)
     with pytest.raises(ValueError, match="multiples of 4"):
         enc(torch.randn(1, 3, 30, 32))
     with pytest.raises(ValueError, match="layer"):
@@ -53,7 +53,7 @@ def test_position_shifting_rolls_the_encoding_and_blocks_its_gradient():
     assert not torch.equal(shifted, pos.detach())
     assert not shifted.requires_grad
 
-    x = torch.randn(1, 3, 64, 64)  # P is rolled on its 128 x 128 grid, then resized
+    x = torch.randn(1, 3, 32, 32)  # P is rolled on its 128 x 128 grid, then resized
     out = enc(x, shift=(5, -7))
     # the same as running with P replaced by its rolled copy
     ref = LIIREncoder().eval()

@@ -91,7 +91,7 @@ class LIIRConfig:
         test_radius: window radius at inference, feature cells: 29 × 29 ([U] mast_momen.py
             ``self.R = 14``).
         rec_loss: "smooth_l1" ([U] main_dis.py ``F.smooth_l1_loss(outputs*20, tar_y*20)``)
-            or "l2" ([P] Eq. 3 ‖·‖₂).
+            or "l2" ([P] Eq. 3 ‖·‖₂); the same form is used for L_com (Eq. 8).
         loss_scale: factor on both sides of the smooth-L1 losses ([U] main_dis.py, 20).
         bank_frames: frames in the memory bank ([P] §3.3 "1,440 frames"; [U] default
             bsize × factor = 12 × 80 = 960).
