@@ -1,0 +1,230 @@
+"""LIIR behind the harness's method interface (:class:`hvc.methods.base.Method`).
+
+Training (Li et al., CVPR 2022, §3.2-3.3; github.com/shasha521/LIIR_pytorch main_dis.py,
+models/mast_momen.py, models/colorizer_momen.py), per batch of (reference, query) pairs:
+
+1. drop one Lab colour channel (a or b) of both frames; the dropped channel is the target;
+2. f_r, f_q = φ(I_r, P), φ(I_q, P) (:class:`~hvc.methods.liir.model.LIIREncoder`);
+3. A = window softmax of f_q · f_r (Eq. 1, radius 6 at stride 4);
+4. phase 1: L = L_res(A · Y_r, Y_q) (Eqs. 2-3);
+   phase 2: A′ additionally normalised by the memory-bank negatives of other videos
+   (Eq. 4), L = L_res(A′ · Y_r, Y_q) (Eq. 5) + L_com(Ã(A), A) (Eq. 8);
+5. after the optimizer step (phase 2): EMA update of the key encoder, which encodes the
+   reference frames with the shifted position map P̄ (§3.2, no gradient) and pushes 4
+   random points of each into the FIFO bank with its video id.
+
+The bank holds key-encoder features computed once, when pushed (MoCo-style, the "moving
+average strategy" of §3.3), rather than re-encoding 1,440 stored frames each step.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method
+from hvc.methods.liir.colour import drop_colour_channel
+from hvc.methods.liir.config import PHASES, LIIRConfig
+from hvc.methods.liir.loss import (
+    MemoryBank,
+    compactness_loss,
+    inter_intra_affinity,
+    negative_logits,
+    reconstruct,
+    reconstruction_loss,
+    sample_points,
+    subsample_labels,
+    window_logits,
+    window_softmax,
+)
+from hvc.methods.liir.model import FEATURE_CHANNELS, LAYERS, POSITION_SHAPE, STRIDE, LIIREncoder, random_shift
+
+if TYPE_CHECKING:
+    from hvc.config.params import Params
+
+
+class PairTransform:
+    """Picklable per-sample transform: a clip (T, 3, H, W) uint8 of consecutive frames →
+    {"frames": (2, 3, S, S)} normalised Lab (reference, query).
+
+    The query is frame g of the clip, g drawn from ``frame_gaps`` with ``frame_gap_probs``
+    by torch's global generator (MAST/LIIR sampler, [U] YouTubeVOSTrain.py: gaps 2, 5, 8 with
+    p 0.4, 0.4, 0.2); the reference is frame 0. The pair is resized to S × S, no crop or flip
+    ([U] YTVOSTrainLoader.py ``cv2.resize(image, (256, 256))``), and converted to Lab with
+    mean (50, 0, 0) and std (50, 127, 127) (:class:`hvc.methods.base.ClipCrop`).
+    Raises ValueError when the clip is shorter than the largest gap + 1.
+    """
+
+    def __init__(self, config: LIIRConfig) -> None:
+        self.gaps = config.frame_gaps
+        self.probs = torch.tensor(config.frame_gap_probs, dtype=torch.float64)
+        self.resize = ClipCrop(config.image_size, scale=None, normalization="lab", colour_space="lab")
+
+    def __call__(self, clip: torch.Tensor) -> dict[str, torch.Tensor]:
+        if clip.dim() != 4 or clip.shape[1] != 3 or clip.shape[0] <= max(self.gaps):
+            raise ValueError(f"LIIR needs clips (T > {max(self.gaps)}, 3, H, W), got {tuple(clip.shape)}")
+        gap = self.gaps[int(torch.multinomial(self.probs, 1))]
+        return self.resize(clip[[0, gap]])
+
+
+class LIIR(Method):
+    """LIIR (CVPR 2022) as a trainable method of the harness.
+
+    Batch: ``{"frames": (B, T, 3, S, S)}`` normalised Lab clips (frame 0 = reference, frame
+    T-1 = query), and in phase 2 ``"video_id": (B,)`` int64 (same-video bank entries are
+    not negatives). Loss dict: ``loss``; ``rec`` (the reconstruction of the phase: A in
+    phase 1, A′ in phase 2); phase 2 also ``compact``, ``rec_intra`` when its weight is
+    non-zero, and ``negatives`` (mean usable bank points per clip).
+
+    Args:
+        config: :class:`LIIRConfig` (all numbers with sources).
+        phase: 1 (intra-video warm-up) or 2 (inter-video + compactness).
+        batch_size: training pairs per step, to turn steps into samples for the LR schedule
+            (default: the phase's batch size).
+    Raises:
+        ValueError: phase not 1 or 2.
+    """
+
+    name = "liir"
+    batch_kind = "clips"
+
+    def __init__(self, config: LIIRConfig | None = None, phase: int = 1, batch_size: int | None = None) -> None:
+        super().__init__()
+        self.config = config or LIIRConfig()
+        if phase not in PHASES:
+            raise ValueError(f"LIIR phase must be 1 or 2, got {phase!r}")
+        self.phase = phase
+        self.batch_size = batch_size or self.config.phase(phase).batch_size
+        self.online = LIIREncoder()
+        self.key = copy.deepcopy(self.online)
+        for p in self.key.parameters():
+            p.requires_grad_(False)
+        self.bank = MemoryBank(self.config.bank_frames, self.config.bank_points, FEATURE_CHANNELS)
+        # 0 until the key encoder was copied from the online one (phase 2 starts from
+        # phase-1 weights loaded after construction).
+        self.register_buffer("key_synced", torch.zeros((), dtype=torch.bool))
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def build(cls, params: Params) -> LIIR:
+        """LIIR with the default :class:`LIIRConfig`, phase 1, ``train.batch_size`` pairs per
+        step."""
+        return cls(LIIRConfig(), phase=1, batch_size=params.train.batch_size)
+
+    def data_spec(self, params: Params) -> DataSpec:
+        """Clips of max(gap) + 1 consecutive frames, reduced to one (reference, query) pair
+        by :class:`PairTransform`."""
+        return DataSpec("clips", PairTransform(self.config), clip_length=max(self.config.frame_gaps) + 1, frame_gap=1)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """LIIR loss of one batch (phase 1: Eqs. 1-3; phase 2: Eqs. 4, 5, 8).
+
+        Raises:
+            ValueError: ``frames`` is not (B, T >= 2, 3, S, S), or phase 2 without
+                ``video_id`` (B,).
+        """
+        cfg, phase = self.config, self.config.phase(self.phase)
+        frames = batch["frames"]
+        if frames.dim() != 5 or frames.shape[1] < 2 or frames.shape[2] != 3:
+            raise ValueError(f"LIIR batch 'frames' must be (B, T >= 2, 3, S, S), got {tuple(frames.shape)}")
+        pair = torch.stack([frames[:, 0], frames[:, -1]], dim=1)
+        inputs, target, _ = drop_colour_channel(pair)
+        x_ref, x_query = inputs[:, 0], inputs[:, 1]
+        y_ref = subsample_labels(target[:, 0], cfg.label_stride)
+        y_query = target[:, 1]
+        # Two forward calls, as the code (models/mast_momen.py): BN statistics per frame set.
+        f_query = self.online(x_query)
+        f_ref = self.online(x_ref)
+        radius = cfg.train_radius
+        logits, valid = window_logits(f_query, f_ref, radius)
+        affinity = window_softmax(logits, valid)
+        terms: dict[str, torch.Tensor] = {}
+        if not phase.inter:
+            terms["rec"] = reconstruction_loss(reconstruct(affinity, y_ref, radius), y_query, cfg.rec_loss, cfg.loss_scale)
+            total = terms["rec"]
+        else:
+            video_id = batch.get("video_id")
+            if video_id is None or video_id.shape != (frames.shape[0],):
+                raise ValueError("LIIR phase 2 needs batch 'video_id' of shape (B,) to keep same-video bank entries out of the negatives")
+            negs, neg_valid = self.bank.negatives(video_id)
+            inter = inter_intra_affinity(logits, valid, negative_logits(f_query, negs), neg_valid)
+            terms["rec"] = reconstruction_loss(reconstruct(inter, y_ref, radius), y_query, cfg.rec_loss, cfg.loss_scale)
+            total = cfg.inter_weight * terms["rec"]
+            if cfg.intra_weight_phase2:
+                terms["rec_intra"] = reconstruction_loss(reconstruct(affinity, y_ref, radius), y_query, cfg.rec_loss, cfg.loss_scale)
+                total = total + cfg.intra_weight_phase2 * terms["rec_intra"]
+            terms["negatives"] = neg_valid.sum(dim=1).float().mean().detach()
+            self._pending = (x_ref.detach(), video_id.detach())
+        if phase.compact:
+            terms["compact"] = compactness_loss(
+                affinity, radius, cfg.compact_peaks, cfg.compact_fwhm, cfg.compact_gate, cfg.rec_loss, cfg.loss_scale
+            )
+            total = total + cfg.compact_weight * terms["compact"]
+        return {"loss": total, **terms}
+
+    @torch.no_grad()
+    def update_key(self, momentum: float) -> None:
+        """EMA of the online encoder's parameters into the key encoder:
+        k ← m·k + (1 - m)·q ([U] models/mast_momen.py ``_momentum_update_key_encoder``).
+        The first call (per checkpoint) copies the online encoder, parameters and buffers."""
+        if not bool(self.key_synced):
+            self.key.load_state_dict(self.online.state_dict())
+            self.key_synced.fill_(True)
+            return
+        for k, q in zip(self.key.parameters(), self.online.parameters()):
+            k.mul_(momentum).add_(q.detach(), alpha=1.0 - momentum)
+
+    @torch.no_grad()
+    def push_references(self, x_ref: torch.Tensor, video_id: torch.Tensor) -> None:
+        """Encode reference inputs (B, 3, S, S) with the key encoder and the shifted position
+        map P̄ (one random shift per call, §3.2), sample ``bank_points`` points of each frame
+        and enqueue them with their (B,) video ids."""
+        shift = random_shift(*POSITION_SHAPE[1:]) if self.config.position_shift else None
+        feats = self.key(x_ref, shift=shift)
+        self.bank.push(sample_points(feats, self.config.bank_points), video_id)
+
+    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+        """Phase 2: EMA update of the key encoder, then push the step's reference frames
+        into the memory bank (the order of [U] models/mast_momen.py). Phase 1: nothing."""
+        if not self.config.phase(self.phase).inter or self._pending is None:
+            return {}
+        self.update_key(self.config.momentum)
+        x_ref, video_id = self._pending
+        self._pending = None
+        self.push_references(x_ref, video_id)
+        return {"bank_frames": float(self.bank.filled.sum())}
+
+    def lr_at(self, step: int, total_steps: int, base_lr: float) -> float:
+        """``base_lr`` × the phase's step factor at step × batch samples seen
+        (:meth:`PhaseConfig.lr_factor`, [U] main_dis.py ``adjust_lr``)."""
+        return base_lr * self.config.phase(self.phase).lr_factor(step * self.batch_size)
+
+    def encoder(self) -> nn.Module:
+        """The online :class:`LIIREncoder` (stride 4; ``post_conv`` 64-d or ``layer4`` 256-d)."""
+        return self.online
+
+    def encoder_spec(self) -> EncoderSpec:
+        """Lab input, mean (50, 0, 0) std (50, 127, 127), stride 4, post-conv features by default."""
+        return EncoderSpec(
+            method=self.name, normalization="lab", colour_space="lab", stride=STRIDE, layers=LAYERS, default_layer="post_conv"
+        )
+
+    @classmethod
+    def load_encoder(cls, state: dict[str, torch.Tensor] | None, spec: EncoderSpec) -> nn.Module:
+        """A frozen :class:`LIIREncoder` in eval mode from ``encoder.pt``'s state dict
+        (``state=None``: random initialisation).
+        Raises ValueError when the state dict does not fit."""
+        if spec.method != cls.name:
+            raise ValueError(f"encoder spec is for method {spec.method!r}, not {cls.name!r}")
+        enc = LIIREncoder()
+        if state is not None:
+            try:
+                enc.load_state_dict(state)
+            except RuntimeError as err:
+                raise ValueError(f"state dict does not fit the LIIR encoder: {str(err).splitlines()[0]}") from None
+        for p in enc.parameters():
+            p.requires_grad_(False)
+        return enc.eval()
