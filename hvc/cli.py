@@ -172,12 +172,12 @@ def params_cmd(
 
 
 @app.command("demo-data")
-def demo_data(params: ParamsOpt = None, out: OutOpt = ..., expect_id: ExpectIdOpt = None) -> None:  # type: ignore[assignment]
+def demo_data(params: ParamsOpt = None, overrides: SetOpt = None, out: OutOpt = ..., expect_id: ExpectIdOpt = None) -> None:  # type: ignore[assignment]
     """Build the demo: static training images and a DAVIS-layout video benchmark."""
     from hvc.data.demo import build_demo
 
     with _stage("demo-data"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         _check_id(p, "data", expect_id, out)
         manifest = build_demo(p.demo, out)
         log.info("demo: %d training images, %d sequences", manifest["train"]["num_images"], len(manifest["benchmark"]["sequences"]))
@@ -285,6 +285,7 @@ def propagate_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
     benchmark: BenchOpt = None,
     data: DataOpt = None,
     demo: DemoOpt = None,
@@ -309,7 +310,7 @@ def evaluate_cmd(
     from hvc.io import write_json
 
     with _stage("evaluate"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         check_outputs_apart(out, {"--predictions": predictions, "--data": data, "--demo": demo})
         if toolkit_csv is not None and benchmark is None:
             raise ParamsError("--toolkit-csv needs --benchmark (one benchmark's CSVs per folder)")
@@ -340,6 +341,7 @@ def _headline(summary: dict) -> str:
 @app.command("submission")
 def submission_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
     benchmark: Annotated[str, typer.Option(help="A server-scored benchmark: davis2017_testdev, ytvos2018, ytvos2019.")] = ...,  # type: ignore[assignment]
     data: DataOpt = None,
     predictions: Annotated[Path, typer.Option(help="The propagate stage's folder of masks.")] = ...,  # type: ignore[assignment]
@@ -351,7 +353,7 @@ def submission_cmd(
     from hvc.eval.submission import write_archive
 
     with _stage("submission"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         bench = get_benchmark(benchmark)
         if bench.scoring != "server":
             raise ParamsError(f"{benchmark} is scored locally (hvc evaluate); only server-scored benchmarks need an archive")
@@ -364,6 +366,7 @@ def submission_cmd(
 @app.command("tables")
 def tables_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
     score: Annotated[
         list[str], typer.Option(help="KEY:BENCHMARK=PATH of one summary, or KEY=PATH of {benchmark: summary} (repeat).")
     ] = ...,  # type: ignore[assignment]
@@ -374,7 +377,7 @@ def tables_cmd(
     from hvc.report.tables import assemble
 
     with _stage("tables"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         scores = {}
         for item in score:
             head, _, path = item.partition("=")
@@ -392,6 +395,7 @@ def tables_cmd(
 @app.command("figures")
 def figures_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
     predictions: Annotated[
         list[str], typer.Option(help="KEY:BENCHMARK=DIR of predicted masks, or KEY=DIR with one folder per benchmark (repeat).")
     ] = ...,  # type: ignore[assignment]
@@ -408,7 +412,7 @@ def figures_cmd(
     from hvc.io import atomic_dir, read_json
 
     with _stage("figures"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         jobs = []
         for item in predictions:
             head, _, path = item.partition("=")
@@ -453,6 +457,7 @@ def _pseudo_dynamic_figures(p: Params, model_dir: Path, demo: Optional[Path], ou
 @app.command("flow")
 def flow_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
     model: Annotated[Path, typer.Option(help="A trained model folder (its checkpoint.pt).")] = ...,  # type: ignore[assignment]
     benchmark: Annotated[str, typer.Option(help="Benchmark whose consecutive frames are compared (Table 11: davis2017, ytvos2018).")] = ...,  # type: ignore[assignment]
     data: DataOpt = None,
@@ -468,7 +473,7 @@ def flow_cmd(
     from hvc.device import pick_device
 
     with _stage("flow"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         device = pick_device(p.device)
         root = _benchmarks(p, benchmark, data, None)[0][1]
         videos = read_benchmark(benchmark, root)
