@@ -299,6 +299,11 @@ def evaluate_cmd(
         typer.Option(help="With --benchmark: also write the DAVIS toolkit's global_results-val.csv and "
                      "per-sequence_results-val.csv to this folder (DAVIS-scored benchmarks)."),
     ] = None,
+    metrics: Annotated[
+        Optional[Path],
+        typer.Option(help="With --benchmark: also write its headline score as flat JSON (J&F, J for VOST, mIoU for VIP, "
+                     "PCK@0.1 for JHMDB), the file `dvc exp show` lists."),
+    ] = None,
     out: OutOpt = ...,  # type: ignore[assignment]
     threads: ThreadsOpt = None,
 ) -> None:
@@ -312,14 +317,18 @@ def evaluate_cmd(
     with _stage("evaluate"):
         p = _load(params, overrides)
         check_outputs_apart(out, {"--predictions": predictions, "--data": data, "--demo": demo})
-        if toolkit_csv is not None and benchmark is None:
-            raise ParamsError("--toolkit-csv needs --benchmark (one benchmark's CSVs per folder)")
+        if (toolkit_csv is not None or metrics is not None) and benchmark is None:
+            raise ParamsError("--toolkit-csv and --metrics need --benchmark (one benchmark per file)")
         if benchmark is not None:
             root = _benchmarks(p, benchmark, data, demo)[0][1]
             s, _ = evaluate_benchmark(
                 p, benchmark, root, predictions, out, server_scores=server_scores, archive=archive,
                 workers=threads or 1, toolkit_csv=toolkit_csv,
             )  # fmt: skip
+            if metrics is not None:
+                from hvc.config.dvc import headline_metrics
+
+                write_json(metrics, headline_metrics(benchmark, s))
             log.info("%s: %s", benchmark, _headline(s))
             return
         summaries, objects = {}, {}
@@ -380,7 +389,7 @@ def tables_cmd(
         p = _load(params, overrides)
         scores = {}
         for item in score:
-            head, _, path = item.partition("=")
+            head, _, path = item.rpartition("=")  # keys hold '=' (train.alpha=0.1), paths do not
             if not (head and path):
                 raise ParamsError(f"--score {item!r}: expected KEY:BENCHMARK=PATH or KEY=PATH")
             key, _, bench = head.partition(":")
@@ -514,6 +523,39 @@ def plan_cmd(params: ParamsOpt = None) -> None:  # type: ignore[assignment]
             exp.ids["propagation"], ", ".join(shown_in.get(key, [])) or "–",
         )))  # fmt: skip
     Console(width=max(Console().width, 120)).print(table)
+
+
+@app.command("dvc-yaml")
+def dvc_yaml_cmd(
+    params: ParamsOpt = None,  # type: ignore[assignment]
+    out: Annotated[Path, typer.Option("--out", "-o", help="The DVC pipeline file to write or check.")] = Path("dvc.yaml"),
+    check: bool = typer.Option(False, help="Write nothing; exit 1 naming the stages that differ when <out> is stale."),
+    stamp: Annotated[
+        Optional[Path], typer.Option(help="With --check: write this file when <out> is up to date (the `plan` stage's output).")
+    ] = None,
+) -> None:
+    """Write dvc.yaml from the experiment plan of the parameter files: one DVC stage per job
+    the Snakemake workflow runs (fetch, demo data, shards, every model of the plan, every
+    encoder on every benchmark, tables, figures), calling the same `hvc` subcommands.
+    Run it again after changing ablations, baselines, data.benchmarks or the training set."""
+    from hvc.config.dvc import PLAN_MESSAGE, dvc_yaml_text, stale_report
+    from hvc.io import write_text
+
+    with _stage("dvc-yaml"):
+        files = [Path(f).as_posix() for f in (params or [Path("params.yaml")])]
+        text = dvc_yaml_text(files, load_params(files))
+        if not check:
+            write_text(out, text)
+            log.info("%s written from the plan of %s", out, ", ".join(files))
+            return
+        current = out.read_text(encoding="utf-8") if out.is_file() else ""
+        problem = stale_report(current, text, str(out))
+        if problem is not None:
+            log.error("%s", problem)
+            raise typer.Exit(1)
+        if stamp is not None:
+            write_text(stamp, PLAN_MESSAGE)
+        log.info("%s is up to date", out)
 
 
 @app.command("fetch")
