@@ -31,7 +31,7 @@ import yaml
 
 from hvc.config.code import PACKAGE_DIR, STAGE_ENTRIES, stage_files
 from hvc.config.params import Params, ParamsError, read_yaml
-from hvc.config.plan import Experiment, flatten, override_args, plan, score_requests
+from hvc.config.plan import Experiment, flatten, plan, score_requests, shards_owners
 from hvc.data.registry import STAMP_NAME
 from hvc.eval.registry import benchmark_root, get_benchmark
 
@@ -152,18 +152,6 @@ def _params_deps(files: dict[str, dict[str, Any]], keys: tuple[str, ...], overri
     return out
 
 
-def _stage(cmd: list[str], deps: list[str], params: list, outs: list, metrics: list | None = None) -> dict[str, Any]:
-    st: dict[str, Any] = {"cmd": " ".join(cmd)}
-    if deps:
-        st["deps"] = list(dict.fromkeys(deps))
-    if params:
-        st["params"] = params
-    st["outs"] = outs
-    if metrics:
-        st["metrics"] = metrics
-    return st
-
-
 def _method(p: Params) -> str:
     return getattr(p, "method", "hvc")
 
@@ -188,197 +176,213 @@ def dvc_stages(param_files: list[str], p: Params) -> dict[str, dict[str, Any]]:
         ParamsError: a parameter file is unreadable; or two experiments share a stage name;
             or ``data.root`` is outside the repository while datasets must be fetched.
     """
-    files = {}
-    for f in param_files:
-        try:
-            files[f] = read_yaml(Path(f).read_text(encoding="utf-8"), f) or {}
-        except OSError as e:
-            raise ParamsError(f"{f}: cannot read the parameter file ({e.strerror or e})") from None
-    params_args = [f"--params {_q(f)}" for f in param_files]
-    experiments = plan(p)
-    requests = score_requests(p)
-    trained = [e for e in experiments.values() if e.trained]
-    names = {key: slug(key) for key in experiments}
-    if len(set(names.values())) != len(names):
-        raise ParamsError(f"experiment keys {sorted(names)} give the same DVC stage name twice")
+    return _Pipeline(param_files, p).stages
 
-    def hvc(sub: str, exp: Experiment | None = None) -> list[str]:
-        return ["hvc", sub, *params_args, *(f"--set {_q(a)}" for a in (exp.set_args if exp else []))]
 
-    def params_of(kind: str, exp: Experiment | None = None) -> list:
+class _Pipeline:
+    """Builds the stages of :func:`dvc_stages`, in the order the jobs run."""
+
+    def __init__(self, param_files: list[str], p: Params) -> None:
+        self.files = {}
+        for f in param_files:
+            try:
+                self.files[f] = read_yaml(Path(f).read_text(encoding="utf-8"), f) or {}
+            except OSError as e:
+                raise ParamsError(f"{f}: cannot read the parameter file ({e.strerror or e})") from None
+        self.p = p
+        self.params_args = [f"--params {_q(f)}" for f in param_files]
+        self.experiments = plan(p)
+        self.trained = [e for e in self.experiments.values() if e.trained]
+        self.names = {key: slug(key) for key in self.experiments}
+        if len(set(self.names.values())) != len(self.names):
+            raise ParamsError(f"experiment keys {sorted(self.names)} give the same DVC stage name twice")
+        self.need_demo = "demo" in p.data.benchmarks or any(e.params.data.train_set == "demo" for e in self.trained)
+        self.stages: dict[str, dict[str, Any]] = {}
+        self.score_args: list[str] = []
+        self.score_deps: list[str] = []
+        self._plan_stage(param_files)
+        self._fetch_stages()
+        if self.need_demo:
+            self._add("demo_data", "demo_data", self.hvc("demo-data") + ["--out", DATA], [PLAN_STAMP], [DATA])
+        self._shards_stages()
+        self._train_stages()
+        for key, source in score_requests(p):
+            self._score_stages(key, source)
+        self._add("tables", "tables", self.hvc("tables") + self.score_args + ["--out", TABLES], self.score_deps, [TABLES])
+        self._figures_stage()
+
+    # helpers
+    def hvc(self, sub: str, exp: Experiment | None = None) -> list[str]:
+        """``hvc <sub> --params ...`` and, for an ablation row, its ``--set`` overrides."""
+        return ["hvc", sub, *self.params_args, *(f"--set {_q(a)}" for a in (exp.set_args if exp else []))]
+
+    def _add(self, name: str, kind: str, cmd: list[str], deps: list[str], outs: list, exp: Experiment | None = None, metrics: list | None = None) -> None:
+        """One stage: its command, upstream outputs plus its code files, params and outputs."""
+        method = _method(exp.params if exp is not None else self.p)
+        st: dict[str, Any] = {"cmd": " ".join(cmd), "deps": list(dict.fromkeys(deps + _code(kind, method)))}
+        params = self._params_of(kind, exp)
+        if params:
+            st["params"] = params
+        st["outs"] = outs
+        if metrics:
+            st["metrics"] = metrics
+        self.stages[name] = st
+
+    def _params_of(self, kind: str, exp: Experiment | None) -> list:
         keys = STAGE_PARAMS[kind]
         if kind == "shards" and exp is not None and exp.params.data.train_set != "demo":
             keys = keys + ("data.root",)
         if kind == "propagate" and exp is not None and exp.key.removesuffix("+semantic") == "authors":
             keys = keys + ("authors_checkpoint",)
         overridden = set(flatten(exp.overrides)) if exp is not None else set()
-        return _params_deps(files, keys, overridden)
+        return _params_deps(self.files, keys, overridden)
 
-    stages: dict[str, dict[str, Any]] = {}
-    # the staleness check: re-run whenever a parameter file or the package changes
-    stages["plan"] = {
-        "cmd": " ".join(["hvc", "dvc-yaml", *params_args, "--check", "--stamp", PLAN_STAMP]),
-        "deps": [PACKAGE_DIR.name],
-        "params": [{f: []} for f in param_files],
-        "outs": [{PLAN_STAMP: {"cache": False}}],
-    }
-
-    # datasets: one fetch stage each (the Snakemake `fetch` rule); its stamp is the dependency
-    def dataset_of(benchmark: str) -> str:
+    def _dataset_of(self, benchmark: str) -> str:
         return get_benchmark(benchmark).folder.split("/")[0]
 
-    from hvc.data.shards import TRAIN_SET_DATASETS
+    def bench_deps(self, benchmark: str) -> list[str]:
+        """The demo data, or the stamp of the benchmark's dataset."""
+        return [DATA] if benchmark == "demo" else [self._stamp(self._dataset_of(benchmark))]
 
-    datasets = sorted(
-        {dataset_of(b) for _, b in requests if b in p.data.benchmarks and b != "demo"}
-        | {TRAIN_SET_DATASETS[e.params.data.train_set] for e in trained if e.params.data.train_set != "demo"}
-    )
-    stamps = {}
-    for d in datasets:
-        stamp = os.path.join(p.data.root, d, STAMP_NAME)
-        if os.path.isabs(stamp) or os.path.normpath(stamp).startswith(".."):
-            raise ParamsError(
-                f"data.root = {p.data.root!r}: DVC stages write inside the repository only; use a data.root inside it "
-                "and name datasets you already have elsewhere in data.sources (linked, not copied)"
-            )
-        stamps[d] = stamp
-        source = p.data.sources.get(d)
-        cmd = ["hvc", "fetch", d, "--root", _q(p.data.root)] + (["--from", _q(source)] if source else [])
-        stages[f"fetch-{d}"] = _stage(
-            cmd, [PLAN_STAMP] + _code("fetch", _method(p)), params_of("fetch"),
-            [{stamp: {"cache": False, "persist": True}}],
-        )  # fmt: skip
+    def bench_root(self, benchmark: str) -> str:
+        return _q(str(benchmark_root(benchmark, self.p.data.root, DATA)))
 
-    need_demo = "demo" in {b for _, b in requests} or any(e.params.data.train_set == "demo" for e in trained)
-    if need_demo:
-        stages["demo_data"] = _stage(
-            hvc("demo-data") + ["--out", DATA], [PLAN_STAMP] + _code("demo_data", _method(p)), params_of("demo_data"), [DATA]
-        )
+    def _stamp(self, dataset: str) -> str:
+        return os.path.join(self.p.data.root, dataset, STAMP_NAME)
 
-    def bench_deps(benchmark: str) -> list[str]:
-        return [DATA] if benchmark == "demo" else [stamps[dataset_of(benchmark)]]
+    # stages, in the order they run
+    def _plan_stage(self, param_files: list[str]) -> None:
+        """The staleness check: re-run whenever a parameter file or the package changes; its
+        output (constant text) is a dependency of every first stage."""
+        self.stages["plan"] = {
+            "cmd": " ".join(["hvc", "dvc-yaml", *self.params_args, "--check", "--stamp", PLAN_STAMP]),
+            "deps": [PACKAGE_DIR.name],
+            "params": [{f: []} for f in param_files],
+            "outs": [{PLAN_STAMP: {"cache": False}}],
+        }
 
-    def bench_root(benchmark: str) -> str:
-        return str(benchmark_root(benchmark, p.data.root, DATA))
+    def _fetch_stages(self) -> None:
+        """One per dataset (the Snakemake `fetch` rule); its stamp is what later stages depend on."""
+        from hvc.data.shards import TRAIN_SET_DATASETS
 
-    # shards: one stage per distinct training-set setting, named by its experiment
-    shards_of: dict[str, str] = {}  # experiment key -> shards folder
-    by_id: dict[str, Experiment] = {}
-    for e in sorted(trained, key=lambda e: (e.key != "hvc", len(e.overrides), e.key)):
-        by_id.setdefault(e.ids["shards"], e)
-    for e in trained:
-        owner = by_id[e.ids["shards"]]
-        shards_of[e.key] = SHARDS.format(name=names[owner.key])
-    for owner in by_id.values():
-        out = SHARDS.format(name=names[owner.key])
-        demo = owner.params.data.train_set == "demo"
-        source = DATA if demo else p.data.root
-        deps = [DATA] if demo else [stamps[TRAIN_SET_DATASETS[owner.params.data.train_set]]]
-        stages[f"shards-{names[owner.key]}"] = _stage(
-            hvc("shards", owner) + ["--input", _q(source), "--out", out],
-            deps + _code("shards", _method(owner.params)), params_of("shards", owner), [out],
-        )  # fmt: skip
+        p = self.p
+        datasets = {self._dataset_of(b) for b in p.data.benchmarks if b != "demo"}
+        datasets |= {TRAIN_SET_DATASETS[e.params.data.train_set] for e in self.trained if e.params.data.train_set != "demo"}
+        for d in sorted(datasets):
+            stamp = self._stamp(d)
+            if os.path.isabs(stamp) or os.path.normpath(stamp).startswith(".."):
+                raise ParamsError(
+                    f"data.root = {p.data.root!r}: DVC stages write inside the repository only; use a data.root inside "
+                    "it and name datasets you already have elsewhere in data.sources (linked, not copied)"
+                )
+            source = p.data.sources.get(d)
+            cmd = ["hvc", "fetch", d, "--root", _q(p.data.root)] + (["--from", _q(source)] if source else [])
+            self._add(f"fetch-{d}", "fetch", cmd, [PLAN_STAMP], [{stamp: {"cache": False, "persist": True}}])
 
-    # one trained model per experiment (the `hvc+semantic` row reuses the model of `hvc`)
-    model_of: dict[str, str] = {}
-    for e in trained:
-        if e.merge_semantic and e.key.removesuffix("+semantic") in experiments:
-            continue
-        out = MODEL.format(name=names[e.key])
-        model_of[e.key] = out
-        n = e.params.train.gpus
-        launcher = ["torchrun", "--standalone", "--nproc_per_node", str(n), "-m", "hvc.cli"] if n > 1 and e.params.device != "cpu" else ["hvc"]
-        stages[f"train-{names[e.key]}"] = _stage(
-            launcher + hvc("train", e)[1:] + ["--shards", shards_of[e.key], "--out", out],
-            [shards_of[e.key]] + _code("train", _method(e.params)), params_of("train", e), [out],
-        )  # fmt: skip
-    for e in trained:  # merged rows use the plain model of the same setting
-        if e.key not in model_of:
-            model_of[e.key] = model_of[e.key.removesuffix("+semantic")]
+    def _shards_stages(self) -> None:
+        """One per distinct training-set setting, named by the experiment that owns it."""
+        from hvc.data.shards import TRAIN_SET_DATASETS
 
-    def encoder_args(e: Experiment) -> tuple[list[str], list[str]]:
+        owners = shards_owners(self.experiments)
+        self.shards_of = {e.key: SHARDS.format(name=self.names[owners[e.ids["shards"]].key]) for e in self.trained}
+        for owner in owners.values():
+            out = SHARDS.format(name=self.names[owner.key])
+            train_set = owner.params.data.train_set
+            source, dep = (DATA, DATA) if train_set == "demo" else (self.p.data.root, self._stamp(TRAIN_SET_DATASETS[train_set]))
+            cmd = self.hvc("shards", owner) + ["--input", _q(source), "--out", out]
+            self._add(f"shards-{self.names[owner.key]}", "shards", cmd, [dep], [out], owner)
+
+    def _train_stages(self) -> None:
+        """One trained model per experiment; a merged row (``hvc+semantic``) uses the plain
+        model of its setting, as Snakemake does."""
+        self.model_of: dict[str, str] = {}
+        for e in self.trained:
+            if e.merge_semantic and e.key.removesuffix("+semantic") in self.experiments:
+                continue
+            out = MODEL.format(name=self.names[e.key])
+            self.model_of[e.key] = out
+            n = e.params.train.gpus
+            launcher = ["hvc"]
+            if n > 1 and e.params.device != "cpu":  # DDP, as the Snakemake rule's launcher
+                launcher = ["torchrun", "--standalone", "--nproc_per_node", str(n), "-m", "hvc.cli"]
+            cmd = launcher + self.hvc("train", e)[1:] + ["--shards", self.shards_of[e.key], "--out", out]
+            self._add(f"train-{self.names[e.key]}", "train", cmd, [self.shards_of[e.key]], [out], e)
+        for e in self.trained:
+            self.model_of.setdefault(e.key, self.model_of.get(e.key.removesuffix("+semantic"), ""))
+
+    def _encoder(self, e: Experiment) -> tuple[list[str], list[str]]:
         """--encoder (and --merge-semantic) of `hvc propagate`, and the files it reads."""
         merge = ["--merge-semantic"] if e.merge_semantic else []
         deps = []
         if e.key == "semantic" or e.merge_semantic:
-            deps.append(str(p.propagation.semantic_checkpoint))
+            deps.append(str(self.p.propagation.semantic_checkpoint))
         if e.key.removesuffix("+semantic") == "authors":
-            deps.append(str(p.authors_checkpoint))
+            deps.append(str(self.p.authors_checkpoint))
         if not e.trained:
             return ["--encoder", e.key.removesuffix("+semantic")] + merge, deps
-        model = model_of[e.key]
+        model = self.model_of[e.key]
         return ["--encoder", f"{model}/encoder.pt"] + merge, [model] + deps
 
-    score_args: list[str] = []
-    score_deps: list[str] = []
-    for key, source in requests:
-        e = experiments[key]
-        name = names[key]
+    def _score_stages(self, key: str, source: str) -> None:
+        """What one cell group of the tables needs: the model's train.json (Table 8), the flow
+        comparison (Table 11), or propagation and scoring on a benchmark."""
+        e, name = self.experiments[key], self.names[key]
         if source == "train":
-            model = model_of[key]
-            score_args.append(f"--score {_q(f'{key}:train={model}/train.json')}")
-            score_deps.append(model)
-            continue
+            self._score(key, source, f"{self.model_of[key]}/train.json", self.model_of[key])
+            return
         if source.startswith("flow_"):
             b = source.removeprefix("flow_")
             out = FLOW.format(name=name, benchmark=b)
-            stages[f"flow-{name}-{b}"] = _stage(
-                hvc("flow") + ["--model", model_of[key], "--benchmark", b, "--data", _q(bench_root(b)), "--out", out],
-                [model_of[key]] + bench_deps(b) + _code("flow", _method(e.params)), params_of("flow"), [out],
-            )  # fmt: skip
-            score_args.append(f"--score {_q(f'{key}:{source}={out}')}")
-            score_deps.append(out)
-            continue
+            cmd = self.hvc("flow") + ["--model", self.model_of[key], "--benchmark", b, "--data", self.bench_root(b), "--out", out]
+            self._add(f"flow-{name}-{b}", "flow", cmd, [self.model_of[key]] + self.bench_deps(b), [out], e)
+            self._score(key, source, out, out)
+            return
         b = source
         pred = PREDICTIONS.format(name=name, benchmark=b)
-        enc, enc_deps = encoder_args(e)
-        stages[f"propagate-{name}-{b}"] = _stage(
-            hvc("propagate") + enc + ["--benchmark", b, "--data", _q(bench_root(b)), "--out", pred],
-            enc_deps + bench_deps(b) + _code("propagate", _method(e.params)), params_of("propagate", e), [pred],
-        )  # fmt: skip
-        server: list[str] = []
-        server_deps: list[str] = []
-        if get_benchmark(b).scoring == "server":
-            archive = SUBMISSIONS.format(name=name, benchmark=b)
-            stages[f"submission-{name}-{b}"] = _stage(
-                hvc("submission") + ["--benchmark", b, "--data", _q(bench_root(b)), "--predictions", pred, "--out", archive],
-                [pred] + bench_deps(b) + _code("submission", _method(e.params)), params_of("submission"), [archive],
-            )  # fmt: skip
-            saved = SERVER_SCORES.format(name=name, benchmark=b)
-            server = ["--archive", archive, "--server-scores", saved]
-            server_deps = [archive] + ([saved] if os.path.exists(saved) else [])  # as Snakemake: once saved
+        enc, enc_deps = self._encoder(e)
+        cmd = self.hvc("propagate") + enc + ["--benchmark", b, "--data", self.bench_root(b), "--out", pred]
+        self._add(f"propagate-{name}-{b}", "propagate", cmd, enc_deps + self.bench_deps(b), [pred], e)
+        server, server_deps = self._submission_stage(e, b, pred)
         scores = SCORES.format(name=name, benchmark=b)
         metrics = METRICS.format(name=name, benchmark=b)
         toolkit = scores.removesuffix(".json")
-        stages[f"evaluate-{name}-{b}"] = _stage(
-            hvc("evaluate") + ["--benchmark", b, "--data", _q(bench_root(b)), "--predictions", pred, *server,
-                               "--out", scores, "--toolkit-csv", toolkit, "--metrics", metrics],
-            [pred] + bench_deps(b) + server_deps + _code("evaluate", _method(e.params)), params_of("evaluate"),
-            [scores, scores.removesuffix(".json") + ".objects.json", toolkit], [{metrics: {"cache": False}}],
-        )  # fmt: skip
-        score_args.append(f"--score {_q(f'{key}:{b}={scores}')}")
-        score_deps.append(scores)
+        cmd = self.hvc("evaluate") + ["--benchmark", b, "--data", self.bench_root(b), "--predictions", pred, *server]
+        cmd += ["--out", scores, "--toolkit-csv", toolkit, "--metrics", metrics]
+        outs = [scores, f"{toolkit}.objects.json", toolkit]
+        deps = [pred] + self.bench_deps(b) + server_deps
+        self._add(f"evaluate-{name}-{b}", "evaluate", cmd, deps, outs, e, metrics=[{metrics: {"cache": False}}])
+        self._score(key, b, scores, scores)
 
-    stages["tables"] = _stage(
-        hvc("tables") + score_args + ["--out", TABLES], score_deps + _code("tables", _method(p)), params_of("tables"), [TABLES]
-    )
+    def _submission_stage(self, e: Experiment, b: str, pred: str) -> tuple[list[str], list[str]]:
+        """Server-scored benchmarks: the archive stage; the evaluate arguments and deps
+        (the server's score file once the user saved it, as Snakemake decides at parse time)."""
+        if get_benchmark(b).scoring != "server":
+            return [], []
+        name = self.names[e.key]
+        archive = SUBMISSIONS.format(name=name, benchmark=b)
+        cmd = self.hvc("submission") + ["--benchmark", b, "--data", self.bench_root(b), "--predictions", pred, "--out", archive]
+        self._add(f"submission-{name}-{b}", "submission", cmd, [pred] + self.bench_deps(b), [archive], e)
+        saved = SERVER_SCORES.format(name=name, benchmark=b)
+        return ["--archive", archive, "--server-scores", saved], [archive] + ([saved] if os.path.exists(saved) else [])
 
-    # figures: overlays of the trained and random encoders' masks and parts (as the Snakefile)
-    overlays = [
-        (key, b, PREDICTIONS.format(name=names[key], benchmark=b))
-        for key in ("hvc", "random") if key in experiments
-        for b in p.data.benchmarks if (key, b) in set(requests) and get_benchmark(b).task != "pose"
-    ]  # fmt: skip
-    base_model = model_of["hvc"]
-    demo_arg = ["--demo", DATA] if need_demo else []
-    stages["figures"] = _stage(
-        hvc("figures") + [f"--predictions {_q(f'{k}:{b}={d}')}" for k, b, d in overlays] + demo_arg
-        + ["--tables", TABLES, "--model", base_model, "--out", FIGURES],
-        [d for _, _, d in overlays] + [x for b in p.data.benchmarks for x in bench_deps(b)] + [TABLES, base_model]
-        + _code("figures", _method(p)),
-        params_of("figures"), [FIGURES],
-    )  # fmt: skip
-    return stages
+    def _score(self, key: str, source: str, path: str, dep: str) -> None:
+        self.score_args.append(f"--score {_q(f'{key}:{source}={path}')}")
+        self.score_deps.append(dep)
+
+    def _figures_stage(self) -> None:
+        """Overlays of the trained and random encoders' masks and parts, the tables' bar
+        charts and the base model's pseudo-dynamic signals (as the Snakemake rule)."""
+        p, requests = self.p, set(score_requests(self.p))
+        overlays = [
+            (key, b, PREDICTIONS.format(name=self.names[key], benchmark=b))
+            for key in ("hvc", "random") if key in self.experiments
+            for b in p.data.benchmarks if (key, b) in requests and get_benchmark(b).task != "pose"
+        ]  # fmt: skip
+        model = self.model_of["hvc"]
+        cmd = self.hvc("figures") + [f"--predictions {_q(f'{k}:{b}={d}')}" for k, b, d in overlays]
+        cmd += (["--demo", DATA] if self.need_demo else []) + ["--tables", TABLES, "--model", model, "--out", FIGURES]
+        deps = [d for _, _, d in overlays] + [x for b in p.data.benchmarks for x in self.bench_deps(b)] + [TABLES, model]
+        self._add("figures", "figures", cmd, deps, [FIGURES])
 
 
 HEADER = """\

@@ -6,7 +6,7 @@ import yaml
 
 from hvc.eval.registry import benchmark_root, get_benchmark
 from hvc.data.download import STAMP_NAME
-from hvc.config.plan import override_args, plan
+from hvc.config.plan import override_args, plan, shards_owners
 from hvc.config.params import deep_merge, validate_params
 from hvc.data.shards import TRAIN_SET_DATASETS
 from snakemake.utils import validate
@@ -50,7 +50,7 @@ EXPERIMENTS = plan(P)  # key -> Experiment (overrides, resolved params, content 
 BASE = EXPERIMENTS["hvc"]
 TRAINED = [e for e in EXPERIMENTS.values() if e.trained]
 BY_MODEL = {e.ids["model"]: e for e in sorted(TRAINED, key=lambda e: not e.merge_semantic)}  # unmerged wins
-BY_SHARDS = {e.ids["shards"]: e for e in TRAINED}
+BY_SHARDS = shards_owners(EXPERIMENTS)  # the base, else the fewest overrides: --set names the shards setting
 BY_ENCODER = {e.encoder: e for e in EXPERIMENTS.values()}
 
 # Content-addressed artifact paths: the id is a hash of exactly what the stage reads.
