@@ -162,3 +162,23 @@ def test_plan_stage_runs_the_check_before_every_other_stage():
 def test_headline_metrics(bench_name, summary, expected):
     assert headline_metrics(bench_name, summary) == expected
     json.dumps(expected)  # flat JSON, as DVC reads it
+
+
+REQUIRED = {
+    "demo-data": [], "shards": ["--input", "x"], "train": ["--shards", "x"], "propagate": ["--encoder", "random"],
+    "evaluate": ["--predictions", "x"], "submission": ["--benchmark", "ytvos2018", "--predictions", "x"],
+    "tables": ["--score", "hvc=x"], "figures": ["--predictions", "hvc=x"], "flow": ["--model", "x", "--benchmark", "davis2017"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("sub", sorted(REQUIRED))
+def test_every_stage_subcommand_takes_the_shared_override(sub, tmp_path, monkeypatch, caplog):
+    """Snakemake hands `--config` overrides to every job as --set (and DVC's ablation stages
+    theirs): each stage subcommand accepts it and applies it before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text((ROOT / "params.yaml").read_text())
+    args = [sub, "--params", "params.yaml", "--set", "train.alpha=-1", *REQUIRED[sub], "--out", "out"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and "train.alpha = -1" in errors[-1], (result.output, errors)  # the override was read
