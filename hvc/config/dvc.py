@@ -258,7 +258,7 @@ class _Pipeline:
             "cmd": " ".join(["hvc", "dvc-yaml", *self.params_args, "--check", "--stamp", PLAN_STAMP]),
             "deps": [PACKAGE_DIR.name],
             "params": [{f: []} for f in param_files],
-            "outs": [{PLAN_STAMP: {"cache": False}}],
+            "outs": [PLAN_STAMP],  # cached: `dvc pull` restores it in a clone, so nothing re-runs there
         }
 
     def _fetch_stages(self) -> None:
