@@ -538,7 +538,7 @@ def dvc_yaml_cmd(
     the Snakemake workflow runs (fetch, demo data, shards, every model of the plan, every
     encoder on every benchmark, tables, figures), calling the same `hvc` subcommands.
     Run it again after changing ablations, baselines, data.benchmarks or the training set."""
-    from hvc.config.dvc import PLAN_MESSAGE, dvc_yaml_text, stale_report
+    from hvc.config.dvc import PLAN_MESSAGE, dvc_yaml_text, regenerate_command, stale_report
     from hvc.io import write_text
 
     with _stage("dvc-yaml"):
@@ -549,7 +549,7 @@ def dvc_yaml_cmd(
             log.info("%s written from the plan of %s", out, ", ".join(files))
             return
         current = out.read_text(encoding="utf-8") if out.is_file() else ""
-        problem = stale_report(current, text, str(out))
+        problem = stale_report(current, text, str(out), regenerate_command(files) + (f" -o {out}" if out != Path("dvc.yaml") else ""))
         if problem is not None:
             log.error("%s", problem)
             raise typer.Exit(1)
