@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from hvc.cli import app
 from hvc.config.dvc import PLAN_MESSAGE, PLAN_STAMP, dvc_stages, dvc_yaml_text, headline_metrics, slug
-from hvc.config.params import load_params
+from hvc.config.params import ParamsError, load_params
 from hvc.config.plan import plan, score_requests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,3 +182,11 @@ def test_every_stage_subcommand_takes_the_shared_override(sub, tmp_path, monkeyp
     assert result.exit_code == 2, result.output
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors and "train.alpha = -1" in errors[-1], (result.output, errors)  # the override was read
+
+
+def test_a_data_root_outside_the_repository_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text((ROOT / "params.yaml").read_text() + "\n")
+    Path("real.yaml").write_text(f"data:\n  root: {tmp_path / 'elsewhere'}\n  benchmarks: [davis2016]\n")
+    with pytest.raises(ParamsError, match=r"data.root = .*elsewhere.*inside the repository.*data.sources"):
+        dvc_stages(["params.yaml", "real.yaml"], load_params(["params.yaml", "real.yaml"]))
