@@ -173,13 +173,13 @@ def params_cmd(
 
 
 @app.command("demo-data")
-def demo_data(params: ParamsOpt = None, out: OutOpt = ..., expect_id: ExpectIdOpt = None) -> None:  # type: ignore[assignment]
+def demo_data(params: ParamsOpt = None, overrides: SetOpt = None, out: OutOpt = ..., expect_id: ExpectIdOpt = None) -> None:  # type: ignore[assignment]
     """Build the demo: static training images and a DAVIS-layout video benchmark."""
     from hvc.config.params import METHODS
     from hvc.data.demo import build_demo
 
     with _stage("demo-data"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         _check_id(p, "data", expect_id, out)
         manifest = build_demo(p.demo, out, videos=METHODS[p.method] == "clips")
         log.info("demo: %d training images, %d sequences", manifest["train"]["num_images"], len(manifest["benchmark"]["sequences"]))
@@ -284,6 +284,7 @@ def propagate_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
     benchmark: BenchOpt = None,
     data: DataOpt = None,
     demo: DemoOpt = None,
@@ -297,6 +298,11 @@ def evaluate_cmd(
         typer.Option(help="With --benchmark: also write the DAVIS toolkit's global_results-val.csv and "
                      "per-sequence_results-val.csv to this folder (DAVIS-scored benchmarks)."),
     ] = None,
+    metrics: Annotated[
+        Optional[Path],
+        typer.Option(help="With --benchmark: also write its headline score as flat JSON (J&F, J for VOST, mIoU for VIP, "
+                     "PCK@0.1 for JHMDB), the file `dvc exp show` lists."),
+    ] = None,
     out: OutOpt = ...,  # type: ignore[assignment]
     threads: ThreadsOpt = None,
 ) -> None:
@@ -308,16 +314,20 @@ def evaluate_cmd(
     from hvc.io import write_json
 
     with _stage("evaluate"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         check_outputs_apart(out, {"--predictions": predictions, "--data": data, "--demo": demo})
-        if toolkit_csv is not None and benchmark is None:
-            raise ParamsError("--toolkit-csv needs --benchmark (one benchmark's CSVs per folder)")
+        if (toolkit_csv is not None or metrics is not None) and benchmark is None:
+            raise ParamsError("--toolkit-csv and --metrics need --benchmark (one benchmark per file)")
         if benchmark is not None:
             root = _benchmarks(p, benchmark, data, demo)[0][1]
             s, _ = evaluate_benchmark(
                 p, benchmark, root, predictions, out, server_scores=server_scores, archive=archive,
                 workers=threads or 1, toolkit_csv=toolkit_csv,
             )  # fmt: skip
+            if metrics is not None:
+                from hvc.config.dvc import headline_metrics
+
+                write_json(metrics, headline_metrics(benchmark, s))
             log.info("%s: %s", benchmark, _headline(s))
             return
         summaries, objects = {}, {}
@@ -339,6 +349,7 @@ def _headline(summary: dict) -> str:
 @app.command("submission")
 def submission_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
     benchmark: Annotated[str, typer.Option(help="A server-scored benchmark: davis2017_testdev, ytvos2018, ytvos2019.")] = ...,  # type: ignore[assignment]
     data: DataOpt = None,
     predictions: Annotated[Path, typer.Option(help="The propagate stage's folder of masks.")] = ...,  # type: ignore[assignment]
@@ -350,7 +361,7 @@ def submission_cmd(
     from hvc.eval.submission import write_archive
 
     with _stage("submission"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         bench = get_benchmark(benchmark)
         if bench.scoring != "server":
             raise ParamsError(f"{benchmark} is scored locally (hvc evaluate); only server-scored benchmarks need an archive")
@@ -363,6 +374,7 @@ def submission_cmd(
 @app.command("tables")
 def tables_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
     score: Annotated[
         list[str], typer.Option(help="KEY:BENCHMARK=PATH of one summary, or KEY=PATH of {benchmark: summary} (repeat).")
     ] = ...,  # type: ignore[assignment]
@@ -373,10 +385,10 @@ def tables_cmd(
     from hvc.report.tables import assemble
 
     with _stage("tables"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         scores = {}
         for item in score:
-            head, _, path = item.partition("=")
+            head, _, path = item.rpartition("=")  # keys hold '=' (train.alpha=0.1), paths do not
             if not (head and path):
                 raise ParamsError(f"--score {item!r}: expected KEY:BENCHMARK=PATH or KEY=PATH")
             key, _, bench = head.partition(":")
@@ -391,6 +403,7 @@ def tables_cmd(
 @app.command("figures")
 def figures_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
     predictions: Annotated[
         list[str], typer.Option(help="KEY:BENCHMARK=DIR of predicted masks, or KEY=DIR with one folder per benchmark (repeat).")
     ] = ...,  # type: ignore[assignment]
@@ -407,7 +420,7 @@ def figures_cmd(
     from hvc.io import atomic_dir, read_json
 
     with _stage("figures"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         jobs = []
         for item in predictions:
             head, _, path = item.partition("=")
@@ -452,6 +465,7 @@ def _pseudo_dynamic_figures(p: Params, model_dir: Path, demo: Optional[Path], ou
 @app.command("flow")
 def flow_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
+    overrides: SetOpt = None,
     model: Annotated[Path, typer.Option(help="A trained model folder (its checkpoint.pt).")] = ...,  # type: ignore[assignment]
     benchmark: Annotated[str, typer.Option(help="Benchmark whose consecutive frames are compared (Table 11: davis2017, ytvos2018).")] = ...,  # type: ignore[assignment]
     data: DataOpt = None,
@@ -468,7 +482,7 @@ def flow_cmd(
     from hvc.device import device_label, pick_device
 
     with _stage("flow"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         device = pick_device(p.device)
         root = _benchmarks(p, benchmark, data, None)[0][1]
         videos = read_benchmark(benchmark, root)
@@ -510,6 +524,39 @@ def plan_cmd(params: ParamsOpt = None) -> None:  # type: ignore[assignment]
             exp.ids["propagation"], ", ".join(shown_in.get(key, [])) or "–",
         )))  # fmt: skip
     Console(width=max(Console().width, 120)).print(table)
+
+
+@app.command("dvc-yaml")
+def dvc_yaml_cmd(
+    params: ParamsOpt = None,  # type: ignore[assignment]
+    out: Annotated[Path, typer.Option("--out", "-o", help="The DVC pipeline file to write or check.")] = Path("dvc.yaml"),
+    check: bool = typer.Option(False, help="Write nothing; exit 1 naming the stages that differ when <out> is stale."),
+    stamp: Annotated[
+        Optional[Path], typer.Option(help="With --check: write this file when <out> is up to date (the `plan` stage's output).")
+    ] = None,
+) -> None:
+    """Write dvc.yaml from the experiment plan of the parameter files: one DVC stage per job
+    the Snakemake workflow runs (fetch, demo data, shards, every model of the plan, every
+    encoder on every benchmark, tables, figures), calling the same `hvc` subcommands.
+    Run it again after changing ablations, baselines, data.benchmarks or the training set."""
+    from hvc.config.dvc import PLAN_MESSAGE, dvc_yaml_text, regenerate_command, stale_report
+    from hvc.io import write_text
+
+    with _stage("dvc-yaml"):
+        files = [Path(f).as_posix() for f in (params or [Path("params.yaml")])]
+        text = dvc_yaml_text(files, load_params(files))
+        if not check:
+            write_text(out, text)
+            log.info("%s written from the plan of %s", out, ", ".join(files))
+            return
+        current = out.read_text(encoding="utf-8") if out.is_file() else ""
+        problem = stale_report(current, text, str(out), regenerate_command(files) + (f" -o {out}" if out != Path("dvc.yaml") else ""))
+        if problem is not None:
+            log.error("%s", problem)
+            raise typer.Exit(1)
+        if stamp is not None:
+            write_text(stamp, PLAN_MESSAGE)
+        log.info("%s is up to date", out)
 
 
 @app.command("fetch")

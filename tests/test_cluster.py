@@ -31,9 +31,9 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 CACHED_RULES = ["demo_data", "shards", "train"]
 
 def copy_workflow(dest: Path, git_files: bool = False) -> Path:
-    """The files a run needs (the hvc package is installed, not copied)."""
+    """The files a Snakemake run needs (the hvc package is installed, not copied)."""
     dest.mkdir(parents=True)
-    for name in ("Snakefile", "dvc.yaml", "params.yaml"):
+    for name in ("Snakefile", "params.yaml"):
         shutil.copy(ROOT / name, dest / name)
     if git_files:
         for name in (".gitignore", ".dvcignore"):
@@ -351,28 +351,34 @@ def test_dvc_remote_restores_outputs_in_a_fresh_clone(tmp_path):
     git = shutil.which("git") or pytest.skip("git is not installed")
     origin = copy_workflow(tmp_path / "origin", git_files=True)
     merged = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load((ROOT / TINY).read_text()))
-    (origin / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))  # DVC reads params.yaml only
+    (origin / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))  # the file `dvc exp run -S` edits
+    # the package's files are stage dependencies: a copy, first on the path
+    shutil.copytree(ROOT / "hvc", origin / "hvc", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PYTHONPATH": str(origin), "PYTHONDONTWRITEBYTECODE": "1"}
+    run([sys.executable, "-m", "hvc.cli", "dvc-yaml"], origin, env)  # dvc.yaml for the tiny setting
     remote = tmp_path / "dvc-remote"
     run([git, "init", "-q"], origin)
     run([dvc, "init", "-q"], origin)
+    shutil.copy(ROOT / ".dvcignore", origin / ".dvcignore")
     run([dvc, "remote", "add", "-d", "shared", str(remote)], origin)
     run([git, "add", "-A"], origin)
     run([git, "commit", "-qm", "workflow"], origin)  # dvclive (in hvc train) needs a commit
-    log = run([dvc, "repro", "train"], origin, timeout=400)
-    assert {"demo_data", "shards", "train"} == set(re.findall(r"Running stage '(\w+)'", log))
+    log = run([dvc, "repro", "train-hvc"], origin, env, timeout=400)
+    assert {"plan", "demo_data", "shards-hvc", "train-hvc"} == set(re.findall(r"Running stage '([\w-]+)'", log))
     run([dvc, "push"], origin)
     run([git, "add", "-A"], origin)
     run([git, "commit", "-qm", "tiny model"], origin)
 
     clone = tmp_path / "clone"
     run([git, "clone", "-q", str(origin), str(clone)], tmp_path)
+    env = {"PYTHONPATH": str(clone), "PYTHONDONTWRITEBYTECODE": "1"}
     assert not (clone / "artifacts").exists()
-    run([dvc, "pull", "--with-deps", "train"], clone)
-    assert (clone / "artifacts/shards/dvc/index.json").exists()
+    run([dvc, "pull", "--with-deps", "train-hvc"], clone, env)
+    assert (clone / "artifacts/dvc/shards/hvc/index.json").exists()
     for name in ("encoder.pt", "checkpoint.pt"):
-        pulled, trained = clone / "artifacts/models/dvc" / name, origin / "artifacts/models/dvc" / name
+        pulled, trained = clone / "artifacts/dvc/models/hvc" / name, origin / "artifacts/dvc/models/hvc" / name
         assert pulled.read_bytes() == trained.read_bytes()
-    assert "Data and pipelines are up to date" in run([dvc, "status", "train"], clone)
-    log = run([dvc, "repro", "train"], clone)
-    assert "Running stage" not in log, log
-    assert "Stage 'train' didn't change, skipping" in log
+    assert "Data and pipelines are up to date" in run([dvc, "status", "train-hvc"], clone, env)
+    log = run([dvc, "repro", "train-hvc"], clone, env)
+    assert "Running stage 'train-hvc'" not in log and "Running stage 'shards-hvc'" not in log, log
+    assert "Stage 'train-hvc' didn't change, skipping" in log

@@ -1,50 +1,70 @@
-"""The whole chain through both entry points (Snakemake and DVC) on the tiny demo setting.
+"""The whole chain through both entry points (Snakemake and DVC) on the tiny demo setting
+and on tiny datasets in real benchmark and training-set layouts.
 
-Each test copies the workflow into a temporary folder and runs the real commands:
-data → shards → train → propagate → evaluate → tables, then checks caching (a second run
-does nothing; a training parameter re-runs only training and what follows).
+Each test copies the workflow (and, for DVC, the package: its files are stage dependencies)
+into a temporary folder and runs the real commands: data → shards → train → propagate →
+evaluate → tables, then checks caching (a second run does nothing; a training parameter
+re-runs only training and what follows), that both tools plan the same jobs, and that
+`dvc exp show` compares two settings.
 """
 
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from hvc.config.code import code_hash
-from hvc.config.params import deep_merge
+from hvc.config.ids import stage_ids
+from hvc.config.params import deep_merge, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 STAGES = {"demo_data", "shards", "train", "propagate", "evaluate", "tables", "figures"}
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 pytestmark = pytest.mark.slow
 
 
-def run(cmd, cwd, check=True):
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+def run(cmd, cwd, check=True, package=False):
+    """Run a shell command in ``cwd``; ``package``: with the copy of the package in ``cwd``
+    first on the path (DVC stages depend on its files)."""
+    env = dict(os.environ, **GIT_ENV)
+    if package:
+        env.update(PYTHONPATH=str(cwd), PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.run(cmd, cwd=cwd, shell=True, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc.stdout + proc.stderr
 
 
-def workspace(tmp_path, tiny_params=False):
+def workspace(tmp_path, tiny_params=False, extra=None):
+    """The workflow in ``tmp_path/ws``; ``tiny_params``: a DVC project (git, the package, the
+    tiny setting and ``extra`` merged into params.yaml, dvc.yaml generated from them)."""
     ws = tmp_path / "ws"
     ws.mkdir()
-    for name in ("Snakefile", "dvc.yaml", "params.yaml"):
+    for name in ("Snakefile", "params.yaml"):
         shutil.copy(ROOT / name, ws / name)
     shutil.copytree(ROOT / "workflow", ws / "workflow")
     (ws / "tests" / "configs").mkdir(parents=True)
     shutil.copy(TINY, ws / "tests" / "configs" / "tiny.yaml")
-    if tiny_params:  # DVC reads params.yaml only: merge the tiny setting into it
+    if tiny_params:  # one params.yaml, the file `dvc exp run -S` edits
         merged = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load(TINY.read_text()))
-        (ws / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+        (ws / "params.yaml").write_text(yaml.safe_dump(deep_merge(merged, extra or {}), sort_keys=False))
+        shutil.copytree(ROOT / "hvc", ws / "hvc", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / ".gitignore", ws / ".gitignore")
+        run("git init -q && dvc init -q && hvc dvc-yaml", ws, package=True)
+        shutil.copy(ROOT / ".dvcignore", ws / ".dvcignore")  # no __pycache__ in the package's hash
+        run("git add -A && git commit -qm init", ws)
     return ws
 
 
@@ -93,75 +113,169 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     counts = job_counts(run("snakemake all_tables --cores 2 -n --configfile tests/configs/tiny.yaml prop.yaml", ws))
     assert counts == {"propagate": 2, "evaluate": 2, "tables": 1, "figures": 1, "all_tables": 1}
 
-
-def _dvc_stages():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    out = {}
-    for name, st in stages.items():
-        body = st.get("do", st)
-        cmd = body["cmd"]
-        outs = [next(iter(o)) if isinstance(o, dict) else o for o in body.get("outs", []) + body.get("metrics", [])]
-        out[name] = {"cmd": cmd.split()[1], "deps": body.get("deps", []), "outs": outs}
-    return out
+    # an override on the command line reaches every job (each stage subcommand takes --set)
+    log = run(f"{smk} --config 'train={{alpha: 0.5}}'", ws)
+    assert job_counts(log) == {"train": 1, "propagate": 1, "evaluate": 1, "tables": 1, "figures": 1, "all_tables": 1}
+    model = stage_ids(load_params([ws / "params.yaml", TINY], {"train": {"alpha": 0.5}}))["model"]
+    assert (ws / f"artifacts/models/{model}/encoder.pt").is_file()  # the model of alpha 0.5, under its id
+    assert "Nothing to be done" in run(f"{smk} -n --config 'train={{alpha: 0.5}}'", ws)
 
 
-def _kind(path):
-    """artifacts/<kind>/<id>/... → <kind>; metrics/<encoder>.json → scores; results/x → results/x."""
-    parts = Path(path).parts
-    if parts[0] == "metrics":
-        return "scores"
-    return parts[1] if parts[0] == "artifacts" else "/".join(parts[:2])
-
-
-def test_snakemake_and_dvc_declare_the_same_stages(tmp_path):
-    ws = workspace(tmp_path)
-    log = run("snakemake -n -p all_tables --cores 2 --configfile tests/configs/tiny.yaml", ws)
-    rules = {}
-    for block in re.split(r"\n(?=\[.*\]\n)?rule ", log)[1:]:
-        name = block.split(":")[0].strip()
-        if name == "all_tables":
+def _normalize(cmd):
+    """A stage's command as (subcommand, sorted arguments) without the paths, which differ by
+    design (content ids for Snakemake, experiment keys for DVC), the log redirection and
+    Snakemake's --expect-id and --threads; a trained encoder becomes TRAINED."""
+    paths = {"--out", "--input", "--shards", "--data", "--toolkit-csv", "--model", "--tables", "--demo",
+             "--archive", "--server-scores", "--metrics", "--root", "--from", "--expect-id", "--threads"}  # fmt: skip
+    tokens = shlex.split(cmd)
+    for stop in ("2>", "2>&1", "|"):
+        tokens = tokens[: tokens.index(stop)] if stop in tokens else tokens
+    if tokens[0] == "torchrun":
+        tokens = ["hvc"] + tokens[tokens.index("hvc.cli") + 1 :]
+    sub, rest, out, i = tokens[1], tokens[2:], [], 0
+    while i < len(rest):
+        tok = rest[i]
+        value = rest[i + 1] if i + 1 < len(rest) and not rest[i + 1].startswith("--") else None
+        if tok in paths:
+            i += 2
             continue
-        inputs = re.search(r"^\s+input: (.*)$", block, re.M)
-        outputs = re.search(r"^\s+output: (.*)$", block, re.M)
-        shell = re.search(r"^Shell command: hvc (\S+)", block, re.M)
-        rules[name] = {
-            "cmd": shell.group(1),
-            "deps": {_kind(p) for p in inputs.group(1).split(", ")} if inputs else set(),
-            "outs": {_kind(p) for p in outputs.group(1).split(", ")},
-        }
-    dvc = _dvc_stages()
-    assert set(rules) == set(dvc) == STAGES
-    for name in STAGES:
-        assert rules[name]["cmd"] == dvc[name]["cmd"], name
-        dvc_outs = {_kind(re.sub(r"\$\{(key|item)\}", "hvc", p)) for p in dvc[name]["outs"]}
-        assert rules[name]["outs"] == dvc_outs, name
-        dvc_deps = {_kind(re.sub(r"\$\{(key|item)\}", "hvc", p).replace("${item.model}", "artifacts/models/x")) for p in dvc[name]["deps"]}
-        assert rules[name]["deps"] <= dvc_deps, name
+        if tok == "--encoder":
+            value = "TRAINED" if value.endswith("encoder.pt") else value
+        elif tok in ("--score", "--predictions"):
+            value = value.rpartition("=")[0]  # KEY:SOURCE=PATH
+        out.append(tok if value is None else f"{tok} {value}")
+        i += 1 if value is None else 2
+    return sub, tuple(sorted(out))
 
 
-def test_dvc_repro_and_experiments(tmp_path):
-    ws = workspace(tmp_path, tiny_params=True)
-    run("git init -q && dvc init -q && git add -A && git commit -qm init", ws)
-    run("dvc repro", ws)
-    scores = json.loads((ws / "metrics/hvc.json").read_text())
-    assert 0 <= scores["demo"]["JF_mean"] <= 1
-    assert (ws / "results/tables/demo.md").exists()
-    assert "up to date" in run("dvc repro", ws)
-    run("git add -A && git commit -qm baseline", ws)
-    run("dvc exp run -S train.lr=0.002", ws)
+def test_snakemake_and_dvc_run_the_same_jobs(tmp_path):
+    """For the paper's setting with ablation tables, both baselines, the authors' and the
+    semantic checkpoints and every kind of benchmark, each Snakemake job has one DVC stage
+    calling the same subcommand with the same arguments (paths aside)."""
+    ws = workspace(tmp_path)
+    shutil.copy(ROOT / "configs/paper.yaml", ws / "paper.yaml")
+    (ws / "ckpt").mkdir()
+    (ws / "ckpt/hvc_coco.pth").touch()
+    (ws / "ckpt/moco.pth").touch()
+    (ws / "grid.yaml").write_text(
+        "ablations: [table6, table7c, table7e]\nbaselines: [random, imagenet]\nauthors_checkpoint: ckpt/hvc_coco.pth\n"
+        "data:\n  benchmarks: [davis2017, davis2016, vost, vip, jhmdb, ytvos2018, demo]\n"
+        "propagation:\n  semantic_checkpoint: ckpt/moco.pth\n"
+    )
+    log = run("snakemake -n -p all_tables --cores 2 --configfile paper.yaml grid.yaml", ws)
+    snakemake = Counter(_normalize(m) for m in re.findall(r"^Shell command: ((?:hvc|torchrun) .*)$", log, re.M))
+    run("hvc dvc-yaml -p params.yaml -p paper.yaml -p grid.yaml", ws)
+    stages = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]
+    dvc = Counter(_normalize(st["cmd"]) for name, st in stages.items() if name != "plan")
+    assert sum(snakemake.values()) > 150  # 10 fetch, 9 train, 68 propagate and evaluate, ...
+    assert {sub for sub, _ in snakemake} == {
+        "fetch", "demo-data", "shards", "train", "propagate", "evaluate", "submission", "flow", "tables", "figures"
+    }  # fmt: skip
+    assert dvc == snakemake, {k: (snakemake[k], dvc[k]) for k in set(dvc) | set(snakemake) if dvc[k] != snakemake[k]}
+
+
+def _exp_rows(ws, metric_file):
+    """(train.alpha, J&F) of every experiment ``dvc exp show --json`` lists with that metric."""
     shown = json.loads(_exp_show_json(ws))
     rows = []
     for commit in shown:
         for exp in [commit] + [e for e in commit.get("experiments") or [] for e in e.get("revs", [])]:
-            data = (exp.get("data") or {})
-            metrics = data.get("metrics", {}).get("metrics/hvc.json", {}).get("data", {})
+            data = exp.get("data") or {}
+            metrics = data.get("metrics", {}).get(metric_file, {}).get("data", {})
             params = data.get("params", {}).get("params.yaml", {}).get("data", {})
             if metrics:
-                rows.append((params["train"]["lr"], metrics["demo"]["JF_mean"]))
-    lrs = sorted(lr for lr, _ in rows)
-    assert 0.001 in lrs and 0.002 in lrs, rows
+                rows.append((params["train"]["alpha"], metrics["J&F"]))
+    return rows
 
 
 def _exp_show_json(ws):
-    out = subprocess.run("dvc exp show --json", cwd=ws, shell=True, capture_output=True, text=True, check=True).stdout
-    return out
+    env = dict(os.environ, PYTHONPATH=str(ws))
+    return subprocess.run("dvc exp show --json", cwd=ws, shell=True, capture_output=True, text=True, check=True, env=env).stdout
+
+
+def test_dvc_repro_and_experiments(tmp_path):
+    ws = workspace(tmp_path, tiny_params=True)
+    run("dvc repro", ws, package=True)
+    hvc, random = (json.loads((ws / f"metrics/{k}/demo.json").read_text()) for k in ("hvc", "random"))
+    assert set(hvc) == set(random) == {"J&F"} and 0 <= hvc["J&F"] <= 1
+    assert (ws / "results/dvc/tables/demo.md").exists() and (ws / "results/dvc/figures/hvc_demo.png").exists()
+    # DVC's outputs stay under its own roots: nothing where Snakemake writes
+    assert sorted(p.name for p in (ws / "artifacts").iterdir()) == ["dvc"]
+    assert sorted(p.name for p in (ws / "results").iterdir()) == ["dvc"]
+    assert "up to date" in run("dvc repro", ws, package=True)
+    run("git add -A && git commit -qm baseline", ws)
+
+    log = run("dvc exp run -S train.alpha=0.5", ws, package=True)
+    assert "Stage 'shards-hvc' didn't change" in log and "Running stage 'train-hvc'" in log
+    rows = _exp_rows(ws, "metrics/hvc/demo.json")
+    assert sorted(alpha for alpha, _ in rows) == [0.5, 0.5, 1.0], rows  # workspace, the experiment, the baseline
+    assert len(_exp_rows(ws, "metrics/random/demo.json")) == 3
+
+    # a parameter change the plan depends on: the first stage stops with one line
+    params = (ws / "params.yaml").read_text().replace("- random", "- random\n- imagenet")
+    (ws / "params.yaml").write_text(params)
+    proc = subprocess.run("dvc repro", cwd=ws, shell=True, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ws)))
+    assert proc.returncode != 0
+    assert "dvc.yaml is stale for these parameters (stages missing: propagate-imagenet-demo" in proc.stdout + proc.stderr
+
+
+def _davis2016(folder, sequences=("blackswan", "cows"), frames=4):
+    """A tiny DAVIS 2016 folder: DAVIS/JPEGImages/480p, greyscale 0/255 masks in
+    DAVIS/Annotations/480p, DAVIS/ImageSets/480p/val.txt listing frame/mask pairs."""
+    rng = np.random.default_rng(0)
+    lines = []
+    davis = folder / "DAVIS"
+    for seq in sequences:
+        for t in range(frames):
+            frame = davis / "JPEGImages/480p" / seq / f"{t:05d}.jpg"
+            mask = davis / "Annotations/480p" / seq / f"{t:05d}.png"
+            frame.parent.mkdir(parents=True, exist_ok=True)
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            image[10:26, 10 + 2 * t : 30 + 2 * t] = (200, 40, 40)
+            Image.fromarray(image).save(frame)
+            labels = np.zeros((48, 64), np.uint8)
+            labels[10:26, 10 + 2 * t : 30 + 2 * t] = 255
+            Image.fromarray(labels, mode="L").save(mask)
+            lines.append(f"/JPEGImages/480p/{seq}/{t:05d}.jpg /Annotations/480p/{seq}/{t:05d}.png")
+    (davis / "ImageSets/480p").mkdir(parents=True)
+    (davis / "ImageSets/480p/val.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def _msra10k(folder, n=16):
+    """A tiny MSRA10K folder: MSRA10K_Imgs_GT/Imgs/<n>.jpg."""
+    rng = np.random.default_rng(1)
+    imgs = folder / "MSRA10K_Imgs_GT/Imgs"
+    imgs.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(imgs / f"{i}.jpg")
+    return folder
+
+
+def test_dvc_repro_on_real_dataset_layouts(tmp_path):
+    """Not the demo: DAVIS 2016 as the benchmark and MSRA10K as the training set, both
+    linked from a lab's folders by the fetch stages (data.sources), with Table 6's ablation
+    rows trained as their own stages; the tables hold every row."""
+    lab = tmp_path / "lab"
+    extra = {
+        "data": {"benchmarks": ["davis2016"], "train_set": "msra10k",
+                 "sources": {"davis2016": str(_davis2016(lab / "davis2016")), "msra10k": str(_msra10k(lab / "msra10k"))}},
+        "ablations": ["table6"],
+    }  # fmt: skip
+    ws = workspace(tmp_path, tiny_params=True, extra=extra)
+    stages = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]
+    assert "demo_data" not in stages
+    assert {"fetch-davis2016", "fetch-msra10k", "train-hvc", "train-train_static-false", "train-train_dynamic-false"} <= set(stages)
+    run("dvc repro", ws, package=True)
+    assert (ws / "data/davis2016/DAVIS").resolve() == (lab / "davis2016/DAVIS").resolve()
+    for key in ("hvc", "random", "train_static-false", "train_dynamic-false"):
+        assert 0 <= json.loads((ws / f"metrics/{key}/davis2016.json").read_text())["J&F"] <= 1, key
+    table = (ws / "results/dvc/tables/table6.md").read_text()
+    assert len(re.findall(r"\| (\d+\.\d)(?= \|)", table)) >= 3, table  # static only, dynamic only, both
+    assert "up to date" in run("dvc repro", ws, package=True)
+    # each ablation model trained with its own setting, read from params.yaml and its --set
+    assert json.loads((ws / "artifacts/dvc/models/hvc/train.json").read_text())["steps"] == 2  # tiny: max_steps 2
+    ran = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    assert "--set train.static=false" in ran["train-train_static-false"]["cmd"]
+    assert "train" not in ran["train-train_static-false"]["params"]["params.yaml"]  # key by key, less train.static

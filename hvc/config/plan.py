@@ -211,3 +211,14 @@ def score_requests(p: Params) -> list[tuple[str, str]]:
             if source_available(src, p):
                 needed.add((exp.key, src))
     return sorted(needed)
+
+
+def shards_owners(experiments: dict[str, Experiment]) -> dict[str, Experiment]:
+    """The experiment that names each distinct shards setting (content id → experiment):
+    the base setting when it has those shards, else the one with the fewest overrides
+    (ties by key), so its ``--set`` arguments are only the ones that change the shards."""
+    owners: dict[str, Experiment] = {}
+    trained = [e for e in experiments.values() if e.trained]
+    for e in sorted(trained, key=lambda e: (e.key != "hvc", len(e.set_args), e.key)):
+        owners.setdefault(e.ids["shards"], e)
+    return owners

@@ -2,10 +2,12 @@
 import os
 import shlex
 
+import yaml
+
 from hvc.eval.registry import benchmark_root, get_benchmark
 from hvc.data.download import STAMP_NAME
-from hvc.config.plan import flatten, override_args, plan
-from hvc.config.params import load_params, validate_params
+from hvc.config.plan import override_args, plan, shards_owners
+from hvc.config.params import deep_merge, validate_params
 from hvc.data.shards import TRAIN_SET_DATASETS
 from snakemake.utils import validate
 
@@ -13,26 +15,42 @@ from snakemake.utils import validate
 configfile: "params.yaml"
 
 
-# The same files, merged in the same order, are handed to every `hvc` call.
+def yaml_values(value):
+    """`--config` values as YAML reads them: Snakemake parses a nested value with YAML's
+    base loader, which keeps every scalar a string (train={alpha: 0.5} gives "0.5")."""
+    if isinstance(value, dict):
+        return {k: yaml_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [yaml_values(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+# The same files, merged in the same order, and the same `--config` overrides (as
+# `--set KEY=VALUE`, which every stage subcommand accepts) are handed to every `hvc` call.
 PARAMS_FILES = ["params.yaml"] + [
     os.path.relpath(f) for f in workflow.overwrite_configfiles if os.path.relpath(f) != "params.yaml"
 ]
-P = validate_params(config, source=", ".join(PARAMS_FILES))  # stops here on any bad key, in one line
+CLI_OVERRIDES = yaml_values(dict(workflow.config_settings.config))
+config.update(deep_merge(config, CLI_OVERRIDES))
+P = validate_params(config, source=", ".join(PARAMS_FILES + (["--config"] if CLI_OVERRIDES else [])))  # stops here on any bad key, in one line
 # The same schema as JSON Schema, exported from the pydantic model (`hvc params --schema`);
 # pydantic runs first for its one-line messages and the cross-field checks JSON Schema lacks.
 validate(config, "../schemas/params.schema.json", set_default=False)
-_from_files = flatten(load_params(PARAMS_FILES).model_dump())
-_cli_overrides = {k: v for k, v in flatten(P.model_dump()).items() if _from_files.get(k) != v}
 # quoted for the shell: a parameter file's path may hold spaces
 PARAMS = " ".join(f"--params {shlex.quote(f)}" for f in PARAMS_FILES) + "".join(
-    f" --set {shlex.quote(a)}" for a in override_args(_cli_overrides)
+    f" --set {shlex.quote(a)}" for a in override_args(CLI_OVERRIDES)
 )
 
 EXPERIMENTS = plan(P)  # key -> Experiment (overrides, resolved params, content ids)
 BASE = EXPERIMENTS["hvc"]
 TRAINED = [e for e in EXPERIMENTS.values() if e.trained]
 BY_MODEL = {e.ids["model"]: e for e in sorted(TRAINED, key=lambda e: not e.merge_semantic)}  # unmerged wins
-BY_SHARDS = {e.ids["shards"]: e for e in TRAINED}
+BY_SHARDS = shards_owners(EXPERIMENTS)  # the base, else the fewest overrides: --set names the shards setting
 BY_ENCODER = {e.encoder: e for e in EXPERIMENTS.values()}
 
 # Content-addressed artifact paths: the id is a hash of exactly what the stage reads.
