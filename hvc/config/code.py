@@ -40,6 +40,10 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     # the CLI draws Fig. 12 with the method's pseudo-dynamic signals (hvc figures --model)
     "figures": ("hvc.report.figures", "hvc.methods.hvc.flow", "hvc.eval.readers", "hvc.device"),
     "flow": ("hvc.methods.hvc.flow", "hvc.eval.readers", "hvc.device"),  # hvc flow: Table 11
+    # not content-addressed (a dataset is verified by its checksums; an archive is a copy of
+    # the predictions); listed so that DVC re-runs them when their code changes
+    "fetch": ("hvc.data.download",),
+    "submission": ("hvc.eval.submission",),
 }
 LIBRARIES = ("torch", "torchvision")  # versions that enter every code hash
 
