@@ -33,14 +33,13 @@ def test_windowed_equals_dense_on_random_features(radius, tile):
     assert torch.equal(a, b)
 
 
-def _near_ties(C, h, w, generator):
-    """(C, h, w) unit features drawn from 4 prototypes, a third of the cells nudged by
-    ~1e-7 (near-ties), the rest exact copies (exact ties within and across frames)."""
-    protos = F.normalize(torch.randn(4, C, generator=generator), dim=1)
-    f = protos[torch.randint(0, 4, (h * w,), generator=generator)]
+def _near_ties(protos, h, w, generator):
+    """(C, h, w) unit features drawn from the (P, C) prototypes, a third of the cells
+    nudged by ~1e-7 (near-ties), the rest exact copies (exact ties within and across frames)."""
+    f = protos[torch.randint(0, len(protos), (h * w,), generator=generator)]
     nudge = torch.rand(h * w, generator=generator) < 1 / 3
-    f[nudge] += 1e-7 * torch.randn(int(nudge.sum()), C, generator=generator)
-    return F.normalize(f, dim=1).T.reshape(C, h, w).contiguous()
+    f[nudge] += 1e-7 * torch.randn(int(nudge.sum()), protos.shape[1], generator=generator)
+    return F.normalize(f, dim=1).T.reshape(-1, h, w).contiguous()
 
 
 @pytest.mark.parametrize("radius,tile,topk", [(0, 8, 7), (3, 4, 5), (5, 8, 7), (12, 8, 15), (12, 3, 4)])
@@ -49,15 +48,16 @@ def test_windowed_and_dense_are_bit_identical_on_near_ties(radius, tile, topk):
     same k candidates and give the same soft labels to the last bit."""
     g = torch.Generator().manual_seed(100 * radius + tile)
     C, h, w = 32, 13, 21
+    protos = F.normalize(torch.randn(128, C, generator=g), dim=1)  # tie groups of ~10 candidates
 
     def labels():
         return torch.softmax(4 * torch.randn(3, h, w, generator=g), 0)
 
-    first = (_near_ties(C, h, w, g), labels())
-    previous = [(first[0], first[1], 3)] + [(_near_ties(C, h, w, g), labels(), 1) for _ in range(3)]
+    first = (_near_ties(protos, h, w, g), labels())
+    previous = [(first[0], first[1], 3)] + [(_near_ties(protos, h, w, g), labels(), 1) for _ in range(3)]
     cfg = PropagationConfig(temperature=0.1, topk=topk, radius=radius, tile=tile, query_chunk=64)
     for _ in range(3):
-        q = _near_ties(C, h, w, g)
+        q = _near_ties(protos, h, w, g)
         a = predict_windowed(q, first, previous, cfg)
         b = predict_dense(q, first, previous, cfg)
         assert torch.equal(a, b), f"{(a != b).any(0).sum().item()} cells differ, largest by {(a - b).abs().max().item():.3g}"

@@ -92,9 +92,11 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # gets the same float32 value wherever it is computed), ties broken by candidate id, and
 # read out elementwise, so both paths give bit-identical soft labels.
 
-# Candidates passed on, for near-ties at the k-th: key positions (and reference-frame
-# cells) beyond the k best, and finalists per query (times k).
-_SPARE = 16
+# Candidates passed on, for near-ties at the k-th: key positions and reference-frame cells
+# beyond the k best, and finalists per query (times k: a wider tie group is left to each
+# path's own approximation, see _select_and_read).
+_SPARE = 2
+_REF_SPARE = 16
 _FINALISTS = 6
 
 
@@ -188,10 +190,10 @@ class _Context:
         frame = torch.searchsorted(self.offsets, ids, right=True) - 1
         out = q.new_empty(ids.shape[0])
         for j in frame.unique().tolist():
-            sel = (frame == j).nonzero()[:, 0]
             table, where = self.rows[j]
-            cells = ids[sel] - self.offsets[j]
-            out[sel] = _exact_affinity(q[rows[sel]], table[cells if where is None else where[cells]])
+            for sel in (frame == j).nonzero()[:, 0].split(1 << 16):  # bounded memory
+                cells = ids[sel] - self.offsets[j]
+                out[sel] = _exact_affinity(q[rows[sel]], table[cells if where is None else where[cells]])
         return out
 
 
@@ -243,8 +245,11 @@ def _select_and_read(
         excluded: (Q,) largest approximate affinity of a candidate not passed (-inf: none).
         m: how many passed candidates are considered at most.
     Returns:
-        (Q, L) soft labels and (Q,) bool: the row is right (no candidate left out, here or
-        by the caller, can reach the threshold); rows with False must be redone with more.
+        (Q, L) soft labels; (Q,) bool ``done``: the row is right (no candidate left out,
+        here or by the caller, can reach the threshold); (Q,) bool ``crowded``: not done
+        because more than ``m`` passed candidates lie within the margin (a tie group, e.g.
+        identical features in a flat region); the row then reads out the k best by the
+        caller's approximation, which may differ between paths.
     """
     k = cfg.topk
     a, j, excluded_here = _best(approx, m)
@@ -255,11 +260,12 @@ def _select_and_read(
     threshold = kth - _margin(q, ctx.key_norm)
     left_out = torch.maximum(excluded, excluded_here)
     done = (left_out < threshold) | (left_out == NEG)
-    keep = (a >= threshold[:, None]) & (counts > 0)
-    exact = torch.full_like(a, NEG)
+    crowded = ~done & (excluded_here >= threshold)
+    keep = (a >= threshold[:, None]) & (counts > 0) & ~crowded[:, None]
+    exact = torch.where(crowded[:, None], a, NEG)  # a crowded row: its own approximation
     rows, cols = keep.nonzero(as_tuple=True)
     exact[rows, cols] = ctx.affinity(q, rows, ids[rows, cols])
-    counts = counts * keep
+    counts = counts * (keep | crowded[:, None])
     by_id = ids.argsort(1)
     exact, ids, counts = exact.gather(1, by_id), ids.gather(1, by_id), counts.gather(1, by_id)
     order = exact.sort(dim=1, descending=True, stable=True).indices
@@ -270,13 +276,14 @@ def _select_and_read(
     filled = pick < a.shape[1]
     pick = pick.clamp_max(a.shape[1] - 1)
     vals = exact.gather(1, pick).masked_fill(~filled, NEG)
-    return _readout(vals, ctx.labels[ids.gather(1, pick)], cfg.temperature), done
+    return _readout(vals, ctx.labels[ids.gather(1, pick)], cfg.temperature), done, crowded
 
 
 def _dense_rows(q: torch.Tensor, cells: torch.Tensor, ctx: _Context, cfg: PropagationConfig, h: int, w: int) -> torch.Tensor:
     """(Q, L) soft labels of query cells ``cells`` (Q,) (index in the h*w frame) with
     features ``q`` (Q, C), from their affinities with every candidate, the previous frames'
-    masked to the cells strictly inside ``cfg.radius`` (0: none masked) afterwards."""
+    masked to the cells strictly inside ``cfg.radius`` (0: none masked) afterwards (and
+    :func:`_settle`)."""
     approx = torch.cat([q @ f for f in ctx.feats], 1)
     if cfg.radius > 0 and len(ctx.feats) > 1:
         yy, xx = torch.arange(h * w, device=q.device) // w, torch.arange(h * w, device=q.device) % w
@@ -285,22 +292,28 @@ def _dense_rows(q: torch.Tensor, cells: torch.Tensor, ctx: _Context, cfg: Propag
         n0 = ctx.feats[0].shape[1]
         approx[:, n0:].view(q.shape[0], -1, h * w).masked_fill_(far[:, None], NEG)
     ids = torch.arange(approx.shape[1], device=q.device).expand_as(approx)
-    out = q.new_empty(q.shape[0], ctx.labels.shape[1])
-    todo, m = torch.arange(q.shape[0], device=q.device), _FINALISTS * cfg.topk
-    while len(todo):  # ends: once m covers every candidate, every row is done
-        res, done = _select_and_read(q[todo], approx[todo], ids[todo], ctx, cfg, approx.new_full((len(todo),), NEG), m)
-        out[todo[done]] = res[done]
-        todo, m = todo[~done], 4 * m
-    return out
+    return _settle(q, approx, ids, approx.new_full(q.shape[:1], NEG), ctx, cfg)[0]
 
 
-def _finish(q: torch.Tensor, candidates, ctx: _Context, cfg: PropagationConfig, h: int, w: int) -> torch.Tensor:
-    """Soft labels (h*w, L) of every query cell (features ``q`` (h*w, C)) by
-    :func:`_select_and_read` of their (approx, ids, excluded) ``candidates``; the rows it
-    cannot settle are computed densely (:func:`_dense_rows`)."""
-    approx, ids, excluded = candidates
-    out, done = _select_and_read(q, approx, ids, ctx, cfg, excluded, _FINALISTS * cfg.topk)
-    redo = (~done).nonzero()[:, 0]
+def _settle(
+    q: torch.Tensor, approx: torch.Tensor, ids: torch.Tensor, excluded: torch.Tensor, ctx: _Context, cfg: PropagationConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_select_and_read` with ``_FINALISTS * k`` finalists; a crowded row keeps its
+    result (a tie group wider than the finalists).
+
+    Returns:
+        (Q, L) soft labels and (Q,) bool: rows that need candidates the caller left out.
+    """
+    out, done, crowded = _select_and_read(q, approx, ids, ctx, cfg, excluded, _FINALISTS * cfg.topk)
+    return out, ~done & ~crowded
+
+
+def _finish(
+    q: torch.Tensor, out: torch.Tensor, unsettled: torch.Tensor, ctx: _Context, cfg: PropagationConfig, h: int, w: int
+) -> torch.Tensor:
+    """``out`` (h*w, L) with its ``unsettled`` (h*w,) rows (those that need a candidate the
+    windowed computation left out) computed densely (:func:`_dense_rows`; ``q``: (h*w, C))."""
+    redo = unsettled.nonzero()[:, 0]
     for a in range(0, len(redo), cfg.query_chunk):
         cells = redo[a : a + cfg.query_chunk]
         out[cells] = _dense_rows(q[cells], cells, ctx, cfg, h, w)
@@ -481,18 +494,18 @@ def predict_windowed(
     qf = query.reshape(C, -1).T
     if cfg.radius == 0 or not previous:  # every candidate frame attended globally
         ctx = _Context.build(first, previous, norms)
-        chunks = [_global_candidates(qf[a : a + cfg.query_chunk], ctx, cfg) for a in range(0, h * w, cfg.query_chunk)]
+        chunks = [_settle(qf[a : a + cfg.query_chunk], *_global_candidates(qf[a : a + cfg.query_chunk], ctx, cfg), ctx, cfg) for a in range(0, h * w, cfg.query_chunk)]  # fmt: skip
     else:
         strips = cache.strips(h, w, cfg, query.device)
         keys = [cache.keys(i, f, strips) for i, (f, _, _) in zip(frame_ids, previous)]
         ctx = _Context.build(first, previous, norms, [(kf, strips.cell_rows) for kf in keys])
         chunks = _disk_chunks(query, keys, strips, ctx, cfg)
-    candidates = tuple(torch.cat(part) for part in zip(*chunks))
-    return _finish(qf, candidates, ctx, cfg, h, w).T.reshape(-1, h, w)
+    out, unsettled = (torch.cat(part) for part in zip(*chunks))
+    return _finish(qf, out, unsettled, ctx, cfg, h, w).T.reshape(-1, h, w)
 
 
 def _disk_chunks(query: torch.Tensor, keys: list[torch.Tensor], strips: _Strips, ctx: _Context, cfg: PropagationConfig) -> list:
-    """:func:`_disk_candidates` of the (C, h, w) ``query`` frame, chunk of rows by chunk:
+    """:func:`_disk_rows` of the (C, h, w) ``query`` frame, chunk of rows by chunk:
     each chunk's stacked affinities hold as many numbers as a dense chunk of
     ``cfg.query_chunk`` queries against one frame."""
     C, h, w = query.shape
@@ -500,7 +513,7 @@ def _disk_chunks(query: torch.Tensor, keys: list[torch.Tensor], strips: _Strips,
     rows = max(1, cfg.query_chunk * h * w // (strips.stride * strips.ncols * len(keys)))
     buf = query.new_empty(len(keys), rows * strips.stride * strips.ncols)
     return [
-        _disk_candidates(qs, qf[y0 * w : min(y0 + rows, h) * w], keys, strips, ctx, cfg, y0, min(y0 + rows, h), buf)
+        _disk_rows(qs, qf[y0 * w : min(y0 + rows, h) * w], keys, strips, ctx, cfg, y0, min(y0 + rows, h), buf)
         for y0 in range(0, h, rows)
     ]  # fmt: skip
 
@@ -510,14 +523,14 @@ def _global_candidates(q: torch.Tensor, ctx: _Context, cfg: PropagationConfig) -
     (approx (Q, n), ids (Q, n), excluded (Q,)) for :func:`_select_and_read`."""
     approx, ids, excluded = [], [], q.new_full(q.shape[:1], NEG)
     for j, f in enumerate(ctx.feats):
-        v, i, out = _best(q @ f, cfg.topk + _SPARE)
+        v, i, out = _best(q @ f, cfg.topk + _REF_SPARE)
         approx.append(v)
         ids.append(i + ctx.offsets[j])
         excluded = torch.maximum(excluded, out)
     return torch.cat(approx, 1), torch.cat(ids, 1), excluded
 
 
-def _disk_candidates(
+def _disk_rows(
     qs: torch.Tensor,
     qr: torch.Tensor,
     keys: list[torch.Tensor],
@@ -527,13 +540,17 @@ def _disk_candidates(
     y0: int,
     y1: int,
     buf: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Candidates of the query rows y0..y1-1 (strips ``qs``, features ``qr`` (Q, C)): the
-    reference frame's best cells, and every previous frame's affinity at each query's best
-    key positions by maximum over the previous frames (``buf``: room for the stacked disk
-    affinities) → (approx (Q, n), ids (Q, n), excluded (Q,)) for :func:`_select_and_read`."""
-    k, w, stride = cfg.topk + _SPARE, strips.w, strips.stride
-    v0, i0, out0 = _best(qr @ ctx.feats[0], k)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft labels (Q, L) of the query rows y0..y1-1 (strips ``qs``, features ``qr`` (Q, C))
+    and (Q,) bool: rows left to the dense computation (:func:`_settle`).
+
+    Candidates: the reference frame's best cells, and every previous frame's affinity at
+    each query's best key positions by maximum over the previous frames (``buf``: room for
+    the stacked disk affinities); a query not settled by them gets every position of its
+    disk, and is left to the dense computation only if the reference frame's cells left out
+    can still compete."""
+    w, stride = strips.w, strips.stride
+    v0, i0, out0 = _reference_candidates(qr, ctx, cfg)
     n = (y1 - y0) * stride
     a = buf[:, : n * strips.ncols]
     for j, kf in enumerate(keys):
@@ -542,10 +559,44 @@ def _disk_candidates(
     real = (torch.arange(y1 - y0, device=a.device)[:, None] * stride + torch.arange(w, device=a.device)).flatten()
     pos = strips.positions(y1 - y0)[real]  # (Q, ncols)
     mask = strips.mask[y0 * stride : y1 * stride][real]
-    _, cols, out_pos = _best(a.amax(0)[pos] + mask, k)  # (Q, kc)
-    vals = a.t()[pos.gather(1, cols)] + mask.gather(1, cols)[..., None]  # (Q, kc, F)
-    ids = strips.key_index[y0 * stride : y1 * stride][real].gather(1, cols)[..., None] + ctx.offsets[1:-1]
-    return torch.cat([v0, vals.flatten(1)], 1), torch.cat([i0, ids.flatten(1)], 1), torch.maximum(out0, out_pos)
+    key_index = strips.key_index[y0 * stride : y1 * stride][real]
+
+    def candidates(rows: torch.Tensor, cols: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(approx, ids) of the reference cells and the previous frames at positions ``cols``
+        ((R, kc); None: all) of the queries ``rows`` (R,)."""
+        p, m, ki = pos[rows], mask[rows], key_index[rows]
+        if cols is not None:
+            p, m, ki = p.gather(1, cols), m.gather(1, cols), ki.gather(1, cols)
+        vals = a.t()[p] + m[..., None]  # (R, kc, F)
+        ids = ki[..., None] + ctx.offsets[1:-1]
+        return torch.cat([v0[rows], vals.flatten(1)], 1), torch.cat([i0[rows], ids.flatten(1)], 1)
+
+    everyone = torch.arange(len(qr), device=a.device)
+    _, cols, out_pos = _best(a.amax(0)[pos] + mask, cfg.topk + _SPARE)  # (Q, kc)
+    out, unsettled = _settle(qr, *candidates(everyone, cols), torch.maximum(out0, out_pos), ctx, cfg)
+    wide = unsettled.nonzero()[:, 0]
+    if len(wide):
+        out[wide], unsettled[wide] = _settle(qr[wide], *candidates(wide, None), out0[wide], ctx, cfg)
+    return out, unsettled
+
+
+def _reference_candidates(qr: torch.Tensor, ctx: _Context, cfg: PropagationConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reference frame's best cells for the (Q, C) queries → (values, indices:
+    (Q, _FINALISTS * k + 1), excluded (Q,)), as :func:`_best`: the k + _REF_SPARE best, or, where
+    the one after them comes within the rounding margin of the k-th (a possible tie group),
+    a finalist set's worth, so that :func:`_select_and_read` sees a tie group as crowded as
+    the dense computation does (-inf fills the unused columns)."""
+    aff = qr @ ctx.feats[0]
+    wide = _FINALISTS * cfg.topk + 1
+    v, i, out = _best(aff, cfg.topk + _REF_SPARE)
+    k = min(cfg.topk, v.shape[1])
+    tie = (out >= v[:, k - 1] - _margin(qr, ctx.key_norm)).nonzero()[:, 0]
+    if v.shape[1] < min(wide, aff.shape[1]):
+        v = torch.cat([v, v.new_full((v.shape[0], min(wide, aff.shape[1]) - v.shape[1]), NEG)], 1)
+        i = torch.cat([i, i.new_zeros((i.shape[0], v.shape[1] - i.shape[1]))], 1)
+    if len(tie):
+        v[tie], i[tie], out[tie] = _best(aff[tie], v.shape[1])
+    return v, i, out
 
 
 def predict_dense(
