@@ -14,7 +14,9 @@ positions of each query are read back. :func:`predict_dense` is the reference de
 computation (affinity against every context cell, masked afterwards, as the CRW/HVC code
 computes it). Both paths choose the k winners on affinities recomputed by one shared
 function, ties broken by candidate index, and read them out the same way
-(:func:`_select_and_read`), so they give bit-identical soft labels and masks.
+(:func:`_select_and_read`), so they give bit-identical soft labels and masks (except
+where more than ``_FINALISTS * k`` candidates tie within float32 rounding, e.g. identical
+features of a flat region: there each keeps its own approximation's best).
 
 Objects that first appear after frame 0 (YouTube-VOS) follow the official code: every
 frame where objects appear starts its own propagation branch (that frame as the globally
@@ -228,8 +230,8 @@ def _select_and_read(
     excluded: torch.Tensor,
     m: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k readout of a set of queries from candidate supersets; the result does not
-    depend on the superset nor on how its affinities were approximated.
+    """Top-k readout of a set of queries from candidate supersets; the result of a row that
+    is done does not depend on the superset nor on how its affinities were approximated.
 
     The k-th best approximate affinity (candidates counted with their multiplicity) less
     :func:`_margin` is a threshold that every one of the k best candidates by exact value
@@ -456,16 +458,18 @@ def predict_windowed(
     frame_ids: list[int] | None = None,
 ) -> torch.Tensor:
     """Soft labels of one frame from its context, computing local affinities only inside
-    each query's disk (strips of :class:`_Strips`); bit-identical to :func:`predict_dense`.
+    each query's disk (strips of :class:`_Strips`); bit-identical to :func:`predict_dense`
+    (but for tie groups wider than the finalists, see :func:`_select_and_read`).
 
     Per chunk of query rows: the global product with the reference frame gives its best
     cells; the previous frames' disk affinities are stacked per frame, and since a query's
     k best candidates lie in its k best key positions by maximum over the frames, only the
     best few positions of every frame are read back. The k winners among these are chosen
     and read out by the computation shared with :func:`predict_dense` (exact recomputation
-    of the finalists' affinities, ties broken by candidate index); the rare query whose
-    candidates it cannot settle (a near-tie beyond the positions read back) is computed
-    densely.
+    of the finalists' affinities, ties broken by candidate index); a query whose candidates
+    cannot settle it (a near-tie beyond the positions read back) gets every position of its
+    disk, and in the rare case that the reference frame's cells left out can still compete
+    it is computed densely.
 
     Args:
         query: (C, h, w) L2-normalised features of the target frame.
