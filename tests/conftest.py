@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,3 +39,25 @@ def demo_dir(tmp_path_factory) -> Path:
 def bench(demo_dir, tmp_path) -> Path:
     """A private copy of the demo benchmark (DAVIS 2017 layout) to damage."""
     return Path(shutil.copytree(demo_dir / "benchmark", tmp_path / "benchmark"))
+
+
+@pytest.fixture
+def loopback_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[type[BaseHTTPRequestHandler]], ThreadingHTTPServer]]:
+    """Start HTTP servers on 127.0.0.1 for a test: ``loopback_server(handler)`` returns a
+    running :class:`ThreadingHTTPServer` on a free port (``server_address[1]``), shut down
+    at teardown. Proxy variables are cleared so requests to it never go through a proxy."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        servers.append(httpd)
+        return httpd
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()

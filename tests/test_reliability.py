@@ -127,21 +127,12 @@ class _FlakyHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def flaky(monkeypatch) -> Iterator[ThreadingHTTPServer]:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyHandler)
+def flaky(loopback_server) -> ThreadingHTTPServer:
+    httpd = loopback_server(_FlakyHandler)
     httpd.lock, httpd.times, httpd.limit = threading.Lock(), [], 40
     httpd.body, httpd.extra, httpd.drop, httpd.honour_range = os.urandom(5000), 0, 1000, False
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/f.bin"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    return httpd
 
 
 BACKOFF = 0.05

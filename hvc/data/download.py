@@ -193,104 +193,158 @@ def download(
     high_water = part.stat().st_size if part.exists() else 0  # the most bytes the .part file held
     with _session(policy) as session:
         while True:
-            have = part.stat().st_size if part.exists() else 0
-            if size is not None and have > size:
-                log.warning("%s is longer than the expected %d bytes; downloading again", part, size)
-                part.unlink()
-                have = 0
-            if size is not None and have == size:
-                break
-            validator = None
-            if have:
-                try:
-                    saved = read_json(meta)
-                    validator = saved.get("validator") if saved.get("url") == url else None
-                except DataError:
-                    validator = None
-            headers = {"Range": f"bytes={have}-"} if have else {}
-            if have and validator:
-                headers["If-Range"] = validator
             try:
-                with session.get(url, headers=headers, stream=True, timeout=TIMEOUT) as r:
-                    if r.status_code == 416:
-                        _, total = _parse_content_range(r.headers.get("Content-Range"))
-                        if total is not None and have == total:
-                            break  # the .part file already holds the whole file
-                        part.unlink(missing_ok=True)
-                        raise _Interrupted(f"server refused Range bytes={have}- (416); downloading again")
-                    r.raise_for_status()
-                    if have and r.status_code == 206:
-                        start, total = _parse_content_range(r.headers.get("Content-Range"))
-                        if start != have:
-                            part.unlink(missing_ok=True)
-                            raise _Interrupted(f"server resumed at byte {start}, not {have}; downloading again")
-                        mode = "ab"
-                    else:  # 200: a full body, first request or server ignoring Range
-                        if have:
-                            log.info("%s: server sent the whole file instead of a range; restarting", url)
-                        have, mode = 0, "wb"
-                        length = r.headers.get("Content-Length")
-                        total = int(length) if length and length.isdigit() else None
-                    if total is not None and size is not None and total != size:
-                        raise DataError(dest, f"{url} offers {total} bytes but the registry expects {size} bytes")
-                    if mode == "wb":
-                        write_json(meta, {"url": url, "validator": _validator_of(r)})
-                    total = total if total is not None else size
-                    with (
-                        open(part, mode) as f,
-                        tqdm(
-                            total=total,
-                            initial=have,
-                            unit="B",
-                            unit_scale=True,
-                            unit_divisor=1024,
-                            desc=dest.name,
-                            disable=not progress,
-                            file=sys.stderr,
-                        ) as bar,
-                    ):
-                        # raw bytes, never content-decoded (see Accept-Encoding above)
-                        for chunk in r.raw.stream(CHUNK, decode_content=False):
-                            f.write(chunk)
-                            bar.update(len(chunk))
-                done = part.stat().st_size
-                if total is not None and done < total:
-                    raise _Interrupted(f"body ended at byte {done} of {total}")
-                if total is not None and done > total:
-                    part.unlink()
-                    raise DataError(dest, f"{url} sent {done} bytes, more than the announced {total}")
+                _attempt(session, url, dest, part, meta, size, progress)
                 break
             except requests.RequestException as e:
                 # raised by session.get/raise_for_status: an HTTP error status, or the
                 # adapter already spent its retries on connecting / retryable statuses
                 kept = part.stat().st_size if part.exists() else 0
-                raise DataError(
-                    dest,
-                    f"GET {url} failed: {e}"
-                    + (f"; {kept} bytes kept in {part.name}, the next call resumes" if kept else ""),
-                ) from None
+                resumes = f"; {kept} bytes kept in {part.name}, the next call resumes" if kept else ""
+                raise DataError(dest, f"GET {url} failed: {e}{resumes}") from None
             except (urllib3.exceptions.HTTPError, _Interrupted) as e:
                 # the body broke off (ProtocolError, ReadTimeoutError from r.raw.stream, or
                 # fewer bytes than announced), or the server answered a Range request
                 # unusably: ask again for the rest, after a pause
-                done = part.stat().st_size if part.exists() else 0
-                if done > high_water:  # real progress: only consecutive fruitless attempts count
-                    high_water = done
-                    attempt_policy = policy
-                try:
-                    attempt_policy = attempt_policy.increment(method="GET", url=url, error=e)
-                except (urllib3.exceptions.HTTPError, _Interrupted):  # MaxRetryError, or retries disabled
-                    kept = part.stat().st_size if part.exists() else 0
-                    raise DataError(
-                        dest,
-                        f"GET {url} failed after retries ({e}); {kept} bytes kept in {part.name}, next call resumes",
-                    ) from None
-                pause = max(attempt_policy.get_backoff_time(), attempt_policy.backoff_factor)
-                log.warning("%s: %s; resuming from byte %d in %.1f s", url, e, done, pause)
-                time.sleep(pause)
+                attempt_policy, high_water = _pause_before_retry(policy, attempt_policy, high_water, e, url, dest, part)
     os.replace(part, dest)
     meta.unlink(missing_ok=True)
     return dest
+
+
+def _attempt(
+    session: requests.Session, url: str, dest: Path, part: Path, meta: Path, size: int | None, progress: bool
+) -> None:
+    """One request for the bytes of ``url`` that ``part`` lacks, appended to it (or
+    written anew); returns when ``part`` holds the whole file.
+
+    Raises:
+        requests.RequestException: an HTTP error status, or the adapter's retries spent.
+        urllib3.exceptions.HTTPError, _Interrupted: the body broke off or ended short, or
+            the server answered the Range request unusably (to be retried).
+        DataError: the server's size differs from ``size``, or it sent more than it announced.
+    """
+    have = part.stat().st_size if part.exists() else 0
+    if size is not None and have > size:
+        log.warning("%s is longer than the expected %d bytes; downloading again", part, size)
+        part.unlink()
+        have = 0
+    if size is not None and have == size:
+        return
+    with session.get(url, headers=_range_headers(meta, url, have), stream=True, timeout=TIMEOUT) as r:
+        plan = _answer_plan(r, url, dest, part, meta, have, size)
+        if plan is None:
+            return  # the .part file already holds the whole file
+        mode, have, total = plan
+        with (
+            open(part, mode) as f,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=dest.name,
+                disable=not progress,
+                file=sys.stderr,
+            ) as bar,
+        ):
+            # raw bytes, never content-decoded (see Accept-Encoding above)
+            for chunk in r.raw.stream(CHUNK, decode_content=False):
+                f.write(chunk)
+                bar.update(len(chunk))
+    done = part.stat().st_size
+    if total is not None and done < total:
+        raise _Interrupted(f"body ended at byte {done} of {total}")
+    if total is not None and done > total:
+        part.unlink()
+        raise DataError(dest, f"{url} sent {done} bytes, more than the announced {total}")
+
+
+def _range_headers(meta: Path, url: str, have: int) -> dict[str, str]:
+    """Request headers asking for the bytes after the first ``have``, with ``If-Range``
+    set to the validator that ``meta`` recorded for ``url`` (if any)."""
+    if not have:
+        return {}
+    try:
+        saved = read_json(meta)
+        validator = saved.get("validator") if saved.get("url") == url else None
+    except DataError:
+        validator = None
+    headers = {"Range": f"bytes={have}-"}
+    if validator:
+        headers["If-Range"] = validator
+    return headers
+
+
+def _answer_plan(
+    r: requests.Response, url: str, dest: Path, part: Path, meta: Path, have: int, size: int | None
+) -> tuple[str, int, int | None] | None:
+    """How to take the server's answer to a request for the bytes after the first ``have``.
+
+    Returns:
+        None when ``part`` already holds the whole file (416 naming that size); otherwise
+        (file mode: ``"ab"`` to append a 206 range, ``"wb"`` for a whole body, bytes kept,
+        total size or None when unknown). A whole body's validator is recorded in ``meta``.
+    Raises:
+        requests.HTTPError: an error status.
+        _Interrupted: the server refused the range or resumed at another byte (``part``
+            is deleted: downloaded again).
+        DataError: the announced size differs from ``size``.
+    """
+    if r.status_code == 416:
+        _, total = _parse_content_range(r.headers.get("Content-Range"))
+        if total is not None and have == total:
+            return None
+        part.unlink(missing_ok=True)
+        raise _Interrupted(f"server refused Range bytes={have}- (416); downloading again")
+    r.raise_for_status()
+    if have and r.status_code == 206:
+        start, total = _parse_content_range(r.headers.get("Content-Range"))
+        if start != have:
+            part.unlink(missing_ok=True)
+            raise _Interrupted(f"server resumed at byte {start}, not {have}; downloading again")
+        mode = "ab"
+    else:  # 200: a full body, first request or server ignoring Range
+        if have:
+            log.info("%s: server sent the whole file instead of a range; restarting", url)
+        have, mode = 0, "wb"
+        length = r.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+    if total is not None and size is not None and total != size:
+        raise DataError(dest, f"{url} offers {total} bytes but the registry expects {size} bytes")
+    if mode == "wb":
+        write_json(meta, {"url": url, "validator": _validator_of(r)})
+    return mode, have, total if total is not None else size
+
+
+def _pause_before_retry(
+    policy: Retry, attempt_policy: Retry, high_water: int, error: Exception, url: str, dest: Path, part: Path
+) -> tuple[Retry, int]:
+    """Count a failed attempt and sleep the backoff (at least ``backoff_factor`` seconds).
+
+    The count (``attempt_policy``) restarts from ``policy`` when the ``.part`` file grew
+    past ``high_water``, the most bytes it held: only consecutive fruitless attempts count.
+
+    Returns:
+        the updated attempt policy and high-water mark.
+    Raises:
+        DataError: retries exhausted (the ``.part`` file is kept for the next call).
+    """
+    done = part.stat().st_size if part.exists() else 0
+    if done > high_water:  # real progress
+        high_water, attempt_policy = done, policy
+    try:
+        attempt_policy = attempt_policy.increment(method="GET", url=url, error=error)
+    except (urllib3.exceptions.HTTPError, _Interrupted):  # MaxRetryError, or retries disabled
+        raise DataError(
+            dest,
+            f"GET {url} failed after retries ({error}); {done} bytes kept in {part.name}, next call resumes",
+        ) from None
+    pause = max(attempt_policy.get_backoff_time(), attempt_policy.backoff_factor)
+    log.warning("%s: %s; resuming from byte %d in %.1f s", url, error, done, pause)
+    time.sleep(pause)
+    return attempt_policy, high_water
 
 
 # --------------------------------------------------------------------------- fetch
@@ -372,22 +426,59 @@ def fetch(
     stamp_path = target / STAMP_NAME
     if _stamp_is_current(stamp_path, spec, target):
         return target
-
     archive_dir = root / DOWNLOADS_DIR / name
     paths = [(f, archive_dir / f.filename) for f in spec.files]
+    _require_manual_files(name, spec, paths, archive_dir)
+    records, fresh = _get_and_verify(paths, progress, retry)
+    try:
+        extract_archives([p for _, p in paths], target, required=spec.layout, overwrite=True)
+    except DataError as e:
+        raise _unusable_archive(e, paths, fresh) from None
+    write_json(stamp_path, {"dataset": name, "files": records, "layout": list(spec.layout)})
+    _warn_unchecked(spec, records, archive_dir, stamp_path)
+    return target
+
+
+def _warn_unchecked(spec: DatasetSpec, records: list[dict[str, Any]], archive_dir: Path, stamp_path: Path) -> None:
+    """Log, for each file without a registry checksum, the SHA-256 the stamp recorded."""
+    for f, r in zip(spec.files, records):
+        if f.checksum is None:  # now true: the stamp holds it
+            log.warning(
+                "%s: no checksum in the registry, verified size only; its sha256 %s is recorded in %s "
+                "(add 'sha256:%s' to hvc/data/datasets.yaml once confirmed)",
+                archive_dir / f.filename, r["sha256"], stamp_path, r["sha256"],
+            )  # fmt: skip
+
+
+def _require_manual_files(name: str, spec: DatasetSpec, paths: list[tuple[FileSpec, Path]], archive_dir: Path) -> None:
+    """Raise :class:`ManualDownloadRequired` (message also printed to stderr) when a file
+    that must be placed by hand (manual dataset, or no URL) is not at its path yet;
+    ``archive_dir`` is created for the user to drop it in."""
     missing_manual = [(f, p) for f, p in paths if not p.exists() and (spec.manual or not f.url)]
     if missing_manual:
-        archive_dir.mkdir(parents=True, exist_ok=True)  # ready for the user to drop files in
+        archive_dir.mkdir(parents=True, exist_ok=True)
         message = _manual_message(name, spec, missing_manual)
         print(message, file=sys.stderr)
         raise ManualDownloadRequired(missing_manual[0][1], message)
 
+
+def _get_and_verify(
+    paths: list[tuple[FileSpec, Path]], progress: bool, retry: Retry | None
+) -> tuple[list[dict[str, Any]], set[Path]]:
+    """Download each file not at its path yet and verify every one (see :func:`fetch`).
+
+    Returns:
+        the stamp record of each file and the set of paths downloaded by this call.
+    Raises:
+        DataError: download failure, or size or checksum mismatch (a file downloaded by
+            this call is renamed ``<file>.rejected``, a hand-placed one is left as is).
+    """
     records = []
     fresh: set[Path] = set()  # downloaded by this call
     for f, path in paths:
         downloaded_now = False
         if not path.exists():
-            assert f.url is not None  # guaranteed by the manual check above
+            assert f.url is not None  # guaranteed by the manual check
             download(f.url, path, size=f.size, progress=progress, retry=retry)
             downloaded_now = True
         try:
@@ -402,29 +493,8 @@ def fetch(
             raise DataError(path, f"{e.problem}; delete or replace the file, then run again") from None
         if downloaded_now:
             fresh.add(path)
-        records.append(
-            {
-                "filename": f.filename,
-                "url": f.url,
-                "size": path.stat().st_size,
-                "checksum": f.checksum,
-                "sha256": sha256,
-            }
-        )
-
-    try:
-        extract_archives([p for _, p in paths], target, required=spec.layout, overwrite=True)
-    except DataError as e:
-        raise _unusable_archive(e, paths, fresh) from None
-    write_json(stamp_path, {"dataset": name, "files": records, "layout": list(spec.layout)})
-    for f, r in zip(spec.files, records):
-        if f.checksum is None:  # now true: the stamp holds it
-            log.warning(
-                "%s: no checksum in the registry, verified size only; its sha256 %s is recorded in %s "
-                "(add 'sha256:%s' to hvc/data/datasets.yaml once confirmed)",
-                archive_dir / f.filename, r["sha256"], stamp_path, r["sha256"],
-            )  # fmt: skip
-    return target
+        records.append({"filename": f.filename, "url": f.url, "size": path.stat().st_size, "checksum": f.checksum, "sha256": sha256})
+    return records, fresh
 
 
 def _unusable_archive(e: DataError, paths: list[tuple[FileSpec, Path]], fresh: set[Path]) -> DataError:
@@ -617,6 +687,45 @@ def fetch_from(
         missing = [p for p in spec.layout if not (source / p).exists()]
         if missing:
             raise DataError(source, f"does not have the layout of {name}: missing {', '.join(missing)}")
+    stamp = _link_stamp(name, target, source, in_place)
+    if stamp is not None and stamp.get("source") == str(source) and (target / MANIFEST_NAME).exists():
+        verify_manifest(target, links, rehash=rehash)
+        return target
+    if not in_place:
+        with atomic_dir(target) as tmp:
+            for link, real in links.items():
+                (tmp / link).symlink_to(real, target_is_directory=real.is_dir())
+    manifest = write_manifest(name, target, links, source, progress=progress)
+    _write_link_stamp(name, spec, target, source, in_place, manifest)
+    return target
+
+
+def _write_link_stamp(name: str, spec: DatasetSpec, target: Path, source: Path, in_place: bool, manifest: dict[str, Any]) -> None:
+    """Write the stamp of :func:`fetch_from` (``target/.hvc-fetch.json``) from the manifest."""
+    write_json(
+        target / STAMP_NAME,
+        {
+            "dataset": name,
+            "source": str(source),
+            "linked": not in_place,
+            "layout": list(spec.layout),
+            "manifest": MANIFEST_NAME,
+            "num_files": manifest["num_files"],
+            "bytes": manifest["bytes"],
+            "content_sha256": manifest["content_sha256"],
+        },
+    )
+    log.info("%s: %d files, %d bytes from %s, content sha256 %s", name, manifest["num_files"], manifest["bytes"], source, manifest["content_sha256"])
+
+
+def _link_stamp(name: str, target: Path, source: Path, in_place: bool) -> dict[str, Any] | None:
+    """The stamp of an earlier :func:`fetch_from` of ``source`` into ``target``, or None
+    (no readable stamp, or one for another source, which is relinked).
+
+    Raises:
+        DataError: ``target`` holds something other than our links or an empty folder (a
+            downloaded copy) while ``source`` is not ``target`` itself.
+    """
     stamp_path = target / STAMP_NAME
     try:
         stamp = read_json(stamp_path) if stamp_path.exists() else None
@@ -633,29 +742,7 @@ def fetch_from(
         if stamp["source"] != str(source):
             log.info("%s: linked to %s before; linking %s now", target, stamp["source"], source)
             stamp = None
-    if stamp is not None and stamp.get("source") == str(source) and (target / MANIFEST_NAME).exists():
-        verify_manifest(target, links, rehash=rehash)
-        return target
-    if not in_place:
-        with atomic_dir(target) as tmp:
-            for link, real in links.items():
-                (tmp / link).symlink_to(real, target_is_directory=real.is_dir())
-    manifest = write_manifest(name, target, links, source, progress=progress)
-    write_json(
-        stamp_path,
-        {
-            "dataset": name,
-            "source": str(source),
-            "linked": not in_place,
-            "layout": list(spec.layout),
-            "manifest": MANIFEST_NAME,
-            "num_files": manifest["num_files"],
-            "bytes": manifest["bytes"],
-            "content_sha256": manifest["content_sha256"],
-        },
-    )
-    log.info("%s: %d files, %d bytes from %s, content sha256 %s", name, manifest["num_files"], manifest["bytes"], source, manifest["content_sha256"])
-    return target
+    return stamp
 
 
 def linked_source(name: str, root: str | os.PathLike[str]) -> Path | None:

@@ -401,17 +401,7 @@ def evaluate_folder(
     gaps: list[str] = []
 
     def score(seq: str) -> dict:
-        gt_dir, pred_dir = Path(gt_root) / seq, Path(pred_root) / seq
-        gt, pred = _read_sequence(gt_dir, pred_dir)
-        gap = object_id_gap(gt[0])
-        if gap:
-            msg = f"{seq}: first ground-truth frame has object ids {gap[0]}; missing {gap[1]} scored as phantom objects"
-            gaps.append(msg)
-            log.warning("%s", msg)
-        try:
-            return evaluate_sequence(gt, pred, bound_th=bound_th)
-        except ValueError as e:
-            raise DataError(pred_dir, str(e)) from None
+        return _score_sequence(Path(gt_root), Path(pred_root), seq, bound_th, gaps)
 
     if workers > 1 and len(sequences) > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -428,6 +418,26 @@ def evaluate_folder(
     if gaps:
         table["warnings"] = sorted(gaps)
     return table
+
+
+def _score_sequence(gt_root: Path, pred_root: Path, seq: str, bound_th: float, gaps: list[str]) -> dict:
+    """:func:`evaluate_sequence` of sequence ``seq`` (see :func:`evaluate_folder`); a gap in
+    the first ground-truth frame's object ids is logged and its line appended to ``gaps``.
+
+    Raises:
+        DataError: as :func:`evaluate_folder`, naming the file or the prediction folder.
+    """
+    gt_dir, pred_dir = gt_root / seq, pred_root / seq
+    gt, pred = _read_sequence(gt_dir, pred_dir)
+    gap = object_id_gap(gt[0])
+    if gap:
+        msg = f"{seq}: first ground-truth frame has object ids {gap[0]}; missing {gap[1]} scored as phantom objects"
+        gaps.append(msg)
+        log.warning("%s", msg)
+    try:
+        return evaluate_sequence(gt, pred, bound_th=bound_th)
+    except ValueError as e:
+        raise DataError(pred_dir, str(e)) from None
 
 
 def object_id_gap(first: np.ndarray) -> tuple[list[int], list[int]] | None:

@@ -283,20 +283,12 @@ def propagate_pose(
     Raises:
         ValueError: no frames, frames of different sizes, or joints0 not (J, 2).
     """
-    joints0 = np.asarray(joints0, np.float64)
-    if not frames:
-        raise ValueError("no frames to track joints through")
-    if joints0.ndim != 2 or joints0.shape[1] != 2:
-        raise ValueError(f"joints0 must be (J, 2) x, y, got shape {joints0.shape}")
+    joints0 = _checked_pose_input(frames, joints0)
     H, W = frames[0].shape[:2]
-    if any(f.shape[:2] != (H, W) for f in frames):
-        raise ValueError(f"frames differ in size (frame 0 is {H} x {W})")
     to_input = np.array([size / W, size / H])  # original pixels → input pixels, per axis
 
     def features(frame: np.ndarray) -> torch.Tensor:
-        x = preprocess(frame, None).to(device)
-        x = F.interpolate(x, (size, size), mode="bilinear", align_corners=False, antialias=True)
-        return encode(encoder, x, layer, bf16)
+        return _square_features(encoder, frame, size, layer, device, bf16)
 
     f0 = features(frames[0])
     h, w = f0.shape[-2:]
@@ -310,6 +302,30 @@ def propagate_pose(
     for t, pred in propagate_soft((f0, maps), rest, cfg):
         out[t] = heatmaps_to_joints(pred, topk) * stride / to_input
     return out
+
+
+def _checked_pose_input(frames: Sequence[np.ndarray], joints0: np.ndarray) -> np.ndarray:
+    """``joints0`` as (J, 2) float64, after checking it and the frames (see :func:`propagate_pose`).
+
+    Raises:
+        ValueError: no frames, frames of different sizes, or joints0 not (J, 2).
+    """
+    joints0 = np.asarray(joints0, np.float64)
+    if not frames:
+        raise ValueError("no frames to track joints through")
+    if joints0.ndim != 2 or joints0.shape[1] != 2:
+        raise ValueError(f"joints0 must be (J, 2) x, y, got shape {joints0.shape}")
+    H, W = frames[0].shape[:2]
+    if any(f.shape[:2] != (H, W) for f in frames):
+        raise ValueError(f"frames differ in size (frame 0 is {H} x {W})")
+    return joints0
+
+
+def _square_features(encoder, frame: np.ndarray, size: int, layer: str, device, bf16: bool) -> torch.Tensor:
+    """Features (C, h, w) of a (H, W, 3) uint8 frame resized to size x size (CRW ``JhmdbSet``)."""
+    x = preprocess(frame, None).to(device)
+    x = F.interpolate(x, (size, size), mode="bilinear", align_corners=False, antialias=True)
+    return encode(encoder, x, layer, bf16)
 
 
 # --------------------------------------------------------------------------- predictions on disk

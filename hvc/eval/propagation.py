@@ -9,10 +9,14 @@ the context's soft labels → upsample and argmax → write palette PNGs.
 
 The radius-limited part is computed only inside each query's disk (:class:`_Strips`:
 strips of queries along a row against the few keys of each row that their disks reach,
-batched matrix products on strided views, no window gathered) and only the k best key
+batched matrix products on strided views, no window gathered) and only the best few key
 positions of each query are read back. :func:`predict_dense` is the reference dense
 computation (affinity against every context cell, masked afterwards, as the CRW/HVC code
-computes it); both give the same top-k candidates.
+computes it). Both paths choose the k winners on affinities recomputed by one shared
+function, ties broken by candidate index, and read them out the same way
+(:func:`_select_and_read`), so they give bit-identical soft labels and masks (except
+where more than ``_FINALISTS * k`` candidates tie within float32 rounding, e.g. identical
+features of a flat region: there each keeps its own approximation's best).
 
 Objects that first appear after frame 0 (YouTube-VOS) follow the official code: every
 frame where objects appear starts its own propagation branch (that frame as the globally
@@ -81,30 +85,241 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- top-k matching
+#
+# Both paths end in :func:`_select_and_read`. Each passes, per query, a superset of the
+# candidates that can be among its k best, with their affinities from its own float32
+# matrix products (whose rounding depends on the product's shape, blocking and threads) and
+# a bound on the affinity of every candidate it left out. The k winners are chosen on
+# affinities recomputed by one shared function (:func:`_exact_affinity`: a (query, key) pair
+# gets the same float32 value wherever it is computed), ties broken by candidate id, and
+# read out elementwise, so both paths give bit-identical soft labels.
+
+# Candidates passed on, for near-ties at the k-th: key positions and reference-frame cells
+# beyond the k best, and finalists per query (times k: a wider tie group is left to each
+# path's own approximation, see _select_and_read).
+_SPARE = 2
+_REF_SPARE = 16
+_FINALISTS = 6
 
 
-def _readout(best: tuple[torch.Tensor, torch.Tensor], temperature: float) -> torch.Tensor:
-    """Softmax over the top-k affinities / T, weighted sum of labels → (Q, L)."""
-    vals, labs = best
-    w = torch.softmax(vals / temperature, dim=1)
-    w = torch.nan_to_num(w, nan=0.0)  # a query with no finite candidate gets no label mass
-    return (w[..., None] * labs).sum(1)
+def _unit_roundoff() -> float:
+    """Unit roundoff of float32 matrix products under torch's matmul precision setting
+    (``highest``: float32, ``high``: TF32, ``medium``: bfloat16)."""
+    return {"highest": 2.0**-24, "high": 2.0**-11}.get(torch.get_float32_matmul_precision(), 2.0**-8)
 
 
-def _merge_ids(
-    best: tuple[torch.Tensor, torch.Tensor] | None, vals: torch.Tensor, ids: torch.Tensor, k: int
+def _margin(q: torch.Tensor, key_norm: float) -> torch.Tensor:
+    """(Q, C) queries → (Q,) twice the largest difference between a float32 matrix
+    product's affinity of a query with a key of norm <= ``key_norm`` (any summation order:
+    within γ_C |q| |k| of the exact value, γ_n = nu / (1 - nu)) and :func:`_exact_affinity`'s
+    (pairwise: within γ_(log2 C + 1) |q| |k|) (Higham, Accuracy and Stability of Numerical
+    Algorithms, 2002, §3.1 and §4.2); 1 % slack for the norms' own rounding."""
+    C = q.shape[1]
+
+    def gamma(n: int, u: float) -> float:
+        return n * u / (1 - n * u)
+
+    bound = gamma(C, _unit_roundoff()) + gamma((C - 1).bit_length() + 1, 2.0**-24)
+    return 2 * bound * 1.01 * q.norm(dim=1) * key_norm
+
+
+def _exact_affinity(q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """(P, C) queries · (P, C) keys → (P,) dot products, summed pairwise in a fixed order
+    by elementwise float32 additions only, so that a pair's value does not depend on what
+    else is computed with it (a matrix product's does)."""
+    p = q * keys
+    if p.shape[1] & (p.shape[1] - 1):  # not a power of two: zeros added exactly
+        p = F.pad(p, (0, (1 << (p.shape[1] - 1).bit_length()) - p.shape[1]))
+    while p.shape[1] > 1:
+        half = p.shape[1] // 2
+        p = p[:, :half] + p[:, half:]
+    return p[:, 0]
+
+
+def _best(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Q, N) → the k largest per row (values, indices: (Q, min(k, N))) and (Q,) the largest
+    value left out (-inf when none is)."""
+    v, i = x.topk(min(k + 1, x.shape[1]), dim=1)
+    if v.shape[1] <= k:
+        return v, i, v.new_full(v.shape[:1], NEG)
+    return v[:, :k], i[:, :k], v[:, k]
+
+
+@dataclass
+class _Context:
+    """The candidates of one target frame, by id: the reference frame's cells (ids 0..n0-1,
+    each counted once), then each previous frame's cells (counted with the frame's
+    multiplicity). ``feats``: (C, n_i) features per frame; ``rows``: per frame, channels-last
+    keys (R_i, C) and the row of each cell in them ((n_i,), or None: row = cell);
+    ``offsets``: (F + 1,) first id of each frame and the total; ``labels``: (N, L) soft
+    labels; ``counts``: (N,) multiplicity; ``key_norm``: the largest key norm."""
+
+    feats: list[torch.Tensor]
+    rows: list[tuple[torch.Tensor, torch.Tensor | None]]
+    offsets: torch.Tensor
+    labels: torch.Tensor
+    counts: torch.Tensor
+    key_norm: float
+
+    @classmethod
+    def build(
+        cls,
+        first: tuple[torch.Tensor, torch.Tensor],
+        previous: list[tuple[torch.Tensor, torch.Tensor, int]],
+        norms: list[float] | None = None,
+        rows: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+    ) -> _Context:
+        """From ``first`` and ``previous`` as :func:`predict_windowed` takes them; ``norms``:
+        each previous frame's largest key norm, ``rows``: its channels-last keys (as
+        ``_Context.rows``), if at hand (else a transposed view is gathered from)."""
+        f0, l0 = first
+        C = f0.shape[0]
+        feats = [f0.reshape(C, -1)] + [f.reshape(C, -1) for f, _, _ in previous]
+        labels = torch.cat([lab.reshape(lab.shape[0], -1).T for lab in [l0] + [lab for _, lab, _ in previous]])
+        sizes = torch.tensor([f.shape[1] for f in feats], device=f0.device)
+        mult = torch.tensor([1] + [m for _, _, m in previous], device=f0.device)
+        offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
+        if norms is None:
+            norms = [_key_norm(f) for f in feats[1:]]
+        if rows is None:
+            rows = [(f.T, None) for f in feats[1:]]
+        rows = [(feats[0].T.contiguous(), None)] + list(rows)
+        return cls(feats, rows, offsets, labels, mult.repeat_interleave(sizes), max([_key_norm(feats[0])] + norms))
+
+    def affinity(self, q: torch.Tensor, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """:func:`_exact_affinity` of queries ``q[rows]`` ((Q, C) features, (P,) rows) with
+        the (P,) candidates ``ids`` → (P,), one frame at a time (keys gathered channels-last)."""
+        frame = torch.searchsorted(self.offsets, ids, right=True) - 1
+        out = q.new_empty(ids.shape[0])
+        for j in frame.unique().tolist():
+            table, where = self.rows[j]
+            for sel in (frame == j).nonzero()[:, 0].split(1 << 16):  # bounded memory
+                cells = ids[sel] - self.offsets[j]
+                out[sel] = _exact_affinity(q[rows[sel]], table[cells if where is None else where[cells]])
+        return out
+
+
+def _key_norm(f: torch.Tensor) -> float:
+    """Largest L2 norm over the cells of (C, ...) features."""
+    return f.reshape(f.shape[0], -1).norm(dim=0).max().item()
+
+
+def _readout(vals: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(Q, k) affinities sorted in descending order and their (Q, k, L) labels → (Q, L):
+    softmax of affinity / temperature, weighted sum of the labels (official: CRW
+    ``mem_efficient_batched_affinity`` and ``CRW.forward`` in HVC ``labelprop/crw.py``),
+    summed elementwise over k in order so that a row's result does not depend on the rows
+    computed with it. A query with no finite candidate gets no label mass."""
+    e = torch.nan_to_num(torch.exp(vals / temperature - vals[:, :1] / temperature), nan=0.0)
+    total = e[:, 0]
+    for i in range(1, e.shape[1]):
+        total = total + e[:, i]
+    w = torch.nan_to_num(e / total[:, None], nan=0.0)
+    out = w[:, 0, None] * labels[:, 0]
+    for i in range(1, e.shape[1]):
+        out = out + w[:, i, None] * labels[:, i]
+    return out
+
+
+def _select_and_read(
+    q: torch.Tensor,
+    approx: torch.Tensor,
+    ids: torch.Tensor,
+    ctx: _Context,
+    cfg: PropagationConfig,
+    excluded: torch.Tensor,
+    m: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Running top-k of (Q, n) candidate values with their (Q, n) ids in a label table."""
-    if best is not None:
-        vals, ids = torch.cat([best[0], vals], 1), torch.cat([best[1], ids], 1)
-    top, idx = vals.topk(min(k, vals.shape[1]), dim=1)
-    return top, ids.gather(1, idx)
+    """Top-k readout of a set of queries from candidate supersets; the result of a row that
+    is done does not depend on the superset nor on how its affinities were approximated.
+
+    The k-th best approximate affinity (candidates counted with their multiplicity) less
+    :func:`_margin` is a threshold that every one of the k best candidates by exact value
+    passes. The best ``m`` passed candidates above it get :func:`_exact_affinity`; the k
+    best by it (ties: smaller id first, copies of a candidate side by side) are read out.
+
+    Args:
+        q: (Q, C) query features.
+        approx: (Q, N) approximate affinities of the passed candidates (-inf: none).
+        ids: (Q, N) their ids in ``ctx``, distinct within a row where ``approx`` is finite.
+        ctx: the target frame's candidates.
+        cfg: top-k and temperature.
+        excluded: (Q,) largest approximate affinity of a candidate not passed (-inf: none).
+        m: how many passed candidates are considered at most.
+    Returns:
+        (Q, L) soft labels; (Q,) bool ``done``: the row is right (no candidate left out,
+        here or by the caller, can reach the threshold); (Q,) bool ``crowded``: not done
+        because more than ``m`` passed candidates lie within the margin (a tie group, e.g.
+        identical features in a flat region); the row then reads out the k best by the
+        caller's approximation, which may differ between paths.
+    """
+    k = cfg.topk
+    a, j, excluded_here = _best(approx, m)
+    ids = ids.gather(1, j)
+    counts = ctx.counts[ids] * (a > NEG)
+    reach = counts.cumsum(1) >= k
+    kth = a.gather(1, reach.int().argmax(1, keepdim=True))[:, 0].masked_fill(~reach.any(1), NEG)
+    threshold = kth - _margin(q, ctx.key_norm)
+    left_out = torch.maximum(excluded, excluded_here)
+    done = (left_out < threshold) | (left_out == NEG)
+    crowded = ~done & (excluded_here >= threshold)
+    keep = (a >= threshold[:, None]) & (counts > 0) & ~crowded[:, None]
+    exact = torch.where(crowded[:, None], a, NEG)  # a crowded row: its own approximation
+    rows, cols = keep.nonzero(as_tuple=True)
+    exact[rows, cols] = ctx.affinity(q, rows, ids[rows, cols])
+    counts = counts * (keep | crowded[:, None])
+    by_id = ids.argsort(1)
+    exact, ids, counts = exact.gather(1, by_id), ids.gather(1, by_id), counts.gather(1, by_id)
+    order = exact.sort(dim=1, descending=True, stable=True).indices
+    exact, ids, counts = exact.gather(1, order), ids.gather(1, order), counts.gather(1, order)
+    # slot s of the k holds the candidate whose copies cover it
+    slots = torch.arange(k, device=a.device).expand(a.shape[0], k).contiguous()
+    pick = torch.searchsorted(counts.cumsum(1), slots, right=True)
+    filled = pick < a.shape[1]
+    pick = pick.clamp_max(a.shape[1] - 1)
+    vals = exact.gather(1, pick).masked_fill(~filled, NEG)
+    return _readout(vals, ctx.labels[ids.gather(1, pick)], cfg.temperature), done, crowded
 
 
-def _topk_candidates(aff: torch.Tensor, key_labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """aff (Q, N) and key_labels (N, L) → top-k values (Q, k') and their labels (Q, k', L)."""
-    vals, idx = aff.topk(min(k, aff.shape[1]), dim=1)
-    return vals, key_labels[idx]
+def _dense_rows(q: torch.Tensor, cells: torch.Tensor, ctx: _Context, cfg: PropagationConfig, h: int, w: int) -> torch.Tensor:
+    """(Q, L) soft labels of query cells ``cells`` (Q,) (index in the h*w frame) with
+    features ``q`` (Q, C), from their affinities with every candidate, the previous frames'
+    masked to the cells strictly inside ``cfg.radius`` (0: none masked) afterwards (and
+    :func:`_settle`)."""
+    approx = torch.cat([q @ f for f in ctx.feats], 1)
+    if cfg.radius > 0 and len(ctx.feats) > 1:
+        yy, xx = torch.arange(h * w, device=q.device) // w, torch.arange(h * w, device=q.device) % w
+        y, x = cells // w, cells % w
+        far = (y[:, None] - yy) ** 2 + (x[:, None] - xx) ** 2 >= cfg.radius**2  # integer cells: exact
+        n0 = ctx.feats[0].shape[1]
+        approx[:, n0:].view(q.shape[0], -1, h * w).masked_fill_(far[:, None], NEG)
+    ids = torch.arange(approx.shape[1], device=q.device).expand_as(approx)
+    return _settle(q, approx, ids, approx.new_full(q.shape[:1], NEG), ctx, cfg)[0]
+
+
+def _settle(
+    q: torch.Tensor, approx: torch.Tensor, ids: torch.Tensor, excluded: torch.Tensor, ctx: _Context, cfg: PropagationConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_select_and_read` with ``_FINALISTS * k`` finalists; a crowded row keeps its
+    result (a tie group wider than the finalists).
+
+    Returns:
+        (Q, L) soft labels and (Q,) bool: rows that need candidates the caller left out.
+    """
+    out, done, crowded = _select_and_read(q, approx, ids, ctx, cfg, excluded, _FINALISTS * cfg.topk)
+    return out, ~done & ~crowded
+
+
+def _finish(
+    q: torch.Tensor, out: torch.Tensor, unsettled: torch.Tensor, ctx: _Context, cfg: PropagationConfig, h: int, w: int
+) -> torch.Tensor:
+    """``out`` (h*w, L) with its ``unsettled`` (h*w,) rows (those that need a candidate the
+    windowed computation left out) computed densely (:func:`_dense_rows`; ``q``: (h*w, C))."""
+    redo = unsettled.nonzero()[:, 0]
+    for a in range(0, len(redo), cfg.query_chunk):
+        cells = redo[a : a + cfg.query_chunk]
+        out[cells] = _dense_rows(q[cells], cells, ctx, cfg, h, w)
+    return out
 
 
 class _Strips:
@@ -145,6 +360,8 @@ class _Strips:
         ok = torch.cat(masks, 2).reshape(h * self.stride, self.ncols)
         self.mask = torch.zeros(ok.shape, device=device).masked_fill_(~ok, NEG)
         self.key_index = torch.cat(index, 2).reshape(h * self.stride, self.ncols)
+        cells = torch.arange(h * w, device=device)
+        self.cell_rows = (self.top + cells // w) * self.stride + cells % w  # (h*w,) a cell's row in keys()
         self._positions: dict[int, torch.Tensor] = {}
 
     def keys(self, f: torch.Tensor) -> torch.Tensor:
@@ -194,15 +411,17 @@ class _Strips:
 class WindowCache:
     """Per-video state of :func:`predict_windowed`, owned and passed along by the caller.
 
-    Holds the strip geometry of one feature-map size (:class:`_Strips`) and the padded
-    channels-last keys of the frames in the context, by the caller's frame index: a
-    frame stays in the context for up to ``context`` target frames, so its keys are laid
-    out once. :meth:`retain` drops the frames that left the context.
+    Holds the strip geometry of one feature-map size (:class:`_Strips`) and, by the
+    caller's frame index, the padded channels-last keys and the largest key norm of the
+    frames in the context: a frame stays in the context for up to ``context`` target
+    frames, so its keys are laid out once. :meth:`retain` drops the frames that left the
+    context.
     """
 
     def __init__(self) -> None:
         self._strips: _Strips | None = None
         self._keys: dict[int, torch.Tensor] = {}
+        self._norms: dict[int, float] = {}
 
     def strips(self, h: int, w: int, cfg: PropagationConfig, device: torch.device) -> _Strips:
         """The geometry for an (h, w) feature map under ``cfg`` (built once)."""
@@ -217,10 +436,17 @@ class WindowCache:
             self._keys[index] = strips.keys(f)
         return self._keys[index]
 
+    def norm(self, index: int, f: torch.Tensor) -> float:
+        """Largest key norm of frame ``index`` with features ``f`` (computed on first use)."""
+        if index not in self._norms:
+            self._norms[index] = _key_norm(f)
+        return self._norms[index]
+
     def retain(self, indices: Iterable[int]) -> None:
         """Forget the keys of every frame not in ``indices``."""
         keep = set(indices)
         self._keys = {i: k for i, k in self._keys.items() if i in keep}
+        self._norms = {i: n for i, n in self._norms.items() if i in keep}
 
 
 def predict_windowed(
@@ -232,13 +458,18 @@ def predict_windowed(
     frame_ids: list[int] | None = None,
 ) -> torch.Tensor:
     """Soft labels of one frame from its context, computing local affinities only inside
-    each query's disk (strips of :class:`_Strips`; same top-k as :func:`predict_dense`).
+    each query's disk (strips of :class:`_Strips`); bit-identical to :func:`predict_dense`
+    (but for tie groups wider than the finalists, see :func:`_select_and_read`).
 
-    Per chunk of query rows: the global product with the reference frame gives its
-    top-k; the previous frames' disk affinities are stacked per frame, and since a
-    query's k best candidates lie in its k best key positions by maximum over the frames,
-    only those k positions of every frame are read back for the final top-k. Labels are
-    looked up once, for the k winners.
+    Per chunk of query rows: the global product with the reference frame gives its best
+    cells; the previous frames' disk affinities are stacked per frame, and since a query's
+    k best candidates lie in its k best key positions by maximum over the frames, only the
+    best few positions of every frame are read back. The k winners among these are chosen
+    and read out by the computation shared with :func:`predict_dense` (exact recomputation
+    of the finalists' affinities, ties broken by candidate index); a query whose candidates
+    cannot settle it (a near-tie beyond the positions read back) gets every position of its
+    disk, and in the rare case that the reference frame's cells left out can still compete
+    it is computed densely.
 
     Args:
         query: (C, h, w) L2-normalised features of the target frame.
@@ -259,63 +490,117 @@ def predict_windowed(
         ValueError: ``cache`` without ``frame_ids`` of the same length as ``previous``.
     """
     C, h, w = query.shape
-    k = cfg.topk
-    f0, l0 = first
-    keys0 = f0.reshape(C, -1)  # (C, hw0)
-    labs0 = l0.reshape(l0.shape[0], -1).T  # (hw0, L)
-    table = [labs0] + [lab.reshape(lab.shape[0], -1).T for _, lab, _ in previous]
-    offsets = np.cumsum([0] + [t.shape[0] for t in table])
-    table = torch.cat(table)  # (hw0 + n*hw, L): every candidate's labels, by id
-    if cfg.radius == 0 or not previous:  # every candidate frame attended globally
-        qf = query.reshape(C, -1).T
-        out = []
-        for a in range(0, qf.shape[0], cfg.query_chunk):
-            qc = qf[a : a + cfg.query_chunk]
-            vals, ids = (qc @ keys0).topk(min(k, keys0.shape[1]), dim=1)
-            best = (vals, ids)
-            for i, (f, _, m) in enumerate(previous):
-                v, ix = (qc @ f.reshape(C, -1)).topk(min(k, h * w), dim=1)
-                r = min(m, k)
-                best = _merge_ids(best, v.repeat_interleave(r, 1), (ix + int(offsets[i + 1])).repeat_interleave(r, 1), k)
-            out.append(_readout((best[0], table[best[1]]), cfg.temperature))
-        return torch.cat(out).T.reshape(-1, h, w)
     if cache is None:
         cache, frame_ids = WindowCache(), list(range(len(previous)))
     if frame_ids is None or len(frame_ids) != len(previous):
         raise ValueError("predict_windowed: a cache needs one frame id per previous frame")
-    strips = cache.strips(h, w, cfg, query.device)
-    keys = [cache.keys(i, f, strips) for i, (f, _, _) in zip(frame_ids, previous)]
-    reps = torch.tensor([min(m, k) for _, _, m in previous], device=query.device)
-    frame_of = torch.repeat_interleave(torch.arange(len(previous), device=query.device), reps)
-    frame_offset = torch.as_tensor(offsets[1:-1], device=query.device)[frame_of].view(1, -1, 1)
-    qs = strips.queries(query)
-    # rows of queries per chunk: the stacked affinities hold as many numbers as a dense
-    # chunk of query_chunk queries against one frame
-    rows = max(1, cfg.query_chunk * h * w // (strips.stride * strips.ncols * len(previous)))
-    kc = min(k, strips.ncols)
-    buf = query.new_empty(len(previous), rows * strips.stride * strips.ncols)
-    out = query.new_empty(h, w, table.shape[1])
-    for y0 in range(0, h, rows):
-        y1 = min(y0 + rows, h)
-        n = (y1 - y0) * strips.stride
-        # the reference frame, globally (real query cells only)
-        qr = query[:, y0:y1].reshape(C, -1).T
-        v0, i0 = (qr @ keys0).topk(min(k, keys0.shape[1]), dim=1)
-        # previous frames inside the disk: k best positions by maximum over the frames
-        a = buf[:, : n * strips.ncols]
-        for j, kf in enumerate(keys):
-            strips.affinity(qs, kf, y0, y1, a[j])
-        pos = strips.positions(y1 - y0)  # (n, ncols)
-        mask = strips.mask[y0 * strips.stride : y1 * strips.stride]
-        _, cols = (a.amax(0)[pos] + mask).topk(kc, dim=1)  # (n, kc)
-        vals = a[:, pos.gather(1, cols)] + mask.gather(1, cols)  # (F, n, kc)
-        vals = vals[frame_of].permute(1, 0, 2).reshape(n, -1)  # frames counted with their multiplicity
-        ids = (strips.key_index[y0 * strips.stride : y1 * strips.stride].gather(1, cols)[:, None] + frame_offset).reshape(n, -1)
-        real = vals.view(y1 - y0, strips.stride, -1)[:, :w].reshape(-1, vals.shape[1])
-        real_ids = ids.view(y1 - y0, strips.stride, -1)[:, :w].reshape(-1, ids.shape[1])
-        best = _merge_ids((v0, i0), real, real_ids, k)
-        out[y0:y1] = _readout((best[0], table[best[1]]), cfg.temperature).view(y1 - y0, w, -1)
-    return out.permute(2, 0, 1).contiguous()
+    norms = [cache.norm(i, f) for i, (f, _, _) in zip(frame_ids, previous)]
+    qf = query.reshape(C, -1).T
+    if cfg.radius == 0 or not previous:  # every candidate frame attended globally
+        ctx = _Context.build(first, previous, norms)
+        chunks = [_settle(qf[a : a + cfg.query_chunk], *_global_candidates(qf[a : a + cfg.query_chunk], ctx, cfg), ctx, cfg) for a in range(0, h * w, cfg.query_chunk)]  # fmt: skip
+    else:
+        strips = cache.strips(h, w, cfg, query.device)
+        keys = [cache.keys(i, f, strips) for i, (f, _, _) in zip(frame_ids, previous)]
+        ctx = _Context.build(first, previous, norms, [(kf, strips.cell_rows) for kf in keys])
+        chunks = _disk_chunks(query, keys, strips, ctx, cfg)
+    out, unsettled = (torch.cat(part) for part in zip(*chunks))
+    return _finish(qf, out, unsettled, ctx, cfg, h, w).T.reshape(-1, h, w)
+
+
+def _disk_chunks(query: torch.Tensor, keys: list[torch.Tensor], strips: _Strips, ctx: _Context, cfg: PropagationConfig) -> list:
+    """:func:`_disk_rows` of the (C, h, w) ``query`` frame, chunk of rows by chunk:
+    each chunk's stacked affinities hold as many numbers as a dense chunk of
+    ``cfg.query_chunk`` queries against one frame."""
+    C, h, w = query.shape
+    qf, qs = query.reshape(C, -1).T, strips.queries(query)
+    rows = max(1, cfg.query_chunk * h * w // (strips.stride * strips.ncols * len(keys)))
+    buf = query.new_empty(len(keys), rows * strips.stride * strips.ncols)
+    return [
+        _disk_rows(qs, qf[y0 * w : min(y0 + rows, h) * w], keys, strips, ctx, cfg, y0, min(y0 + rows, h), buf)
+        for y0 in range(0, h, rows)
+    ]  # fmt: skip
+
+
+def _global_candidates(q: torch.Tensor, ctx: _Context, cfg: PropagationConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every frame attended globally: each frame's best cells for the (Q, C) queries →
+    (approx (Q, n), ids (Q, n), excluded (Q,)) for :func:`_select_and_read`."""
+    approx, ids, excluded = [], [], q.new_full(q.shape[:1], NEG)
+    for j, f in enumerate(ctx.feats):
+        v, i, out = _best(q @ f, cfg.topk + _REF_SPARE)
+        approx.append(v)
+        ids.append(i + ctx.offsets[j])
+        excluded = torch.maximum(excluded, out)
+    return torch.cat(approx, 1), torch.cat(ids, 1), excluded
+
+
+def _disk_rows(
+    qs: torch.Tensor,
+    qr: torch.Tensor,
+    keys: list[torch.Tensor],
+    strips: _Strips,
+    ctx: _Context,
+    cfg: PropagationConfig,
+    y0: int,
+    y1: int,
+    buf: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft labels (Q, L) of the query rows y0..y1-1 (strips ``qs``, features ``qr`` (Q, C))
+    and (Q,) bool: rows left to the dense computation (:func:`_settle`).
+
+    Candidates: the reference frame's best cells, and every previous frame's affinity at
+    each query's best key positions by maximum over the previous frames (``buf``: room for
+    the stacked disk affinities); a query not settled by them gets every position of its
+    disk, and is left to the dense computation only if the reference frame's cells left out
+    can still compete."""
+    w, stride = strips.w, strips.stride
+    v0, i0, out0 = _reference_candidates(qr, ctx, cfg)
+    n = (y1 - y0) * stride
+    a = buf[:, : n * strips.ncols]
+    for j, kf in enumerate(keys):
+        strips.affinity(qs, kf, y0, y1, a[j])
+    # the real query cells (columns < w) among the n of the strips' rows
+    real = (torch.arange(y1 - y0, device=a.device)[:, None] * stride + torch.arange(w, device=a.device)).flatten()
+    pos = strips.positions(y1 - y0)[real]  # (Q, ncols)
+    mask = strips.mask[y0 * stride : y1 * stride][real]
+    key_index = strips.key_index[y0 * stride : y1 * stride][real]
+
+    def candidates(rows: torch.Tensor, cols: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(approx, ids) of the reference cells and the previous frames at positions ``cols``
+        ((R, kc); None: all) of the queries ``rows`` (R,)."""
+        p, m, ki = pos[rows], mask[rows], key_index[rows]
+        if cols is not None:
+            p, m, ki = p.gather(1, cols), m.gather(1, cols), ki.gather(1, cols)
+        vals = a.t()[p] + m[..., None]  # (R, kc, F)
+        ids = ki[..., None] + ctx.offsets[1:-1]
+        return torch.cat([v0[rows], vals.flatten(1)], 1), torch.cat([i0[rows], ids.flatten(1)], 1)
+
+    everyone = torch.arange(len(qr), device=a.device)
+    _, cols, out_pos = _best(a.amax(0)[pos] + mask, cfg.topk + _SPARE)  # (Q, kc)
+    out, unsettled = _settle(qr, *candidates(everyone, cols), torch.maximum(out0, out_pos), ctx, cfg)
+    wide = unsettled.nonzero()[:, 0]
+    if len(wide):
+        out[wide], unsettled[wide] = _settle(qr[wide], *candidates(wide, None), out0[wide], ctx, cfg)
+    return out, unsettled
+
+
+def _reference_candidates(qr: torch.Tensor, ctx: _Context, cfg: PropagationConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reference frame's best cells for the (Q, C) queries → (values, indices:
+    (Q, _FINALISTS * k + 1), excluded (Q,)), as :func:`_best`: the k + _REF_SPARE best, or, where
+    the one after them comes within the rounding margin of the k-th (a possible tie group),
+    a finalist set's worth, so that :func:`_select_and_read` sees a tie group as crowded as
+    the dense computation does (-inf fills the unused columns)."""
+    aff = qr @ ctx.feats[0]
+    wide = _FINALISTS * cfg.topk + 1
+    v, i, out = _best(aff, cfg.topk + _REF_SPARE)
+    k = min(cfg.topk, v.shape[1])
+    tie = (out >= v[:, k - 1] - _margin(qr, ctx.key_norm)).nonzero()[:, 0]
+    if v.shape[1] < min(wide, aff.shape[1]):
+        v = torch.cat([v, v.new_full((v.shape[0], min(wide, aff.shape[1]) - v.shape[1]), NEG)], 1)
+        i = torch.cat([i, i.new_zeros((i.shape[0], v.shape[1] - i.shape[1]))], 1)
+    if len(tie):
+        v[tie], i[tie], out[tie] = _best(aff[tie], v.shape[1])
+    return v, i, out
 
 
 def predict_dense(
@@ -325,27 +610,14 @@ def predict_dense(
     cfg: PropagationConfig,
 ) -> torch.Tensor:
     """Reference: the same prediction from a dense affinity against every context cell,
-    masked to the radius afterwards (the CRW/HVC code's computation). Same arguments and
+    masked to the radius afterwards (the CRW/HVC code's computation; a frame repeated in
+    the context is multiplied once and counted with its multiplicity). Same arguments and
     result as :func:`predict_windowed`."""
     C, h, w = query.shape
-    frames = [first[0]] + [f for f, _, m in previous for _ in range(m)]
-    labels = [first[1]] + [lab for _, lab, m in previous for _ in range(m)]
-    keys = torch.cat([f.reshape(C, -1) for f in frames], dim=1)  # (C, F*hw)
-    labs = torch.cat([lab.reshape(lab.shape[0], -1) for lab in labels], dim=1).T  # (F*hw, L)
-    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    pos = torch.stack([yy.flatten(), xx.flatten()], 1).to(query.device)  # integer cells: exact distances
+    ctx = _Context.build(first, previous)
     qf = query.reshape(C, -1).T
-    out = []
-    for a in range(0, qf.shape[0], cfg.query_chunk):
-        aff = qf[a : a + cfg.query_chunk] @ keys  # (q, F*hw)
-        if cfg.radius > 0 and len(frames) > 1:
-            d2 = ((pos[a : a + cfg.query_chunk, None] - pos[None]) ** 2).sum(-1)
-            local = d2 < cfg.radius**2  # (q, hw): strictly inside the radius
-
-            everywhere = torch.ones(local.shape[0], first[0][0].numel(), dtype=torch.bool, device=local.device)
-            mask = torch.cat([everywhere] + [local] * (len(frames) - 1), dim=1)  # the reference: global
-            aff = aff.masked_fill(~mask, NEG)
-        out.append(_readout(_topk_candidates(aff, labs, cfg.topk), cfg.temperature))
+    cells = torch.arange(h * w, device=query.device)
+    out = [_dense_rows(qf[a : a + cfg.query_chunk], cells[a : a + cfg.query_chunk], ctx, cfg, h, w) for a in range(0, h * w, cfg.query_chunk)]  # fmt: skip
     return torch.cat(out).T.reshape(-1, h, w)
 
 
@@ -410,15 +682,7 @@ def propagate_video(
     num_objects = int(max([first_labels.max()] + [m.max() for m in later_labels.values()]))
     if first_labels.max() == 0 and not later_labels:
         raise ValueError("the first-frame annotation is empty: no object to propagate")
-    # each object starts from its first annotation only
-    seen = {int(i) for i in np.unique(first_labels)}
-    fresh: dict[int, np.ndarray] = {}
-    for t in sorted(later_labels):
-        labels = later_labels[t]
-        ids = [int(i) for i in np.unique(labels) if i > 0 and int(i) not in seen]
-        if ids:
-            fresh[t] = np.where(np.isin(labels, ids), labels, 0).astype(np.uint8)
-            seen.update(ids)
+    fresh = _first_annotations(first_labels, later_labels)
 
     def features(frame: np.ndarray) -> torch.Tensor:
         x = preprocess(frame, resolution).to(device)
@@ -434,17 +698,35 @@ def propagate_video(
     out[0] = first_labels
     rest = (features(frame) for frame in frames[1:])
     for t, pred in propagate_soft((f0, soft(first_labels, hw)), rest, cfg, later, dense):
-        full = F.interpolate(pred[None], (H, W), mode="bilinear", align_corners=True)[0]
-        if t not in fresh:
-            out[t] = full.argmax(0).to(torch.uint8).cpu().numpy()
-            continue
-        # new objects: the annotation itself, not its blurred feature-size copy
-        labels = fresh[t]
-        annotated = labels > 0
-        new_ids = [int(k) for k in np.unique(labels) if k > 0]
-        full[new_ids] = full[new_ids].masked_fill(~torch.from_numpy(annotated).to(full.device), float("-inf"))
-        out[t] = full.argmax(0).to(torch.uint8).cpu().numpy()
-        out[t][annotated] = labels[annotated]
+        out[t] = _label_map(F.interpolate(pred[None], (H, W), mode="bilinear", align_corners=True)[0], fresh.get(t))
+    return out
+
+
+def _first_annotations(first_labels: np.ndarray, later_labels: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """{t: (H, W) uint8 labels of the objects whose first annotation is at frame t > 0
+    (other objects set to 0)}: each object starts from its first annotation only."""
+    seen = {int(i) for i in np.unique(first_labels)}
+    fresh: dict[int, np.ndarray] = {}
+    for t in sorted(later_labels):
+        labels = later_labels[t]
+        ids = [int(i) for i in np.unique(labels) if i > 0 and int(i) not in seen]
+        if ids:
+            fresh[t] = np.where(np.isin(labels, ids), labels, 0).astype(np.uint8)
+            seen.update(ids)
+    return fresh
+
+
+def _label_map(full: torch.Tensor, fresh: np.ndarray | None) -> np.ndarray:
+    """(L, H, W) upsampled soft labels → (H, W) uint8 argmax; where objects first appear
+    (``fresh``: their (H, W) annotation), their labels are exactly the annotation's (not
+    its blurred feature-size copy) and they are not predicted outside it."""
+    if fresh is None:
+        return full.argmax(0).to(torch.uint8).cpu().numpy()
+    annotated = fresh > 0
+    new_ids = [int(k) for k in np.unique(fresh) if k > 0]
+    full[new_ids] = full[new_ids].masked_fill(~torch.from_numpy(annotated).to(full.device), float("-inf"))
+    out = full.argmax(0).to(torch.uint8).cpu().numpy()
+    out[annotated] = fresh[annotated]
     return out
 
 
@@ -503,25 +785,12 @@ def propagate_soft(
     owned = {0: _present(first[1])}  # branch reference frame → channels it predicts
     known = owned[0].clone()
     cache = WindowCache()
-
-    def predict(f: torch.Tensor, t: int, ref: tuple[torch.Tensor, torch.Tensor], start: int) -> torch.Tensor:
-        ctx = context_frames(t, n, start)
-        previous = [(feats[i], soft[i], m) for i, m in ctx]
-        if dense:
-            return predict_dense(f, ref, previous, cfg)
-        return predict_windowed(f, ref, previous, cfg, cache, [i for i, _ in ctx])
-
     for t, f in enumerate(features, start=1):
         feats[t] = f
-        pred = sum(mask.view(-1, 1, 1) * predict(f, t, (feats[t0], soft[t0]), t0) for t0, mask in owned.items())
+        pred = _predict_branches(t, owned, feats, soft, cfg, cache, dense)
         if t in later:
-            new = later[t].clone()
-            ids = _present(new) & ~known
-            ids[0] = False
-            new[~ids] = 0
+            pred, ids = _blend_new_objects(pred, later[t], known)
             if ids.any():
-                present = new.sum(0, keepdim=True)
-                pred = (1 - present) * pred + present * new
                 known |= ids
                 owned[t] = ids
         soft[t] = pred
@@ -531,6 +800,44 @@ def propagate_soft(
             del feats[i], soft[i]
         cache.retain(needed)
         yield t, pred
+
+
+def _predict_branches(
+    t: int,
+    owned: dict[int, torch.Tensor],
+    feats: dict[int, torch.Tensor],
+    soft: dict[int, torch.Tensor],
+    cfg: PropagationConfig,
+    cache: WindowCache,
+    dense: bool,
+) -> torch.Tensor:
+    """(L, h, w) prediction of frame t (features ``feats[t]``): the sum over the branches
+    (reference frame t0 → (L,) bool channels it owns) of each branch's prediction from
+    ``feats[t0]`` and its previous frames (:func:`context_frames` since t0) on those channels."""
+    out = 0
+    for t0, mask in owned.items():
+        ctx = context_frames(t, cfg.context, t0)
+        previous = [(feats[i], soft[i], m) for i, m in ctx]
+        if dense:
+            pred = predict_dense(feats[t], (feats[t0], soft[t0]), previous, cfg)
+        else:
+            pred = predict_windowed(feats[t], (feats[t0], soft[t0]), previous, cfg, cache, [i for i, _ in ctx])
+        out = out + mask.view(-1, 1, 1) * pred
+    return out
+
+
+def _blend_new_objects(pred: torch.Tensor, labels: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend into the (L, h, w) prediction the (L, h, w) soft ``labels`` of the objects not
+    ``known`` ((L,) bool) yet: (1 - s) * pred + s * labels, s their mass per cell (HVC
+    ``infer_vos.py``, ``step_seg``). → (prediction, (L,) bool: the new object channels)."""
+    new = labels.clone()
+    ids = _present(new) & ~known
+    ids[0] = False
+    new[~ids] = 0
+    if ids.any():
+        present = new.sum(0, keepdim=True)
+        pred = (1 - present) * pred + present * new
+    return pred, ids
 
 
 def merge_features(hvc: torch.Tensor, semantic: torch.Tensor, weight: float = 1.05) -> torch.Tensor:

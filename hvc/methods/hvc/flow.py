@@ -371,20 +371,29 @@ def table11_scores(
             m1, m2 = pseudo_dynamic(model, a, b, resolution, device, normalization)
             fwd = raft_flow(a, b, raft, device, resolution=raft_resolution)
             bwd = raft_flow(b, a, raft, device, resolution=raft_resolution)
-            for name, m, flow in (("forward", m1, fwd), ("backward", m2, bwd)):
-                sums[f"{name}_epe"].append(endpoint_error(m, flow))
-                sums[f"{name}_angle"].append(angular_error(m, flow, angle_min_flow))
-                sums[f"{name}_flow_norm"].append(float(torch.linalg.vector_norm(flow.double(), dim=0).mean()))
+            _add_pair_scores(sums, (("forward", m1, fwd), ("backward", m2, bwd)), angle_min_flow)
             pairs += 1
     if pairs == 0:
         raise ValueError("no frame pair to score: every video has fewer than two frames")
-    out: dict[str, float | int] = {}
-    for k, v in sums.items():
-        arr = np.asarray(v, dtype=np.float64)
-        finite = arr[np.isfinite(arr)]
-        out[k] = float(finite.mean()) if finite.size else float("nan")
+    out: dict[str, float | int] = {k: _finite_mean(v) for k, v in sums.items()}
     out["pairs"] = pairs
     return out
+
+
+def _finite_mean(values: list[float]) -> float:
+    """Mean of the finite values (NaN when there is none)."""
+    arr = np.asarray(values, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def _add_pair_scores(sums: dict[str, list[float]], signals, angle_min_flow: float) -> None:
+    """Append one pair's EPE, angle and RAFT flow length to ``sums`` for each (direction
+    name, (2, H, W) signal, (2, H, W) RAFT flow) of ``signals`` (see :func:`table11_scores`)."""
+    for name, m, flow in signals:
+        sums[f"{name}_epe"].append(endpoint_error(m, flow))
+        sums[f"{name}_angle"].append(angular_error(m, flow, angle_min_flow))
+        sums[f"{name}_flow_norm"].append(float(torch.linalg.vector_norm(flow.double(), dim=0).mean()))
 
 
 # --------------------------------------------------------------------------- Fig. 12
