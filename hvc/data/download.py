@@ -188,8 +188,7 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     meta = dest.with_name(dest.name + ".part.json")  # the validator for If-Range across runs
-    policy = retry if retry is not None else DEFAULT_RETRY
-    attempt_policy = policy
+    policy = attempt_policy = retry if retry is not None else DEFAULT_RETRY
     high_water = part.stat().st_size if part.exists() else 0  # the most bytes the .part file held
     with _session(policy) as session:
         while True:
