@@ -287,7 +287,10 @@ def _checked_loss(run: _Run, losses: dict[str, torch.Tensor]) -> float:
 
 
 def _set_lr(run: _Run) -> None:
-    """The method's learning rate for the coming step (constant for HVC)."""
+    """The method's phase and learning rate for the coming step (constant for HVC); a fresh
+    optimizer when the step starts a new phase (:meth:`~hvc.methods.base.Method.before_step`)."""
+    if run.model.before_step(run.step, run.total_steps):
+        run.optimizer = run.model.make_optimizer(run.p, fused=run.device.type == "cuda")
     lr = run.model.lr_at(run.step, run.total_steps, run.p.train.lr)
     for group in run.optimizer.param_groups:
         group["lr"] = lr

@@ -52,7 +52,7 @@ class DemoParams(_Section):
 # Trainable methods (packages of hvc/methods/) and what each trains on: "views" (two views of
 # one static image) or "clips" (T frames of one video). Here, not in the methods' packages,
 # so that the data and shard stages know what to prepare without importing model code.
-METHODS: dict[str, str] = {"hvc": "views"}
+METHODS: dict[str, str] = {"hvc": "views", "liir": "clips"}
 TRAIN_SETS = ("demo", "coco", "voc", "msra10k", "ytvos")
 BENCHMARKS = ("demo", "davis2016", "davis2017", "davis2017_testdev", "ytvos2018", "ytvos2019", "vost", "vip", "jhmdb")
 
@@ -187,6 +187,44 @@ class ClipParams(_Section):
     size: int = Field(256, ge=16, le=2048, description="Side of the square crop each clip is resized to, pixels.")
 
 
+class LIIRParams(_Section):
+    """LIIR training (Li et al., CVPR 2022, §3.3; github.com/shasha521/LIIR_pytorch where the
+    paper is silent). Read only when ``method: liir``. One train stage runs both phases:
+    phase 1 (intra-video reconstruction) for the first steps, then phase 2 (inter-video
+    negatives + compactness) continuing from phase 1's weights with a fresh Adam state, as
+    the authors' second run does. Both phases use ``train.batch_size`` pairs per step (the
+    paper: 32, then 12); frames are resized to ``clips.size`` (paper: 256); ``clips.length``
+    and ``clips.gap`` are not read (LIIR draws the query gap from ``frame_gaps``)."""
+
+    phase2_share: float = Field(
+        5 / 35,
+        ge=0,
+        le=1,
+        description="Share of the training steps spent in phase 2 (paper §3.3: 30 epochs phase 1 + 5 epochs phase 2 = 5/35).",
+    )
+    lr1: float = Field(1e-3, gt=0, description="Adam learning rate of phase 1 (paper §3.3: 1e-3).")
+    lr2: float = Field(1e-4, gt=0, description="Adam learning rate of phase 2 (paper §3.3: 1e-4).")
+    frame_gaps: list[int] = Field(
+        default_factory=lambda: [2, 5, 8],
+        min_length=1,
+        description="Reference-to-query frame gaps of a training pair, in stored frames (LIIR_pytorch YouTubeVOSTrain.py: 2, 5, 8).",
+    )
+    frame_gap_probs: list[float] = Field(
+        default_factory=lambda: [0.4, 0.4, 0.2],
+        min_length=1,
+        description="Probability of each of frame_gaps (LIIR_pytorch YouTubeVOSTrain.py: 0.4, 0.4, 0.2).",
+    )
+    bank_frames: int = Field(1440, ge=1, description="Frames of other videos in the memory bank (paper §3.3: 1,440).")
+
+    @model_validator(mode="after")
+    def _check(self) -> LIIRParams:
+        if len(self.frame_gaps) != len(self.frame_gap_probs) or abs(sum(self.frame_gap_probs) - 1.0) > 1e-6:
+            raise ValueError(f"liir.frame_gap_probs must match liir.frame_gaps and sum to 1, got {self.frame_gaps}, {self.frame_gap_probs}")
+        if min(self.frame_gaps) < 1:
+            raise ValueError(f"liir.frame_gaps must be >= 1, got {self.frame_gaps}")
+        return self
+
+
 class PropagationParams(_Section):
     """Label propagation (paper §4.1). Defaults = the authors' infer_vos.py and core/config.py; preset 'crw' = CRW's."""
 
@@ -230,16 +268,17 @@ class Params(_Section):
 
     seed: int = Field(0, description="Global random seed.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available.")
-    method: Literal["hvc"] = Field(
+    method: Literal["hvc", "liir"] = Field(
         "hvc",
         description="Self-supervised method trained (a package of hvc/methods/): hvc trains on two views of "
-        "static images (the paper); clip methods train on clips of training videos.",
+        "static images (the paper); liir (Li et al., CVPR 2022) trains on frame pairs of training videos.",
     )
     data: DataParams = Field(default_factory=DataParams)
     demo: DemoParams = Field(default_factory=DemoParams)
     shards: ShardParams = Field(default_factory=ShardParams)
     train: TrainParams = Field(default_factory=TrainParams)
     clips: ClipParams = Field(default_factory=ClipParams)
+    liir: LIIRParams = Field(default_factory=LIIRParams)
     propagation: PropagationParams = Field(default_factory=PropagationParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     ablations: list[str] = Field(
