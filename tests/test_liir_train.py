@@ -83,7 +83,20 @@ def test_clip_batches_carry_the_video_id(liir_shards):
     assert batch["video_id"].dtype == torch.long
 
 
-def test_liir_trains_both_phases_through_the_generic_loop(liir_shards, tmp_path):
+def test_liir_runs_both_phases_through_the_generic_loop(liir_shards, tmp_path):
+    p = liir_params(max_steps=5)
+    summary = train_module.train(p, liir_shards, tmp_path / "model", progress=False)
+    assert summary["steps"] == 5 and summary["method"] == "liir"
+    model = tmp_path / "model"
+    assert _metric(model, "lr") == [1e-3] * 4 + [1e-4]  # phase 1, then phase 2 (round(5 * 0.8) = 4 steps)
+    assert len(_metric(model, "compact")) == 1  # compactness only in phase 2
+    state = torch.load(model / "checkpoint.pt", weights_only=False)
+    assert int(state["model"]["bank.filled"].sum()) == 4 and bool(state["model"]["key_synced"])
+    assert read_json(model / "encoder.json")["method"] == "liir"
+
+
+@pytest.mark.slow
+def test_liir_training_lowers_the_loss_in_both_phases(liir_shards, tmp_path):
     p = liir_params()
     summary = train_module.train(p, liir_shards, tmp_path / "model", progress=False)
     assert summary["steps"] == 20 and summary["method"] == "liir"
@@ -106,6 +119,7 @@ class Killed(Exception):
     """Stands for a kill right after a checkpoint was written."""
 
 
+@pytest.mark.slow
 def test_liir_resume_is_bit_identical_across_the_phase_switch(liir_shards, tmp_path, monkeypatch):
     """Runs killed right after the checkpoint of step 16 (the last of phase 1) or of step 18
     (inside phase 2) resume to the same weights, bank and Adam state as an uninterrupted run."""
