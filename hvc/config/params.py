@@ -176,6 +176,9 @@ class TrainParams(_Section):
 PROPAGATION_PRESETS: dict[str, dict[str, Any]] = {
     "crw": {"topk": 10, "context": 20, "temperature": 0.05, "radius": 12},
     "official": {"topk": 15, "context": 50, "temperature": 0.1, "radius": 12},
+    # LIIR (Li et al., CVPR 2022, §3.3; LIIR_pytorch mast_momen.py R = 14 at stride 4): its own
+    # propagation (hvc/eval/liir_propagation.py), of which only the window radius is a key here
+    "liir": {"radius": 14},
 }
 
 
@@ -242,9 +245,11 @@ class PropagationParams(_Section):
         None, description="MoCo-v1 ResNet-50 checkpoint to merge (official code); None = HVC features alone."
     )
     semantic_weight: float = Field(1.05, gt=0, description="Weight of HVC features before the merge (official: 1.05).")
-    preset: Literal["official", "crw", "none"] = Field(
+    preset: Literal["official", "crw", "liir", "none"] = Field(
         "none",
-        description="'crw': top-k 10, 20 frames, temperature 0.05; 'official': the defaults; 'none': nothing. "
+        description="'crw': top-k 10, 20 frames, temperature 0.05; 'official': the defaults; 'liir': LIIR's own "
+        "propagation (references 0, 5, t-5, t-3, t-1, window radius 14, compact affinity; topk, context and "
+        "temperature unused; pose keeps the standard propagation); 'none': nothing. "
         "A preset fills only keys the files leave out: an explicitly set key wins.",
     )
 
