@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -173,13 +174,13 @@ def params_cmd(
 
 
 @app.command("demo-data")
-def demo_data(params: ParamsOpt = None, out: OutOpt = ..., expect_id: ExpectIdOpt = None) -> None:  # type: ignore[assignment]
-    """Build the demo: static training images and a DAVIS-layout video benchmark."""
+def demo_data(params: ParamsOpt = None, overrides: SetOpt = None, out: OutOpt = ..., expect_id: ExpectIdOpt = None) -> None:  # type: ignore[assignment]
+    """Build the demo: static training images, training videos for a clip method, and a DAVIS-layout video benchmark."""
     from hvc.config.params import METHODS
     from hvc.data.demo import build_demo
 
     with _stage("demo-data"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         _check_id(p, "data", expect_id, out)
         manifest = build_demo(p.demo, out, videos=METHODS[p.method] == "clips")
         log.info("demo: %d training images, %d sequences", manifest["train"]["num_images"], len(manifest["benchmark"]["sequences"]))
@@ -217,7 +218,7 @@ def train_cmd(
         str, typer.Option(help="Check the shards against index.json: 'sha256' (read once per run) or 'size' only.")
     ] = "sha256",
 ) -> None:
-    """Train HVC (resumes from <out>.work/checkpoint.pt if present). Works under torchrun."""
+    """Train the method of `method` (resumes from <out>.work/checkpoint.pt if present). Works under torchrun."""
     _set_threads(threads)  # before torch is imported
     from hvc.train import train
 
@@ -376,10 +377,14 @@ def tables_cmd(
         p = _load(params, None)
         scores = {}
         for item in score:
-            head, _, path = item.partition("=")
-            if not (head and path):
+            # a key may hold "=" (an ablation's "train.alpha=0.1"), a benchmark never does
+            match = re.match(r"^(.+?):([a-z0-9_]+)=(.+)$", item)
+            if match:
+                key, bench, path = match.groups()
+            else:
+                (key, _, path), bench = item.partition("="), ""
+            if not (key and path):
                 raise ParamsError(f"--score {item!r}: expected KEY:BENCHMARK=PATH or KEY=PATH")
-            key, _, bench = head.partition(":")
             if bench:
                 scores[(key, bench)] = read_json(path)
             else:
@@ -403,7 +408,7 @@ def figures_cmd(
     """Mask overlays (<key>_<benchmark>.png), bar charts of the demo and ablation tables
     (bars_<table>.png) and the pseudo-dynamic signals of the model (pseudo_dynamic_<benchmark>.png)."""
     _set_threads(threads)  # before torch is imported
-    from hvc.report.figures import bar_chart, overlay_grid
+    from hvc.report.figures import bar_chart, budget_plot, overlay_grid
     from hvc.io import atomic_dir, read_json
 
     with _stage("figures"):
@@ -424,6 +429,8 @@ def figures_cmd(
                 built = read_json(tables / "tables.json")
                 for name in [n for n in built if n == "demo" or n in p.ablations]:
                     charts += bar_chart(built[name], tmp / f"bars_{name}.png")
+                if "budget" in built:
+                    charts += budget_plot(built["budget"], tmp / "budget.png")
             if model is not None:
                 _pseudo_dynamic_figures(p, model, demo, tmp)
         log.info("figures: %d overlay grids, %d bar charts", len(jobs), charts)

@@ -136,6 +136,12 @@ class TrainParams(_Section):
     batch_size: int = Field(128, ge=1, description="Global batch size (split across GPUs).")
     epochs: int = Field(20, ge=1, description="Passes over the training shards.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (overrides epochs when set).")
+    max_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Also stop once this much training wall time has passed (a wall-clock budget; the result then "
+        "depends on the machine's speed, so is not reproducible).",
+    )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate (constant).")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
     momentum: float = Field(0.99, ge=0, le=1, description="Initial EMA momentum m_0; cosine schedule to 1 (Eq. 1).")
@@ -268,6 +274,23 @@ class EvalParams(_Section):
     bound_th: float = Field(0.008, gt=0, lt=1, description="F boundary tolerance as a fraction of the diagonal (DAVIS).")
 
 
+class BudgetParams(_Section):
+    """The equal-budget comparison (``results/tables/budget.*``): HVC and every method of
+    ``compare`` trained on the same training set for the same budget and scored on the
+    same benchmark. Assembled only when ``compare`` lists a method."""
+
+    unit: Literal["images", "seconds"] = Field(
+        "images",
+        description="images: every method sees the same number of training samples (steps = images / train.batch_size); "
+        "seconds: every method trains for the same wall time (train.max_seconds; machine-dependent).",
+    )
+    images: int = Field(2048, ge=1, description="Training samples (image view pairs or frame pairs) per method, unit images.")
+    seconds: float = Field(600.0, gt=0, description="Training wall time per method, unit seconds.")
+    benchmark: Literal[BENCHMARKS] | None = Field(  # type: ignore[valid-type]
+        None, description="Benchmark of the comparison; None = the first of data.benchmarks scored with J&F."
+    )
+
+
 class Params(_Section):
     """Every parameter of the pipeline; ``params.yaml`` is an instance of this."""
 
@@ -295,6 +318,12 @@ class Params(_Section):
         description="The authors' released HVC checkpoint (official model zoo, e.g. hvc_coco.pth): when set, "
         "the tables add 'HVC (authors' weights)' rows, propagated and scored like ours.",
     )
+    compare: list[Literal["liir"]] = Field(
+        default_factory=list,
+        description="Methods trained here beside HVC: their rows in Tables 1, 2, 5 and 8 (trained on data.train_set when "
+        "it has videos, else on ytvos) and the equal-budget table (budget section); configs/compare.yaml.",
+    )
+    budget: BudgetParams = Field(default_factory=BudgetParams)
     baselines: list[Literal["random", "imagenet"]] = Field(
         default_factory=lambda: ["random"],
         description="Baseline encoders propagated beside HVC: random init, ImageNet-supervised ResNet-18.",
