@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from hvc.config.params import Params, load_params
-from hvc.eval.liir_propagation import LIIRInference, joint_compact_affinity, propagate_video_liir
-from hvc.methods.liir.loss import compact_affinity
+from hvc.eval.liir_propagation import LIIRInference, joint_compact_affinity, local_logits, propagate_video_liir
+from hvc.methods.liir.loss import compact_affinity, window_logits
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,3 +109,12 @@ def test_predict_dispatches_the_liir_preset(monkeypatch, tmp_path):
     predict._propagate_video(p, "vos", None, V(), [np.zeros((8, 8, 3), np.uint8)] * 2, torch.device("cpu"), tmp_path)
     assert calls and calls[0].radius == 14
     assert (tmp_path / "v" / "00001.png").is_file()
+
+
+def test_local_logits_equal_the_training_window_logits():
+    torch.manual_seed(0)
+    q, r = torch.randn(1, 8, 7, 9), torch.randn(1, 8, 7, 9)
+    want, want_valid = window_logits(q, r, 3)
+    got, valid = local_logits(q[0], r[0], 3)
+    assert torch.equal(valid, want_valid)
+    assert torch.allclose(got[valid], want[0][want_valid], atol=1e-5)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from hvc.methods.base import normalize_input
 from hvc.methods.liir.config import LIIRConfig
-from hvc.methods.liir.loss import window_logits, window_size
+from hvc.methods.liir.loss import window_size
 
 _DEFAULT = LIIRConfig()
 
@@ -100,6 +100,29 @@ def joint_compact_affinity(affinity: torch.Tensor, cells: int, peaks: int = 2, f
     return torch.where((values[:, 0] > threshold)[:, None], target, affinity)
 
 
+def local_logits(query: torch.Tensor, ref: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window dot products of :func:`hvc.methods.liir.loss.window_logits` for one frame
+    pair, computed one window offset at a time (a correlation sampler: memory O(C·h·w), not
+    O(C·P²·h·w), for full-resolution frames).
+
+    Args:
+        query, ref: (C, h, w) features.
+    Returns:
+        (logits (h·w, P²), valid (h·w, P²) bool), window cell k = (dy + R)·P + (dx + R).
+    """
+    c, h, w = query.shape
+    p = window_size(radius)
+    padded = F.pad(ref, (radius, radius, radius, radius))
+    inside = F.pad(torch.ones(1, h, w, device=ref.device), (radius, radius, radius, radius))
+    logits = torch.empty(p * p, h, w, device=query.device, dtype=query.dtype)
+    valid = torch.empty(p * p, h, w, device=query.device, dtype=torch.bool)
+    for ky in range(p):
+        for kx in range(p):
+            logits[ky * p + kx] = (query * padded[:, ky : ky + h, kx : kx + w]).sum(0)
+            valid[ky * p + kx] = inside[0, ky : ky + h, kx : kx + w] > 0.5
+    return logits.flatten(1).t(), valid.flatten(1).t()
+
+
 def _onehot_grid(labels: np.ndarray, num: int, stride: int, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
     """(H, W) label map → (1, num + 1, h, w) one-hot sampled every ``stride`` pixels, padded
     with background to the feature grid."""
@@ -166,14 +189,14 @@ def propagate_video_liir(
     for t in range(1, len(frames)):
         feats.append(features(frames[t]))
         refs = cfg.reference_frames(t)
-        logits, valids = zip(*(window_logits(feats[t], feats[i], cfg.radius) for i in refs))
-        joint = torch.cat([lg[0].masked_fill(~v, float("-inf")) for lg, v in zip(logits, valids)], dim=-1).softmax(-1)
+        logits, valids = zip(*(local_logits(feats[t][0], feats[i][0], cfg.radius) for i in refs))
+        joint = torch.cat([lg.masked_fill(~v, float("-inf")) for lg, v in zip(logits, valids)], dim=-1).softmax(-1)
         joint = joint_compact_affinity(joint, cells, cfg.peaks, cfg.fwhm, cfg.compact_threshold)
         pred = torch.zeros(1, num + 1, *hw, device=device)
         p = window_size(cfg.radius)
         for k, i in enumerate(refs):
             cols = F.unfold(labels[i], p, padding=cfg.radius).view(num + 1, cells, -1)  # (L, P², h·w)
-            pred += torch.einsum("nk,lkn->ln", joint[:, k * cells : (k + 1) * cells], cols).view(1, num + 1, *hw)
+            pred += (cols * joint[:, k * cells : (k + 1) * cells].t()[None]).sum(1).view(1, num + 1, *hw)
         up = F.interpolate(pred * gain, size=(Hp, Wp), mode="bilinear", align_corners=False)[0, :, :H, :W]
         result = up.argmax(0).to(torch.uint8).cpu().numpy()
         if t in later_labels:
