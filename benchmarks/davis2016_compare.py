@@ -93,7 +93,8 @@ def score(encode, method: str, videos) -> dict[str, float]:
         if method == "liir":
             pred = propagate_video_liir(encode, frames, masks[0])
         else:
-            pred = propagate_video(encode, frames, masks[0], PropagationConfig(temperature=0.1, topk=15, context=20, radius=12))
+            cfg = PropagationConfig(temperature=0.1, topk=15, context=20, radius=12)
+            pred = propagate_video(encode, frames, masks[0], cfg, dense=True)  # small maps: the dense path
         per = evaluate_sequence(masks, pred)[1]
         js.append(float(np.mean(per["J"])))
         fs.append(float(np.mean(per["F"])))
