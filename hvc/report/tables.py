@@ -131,6 +131,8 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
                 cells.append("needs server score (see notes)")
                 if summary["status"] not in notes:
                     notes.append(summary["status"])
+            elif m == "peak_gpu_memory_gb" and summary.get("peak_host_memory_gb") is not None:
+                cells.append(f"{summary['peak_host_memory_gb']:.2f} host (no GPU: {summary.get('device', 'CPU')})")
             elif m == "peak_gpu_memory_gb":
                 cells.append(f"not measured: trained on {summary.get('device', 'CPU')}")
             else:
