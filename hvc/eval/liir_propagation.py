@@ -172,7 +172,7 @@ def propagate_video_liir(
     Hp, Wp = -(-H // s) * s, -(-W // s) * s
 
     def features(frame: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None]
+        x = torch.from_numpy(np.array(frame, dtype=np.uint8)).permute(2, 0, 1)[None]  # a writable copy
         x = F.pad(normalize_input(x, "imagenet"), (0, Wp - W, 0, Hp - H)).to(device)
         f = encoder(x, "layer3").float()
         if f.shape[-2:] != (Hp // s, Wp // s):
