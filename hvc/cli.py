@@ -174,7 +174,7 @@ def params_cmd(
 
 @app.command("demo-data")
 def demo_data(params: ParamsOpt = None, overrides: SetOpt = None, out: OutOpt = ..., expect_id: ExpectIdOpt = None) -> None:  # type: ignore[assignment]
-    """Build the demo: static training images and a DAVIS-layout video benchmark."""
+    """Build the demo: static training images, training videos for a clip method, and a DAVIS-layout video benchmark."""
     from hvc.config.params import METHODS
     from hvc.data.demo import build_demo
 
@@ -217,7 +217,7 @@ def train_cmd(
         str, typer.Option(help="Check the shards against index.json: 'sha256' (read once per run) or 'size' only.")
     ] = "sha256",
 ) -> None:
-    """Train HVC (resumes from <out>.work/checkpoint.pt if present). Works under torchrun."""
+    """Train the method of `method` (resumes from <out>.work/checkpoint.pt if present). Works under torchrun."""
     _set_threads(threads)  # before torch is imported
     from hvc.train import train
 
@@ -391,7 +391,7 @@ def tables_cmd(
             head, _, path = item.rpartition("=")  # keys hold '=' (train.alpha=0.1), paths do not
             if not (head and path):
                 raise ParamsError(f"--score {item!r}: expected KEY:BENCHMARK=PATH or KEY=PATH")
-            key, _, bench = head.partition(":")
+            key, _, bench = head.rpartition(":") if ":" in head else (head, "", "")
             if bench:
                 scores[(key, bench)] = read_json(path)
             else:
@@ -416,7 +416,7 @@ def figures_cmd(
     """Mask overlays (<key>_<benchmark>.png), bar charts of the demo and ablation tables
     (bars_<table>.png) and the pseudo-dynamic signals of the model (pseudo_dynamic_<benchmark>.png)."""
     _set_threads(threads)  # before torch is imported
-    from hvc.report.figures import bar_chart, overlay_grid
+    from hvc.report.figures import bar_chart, budget_plot, overlay_grid
     from hvc.io import atomic_dir, read_json
 
     with _stage("figures"):
@@ -437,6 +437,8 @@ def figures_cmd(
                 built = read_json(tables / "tables.json")
                 for name in [n for n in built if n == "demo" or n in p.ablations]:
                     charts += bar_chart(built[name], tmp / f"bars_{name}.png")
+                if "budget" in built:
+                    charts += budget_plot(built["budget"], tmp / "budget.png")
             if model is not None:
                 _pseudo_dynamic_figures(p, model, demo, tmp)
         log.info("figures: %d overlay grids, %d bar charts", len(jobs), charts)

@@ -287,10 +287,19 @@ def _checked_loss(run: _Run, losses: dict[str, torch.Tensor]) -> float:
 
 
 def _set_lr(run: _Run) -> None:
-    """The method's learning rate for the coming step (constant for HVC)."""
+    """The method's phase and learning rate for the coming step (constant for HVC); a fresh
+    optimizer when the step starts a new phase (:meth:`~hvc.methods.base.Method.before_step`)."""
+    if run.model.before_step(run.step, run.total_steps):
+        run.optimizer = run.model.make_optimizer(run.p, fused=run.device.type == "cuda")
     lr = run.model.lr_at(run.step, run.total_steps, run.p.train.lr)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
+
+
+def _out_of_time(run: _Run) -> bool:
+    """``train.max_seconds`` of training wall time have passed (then the run ends here)."""
+    limit = run.p.train.max_seconds
+    return limit is not None and run.elapsed >= limit
 
 
 def _run_epoch(run: _Run, forward: nn.Module, monitor: _Monitor, stop: _StopFlag) -> None:
@@ -313,14 +322,24 @@ def _run_epoch(run: _Run, forward: nn.Module, monitor: _Monitor, stop: _StopFlag
             _save_checkpoint(run)
         if stop.stop:
             raise SystemExit(143)
-        if run.step >= run.total_steps:
+        if run.step >= run.total_steps or _out_of_time(run):
             break
-    if run.step < min(run.total_steps, (epoch + 1) * run.steps_per_epoch):
+    if run.step < min(run.total_steps, (epoch + 1) * run.steps_per_epoch) and not _out_of_time(run):
         raise DataError(
             run.shard_dir,
             f"epoch {epoch} ended after {run.step - epoch * run.steps_per_epoch} of the {run.steps_per_epoch} batches that "
             "index.json's sample counts promise: a shard holds fewer readable samples than listed; rebuild the shards",
         )
+
+
+def _peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, GiB (``getrusage`` ru_maxrss: KiB on
+    Linux, bytes on macOS); the training memory on a CPU run."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
 
 def _summary(run: _Run) -> dict:
@@ -336,6 +355,7 @@ def _summary(run: _Run) -> dict:
         "train_seconds": run.elapsed,
         "images_per_s": run.step * t.batch_size / max(run.elapsed, 1e-9),
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "peak_host_memory_gb": _peak_rss_gb(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "final_loss": run.last_loss,
         "config_id": run.config_id,
@@ -391,7 +411,7 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, veri
         torch.cuda.reset_peak_memory_stats(run.device)
     run.model.train()
     try:
-        while run.step < run.total_steps:
+        while run.step < run.total_steps and not _out_of_time(run):
             if stop.stop:  # SIGTERM between epochs (or while the loader yielded nothing)
                 _save_checkpoint(run)
                 raise SystemExit(143)

@@ -45,7 +45,7 @@ def shards_config(p: Params) -> dict[str, Any]:
 def train_config(p: Params) -> dict[str, Any]:
     """What the train stage reads: shards identity, seed, the method and the train section
     (less ``log_every``, which only changes how often metrics are logged), plus the clips
-    section for methods trained on clips."""
+    section for methods trained on clips and the method's own section (``liir``)."""
     out = {
         "seed": p.seed,
         "method": p.method,
@@ -54,6 +54,8 @@ def train_config(p: Params) -> dict[str, Any]:
     }
     if METHODS[p.method] == "clips":
         out["clips"] = p.clips.model_dump()
+    if p.method == "liir":
+        out["liir"] = p.liir.model_dump()
     return out
 
 

@@ -52,7 +52,7 @@ class DemoParams(_Section):
 # Trainable methods (packages of hvc/methods/) and what each trains on: "views" (two views of
 # one static image) or "clips" (T frames of one video). Here, not in the methods' packages,
 # so that the data and shard stages know what to prepare without importing model code.
-METHODS: dict[str, str] = {"hvc": "views"}
+METHODS: dict[str, str] = {"hvc": "views", "liir": "clips"}
 TRAIN_SETS = ("demo", "coco", "voc", "msra10k", "ytvos")
 BENCHMARKS = ("demo", "davis2016", "davis2017", "davis2017_testdev", "ytvos2018", "ytvos2019", "vost", "vip", "jhmdb")
 
@@ -136,6 +136,12 @@ class TrainParams(_Section):
     batch_size: int = Field(128, ge=1, description="Global batch size (split across GPUs).")
     epochs: int = Field(20, ge=1, description="Passes over the training shards.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (overrides epochs when set).")
+    max_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Also stop once this much training wall time has passed (a wall-clock budget; the result then "
+        "depends on the machine's speed, so is not reproducible).",
+    )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate (constant).")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
     momentum: float = Field(0.99, ge=0, le=1, description="Initial EMA momentum m_0; cosine schedule to 1 (Eq. 1).")
@@ -176,6 +182,9 @@ class TrainParams(_Section):
 PROPAGATION_PRESETS: dict[str, dict[str, Any]] = {
     "crw": {"topk": 10, "context": 20, "temperature": 0.05, "radius": 12},
     "official": {"topk": 15, "context": 50, "temperature": 0.1, "radius": 12},
+    # LIIR (Li et al., CVPR 2022, §3.3; LIIR_pytorch mast_momen.py R = 14 at stride 4): its own
+    # propagation (hvc/eval/liir_propagation.py), of which only the window radius is a key here
+    "liir": {"radius": 14},
 }
 
 
@@ -185,6 +194,44 @@ class ClipParams(_Section):
     length: int = Field(2, ge=1, le=64, description="Frames per training clip, T.")
     gap: int = Field(1, ge=1, le=100, description="Index step between consecutive clip frames (1 = adjacent frames).")
     size: int = Field(256, ge=16, le=2048, description="Side of the square crop each clip is resized to, pixels.")
+
+
+class LIIRParams(_Section):
+    """LIIR training (Li et al., CVPR 2022, §3.3; github.com/shasha521/LIIR_pytorch where the
+    paper is silent). Read only when ``method: liir``. One train stage runs both phases:
+    phase 1 (intra-video reconstruction) for the first steps, then phase 2 (inter-video
+    negatives + compactness) continuing from phase 1's weights with a fresh Adam state, as
+    the authors' second run does. Both phases use ``train.batch_size`` pairs per step (the
+    paper: 32, then 12); frames are resized to ``clips.size`` (paper: 256); ``clips.length``
+    and ``clips.gap`` are not read (LIIR draws the query gap from ``frame_gaps``)."""
+
+    phase2_share: float = Field(
+        5 / 35,
+        ge=0,
+        le=1,
+        description="Share of the training steps spent in phase 2 (paper §3.3: 30 epochs phase 1 + 5 epochs phase 2 = 5/35).",
+    )
+    lr1: float = Field(1e-3, gt=0, description="Adam learning rate of phase 1 (paper §3.3: 1e-3).")
+    lr2: float = Field(1e-4, gt=0, description="Adam learning rate of phase 2 (paper §3.3: 1e-4).")
+    frame_gaps: list[int] = Field(
+        default_factory=lambda: [2, 5, 8],
+        min_length=1,
+        description="Reference-to-query frame gaps of a training pair, in stored frames (LIIR_pytorch YouTubeVOSTrain.py: 2, 5, 8).",
+    )
+    frame_gap_probs: list[float] = Field(
+        default_factory=lambda: [0.4, 0.4, 0.2],
+        min_length=1,
+        description="Probability of each of frame_gaps (LIIR_pytorch YouTubeVOSTrain.py: 0.4, 0.4, 0.2).",
+    )
+    bank_frames: int = Field(1440, ge=1, description="Frames of other videos in the memory bank (paper §3.3: 1,440).")
+
+    @model_validator(mode="after")
+    def _check(self) -> LIIRParams:
+        if len(self.frame_gaps) != len(self.frame_gap_probs) or abs(sum(self.frame_gap_probs) - 1.0) > 1e-6:
+            raise ValueError(f"liir.frame_gap_probs must match liir.frame_gaps and sum to 1, got {self.frame_gaps}, {self.frame_gap_probs}")
+        if min(self.frame_gaps) < 1:
+            raise ValueError(f"liir.frame_gaps must be >= 1, got {self.frame_gaps}")
+        return self
 
 
 class PropagationParams(_Section):
@@ -204,9 +251,11 @@ class PropagationParams(_Section):
         None, description="MoCo-v1 ResNet-50 checkpoint to merge (official code); None = HVC features alone."
     )
     semantic_weight: float = Field(1.05, gt=0, description="Weight of HVC features before the merge (official: 1.05).")
-    preset: Literal["official", "crw", "none"] = Field(
+    preset: Literal["official", "crw", "liir", "none"] = Field(
         "none",
-        description="'crw': top-k 10, 20 frames, temperature 0.05; 'official': the defaults; 'none': nothing. "
+        description="'crw': top-k 10, 20 frames, temperature 0.05; 'official': the defaults; 'liir': LIIR's own "
+        "propagation (references 0, 5, t-5, t-3, t-1, window radius 14, compact affinity; topk, context and "
+        "temperature unused; pose keeps the standard propagation); 'none': nothing. "
         "A preset fills only keys the files leave out: an explicitly set key wins.",
     )
 
@@ -225,21 +274,39 @@ class EvalParams(_Section):
     bound_th: float = Field(0.008, gt=0, lt=1, description="F boundary tolerance as a fraction of the diagonal (DAVIS).")
 
 
+class BudgetParams(_Section):
+    """The equal-budget comparison (``results/tables/budget.*``): HVC and every method of
+    ``compare`` trained on the same training set for the same budget and scored on the
+    same benchmark. Assembled only when ``compare`` lists a method."""
+
+    unit: Literal["images", "seconds"] = Field(
+        "images",
+        description="images: every method sees the same number of training samples (steps = images / train.batch_size); "
+        "seconds: every method trains for the same wall time (train.max_seconds; machine-dependent).",
+    )
+    images: int = Field(2048, ge=1, description="Training samples (image view pairs or frame pairs) per method, unit images.")
+    seconds: float = Field(600.0, gt=0, description="Training wall time per method, unit seconds.")
+    benchmark: Literal[BENCHMARKS] | None = Field(  # type: ignore[valid-type]
+        None, description="Benchmark of the comparison; None = the first of data.benchmarks scored with J&F."
+    )
+
+
 class Params(_Section):
     """Every parameter of the pipeline; ``params.yaml`` is an instance of this."""
 
     seed: int = Field(0, description="Global random seed.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available.")
-    method: Literal["hvc"] = Field(
+    method: Literal["hvc", "liir"] = Field(
         "hvc",
         description="Self-supervised method trained (a package of hvc/methods/): hvc trains on two views of "
-        "static images (the paper); clip methods train on clips of training videos.",
+        "static images (the paper); liir (Li et al., CVPR 2022) trains on frame pairs of training videos.",
     )
     data: DataParams = Field(default_factory=DataParams)
     demo: DemoParams = Field(default_factory=DemoParams)
     shards: ShardParams = Field(default_factory=ShardParams)
     train: TrainParams = Field(default_factory=TrainParams)
     clips: ClipParams = Field(default_factory=ClipParams)
+    liir: LIIRParams = Field(default_factory=LIIRParams)
     propagation: PropagationParams = Field(default_factory=PropagationParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     ablations: list[str] = Field(
@@ -251,6 +318,12 @@ class Params(_Section):
         description="The authors' released HVC checkpoint (official model zoo, e.g. hvc_coco.pth): when set, "
         "the tables add 'HVC (authors' weights)' rows, propagated and scored like ours.",
     )
+    compare: list[Literal["liir"]] = Field(
+        default_factory=list,
+        description="Methods trained here beside HVC: their rows in Tables 1, 2, 5 and 8 (trained on data.train_set when "
+        "it has videos, else on ytvos) and the equal-budget table (budget section); configs/compare.yaml.",
+    )
+    budget: BudgetParams = Field(default_factory=BudgetParams)
     baselines: list[Literal["random", "imagenet"]] = Field(
         default_factory=lambda: ["random"],
         description="Baseline encoders propagated beside HVC: random init, ImageNet-supervised ResNet-18.",

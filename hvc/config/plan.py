@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from hvc.config.ids import authors_id, semantic_id, stage_ids
-from hvc.config.params import Params, deep_merge, validate_params
+from hvc.config.params import METHODS, Params, deep_merge, validate_params
 from hvc.config.published import published_tables  # noqa: F401 (re-exported)
 from hvc.eval.registry import get_benchmark
 
@@ -103,21 +103,37 @@ def source_available(source: str, p: Params) -> bool:
 def table_names(p: Params) -> list[str]:
     """Tables assembled for these params: every non-ablation table with a column these
     params produce (``demo`` when the demo benchmark is scored; Table 8, the training
-    cost, always), then ``params.ablations``."""
+    cost, always), then ``params.ablations``, then ``budget`` when ``compare`` lists a method
+    (:func:`budget_experiments`; not a table of the paper)."""
     names = []
     for name, t in published_tables().items():
         if name.startswith("table7") or name == "table6":
             continue
         if any(source_available(src, p) for src, _ in table_columns(t)):
             names.append(name)
-    return names + [a for a in p.ablations if a not in names]
+    return names + [a for a in p.ablations if a not in names] + (["budget"] if p.compare else [])
+
+
+def with_video_train_set(p: Params, overrides: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A row's overrides, plus ``data.train_set: ytvos`` when the row trains a method on
+    clips (``method`` override, e.g. LIIR) and the base training set has no videos (COCO):
+    LIIR trains on YouTube-VOS videos (Li et al., CVPR 2022, §3.3)."""
+    method = (overrides or {}).get("method")
+    if method is None or METHODS[method] != "clips" or "train_set" in (overrides or {}).get("data", {}):
+        return overrides
+    from hvc.data.shards import TRAIN_VIDEO_GLOBS
+
+    if p.data.train_set in TRAIN_VIDEO_GLOBS:
+        return overrides
+    return deep_merge(overrides or {}, {"data": {"train_set": "ytvos"}})
 
 
 def resolve(p: Params, overrides: dict[str, Any] | None) -> Params:
     """Base params with a row's overrides applied (validated)."""
     if not overrides:
         return p
-    return validate_params(deep_merge(p.model_dump(), overrides), source="ablation row")
+    # only the keys the files set: a preset a row turns on (propagation.preset: liir) fills the rest
+    return validate_params(deep_merge(p.model_dump(exclude_unset=True), overrides), source="ablation row")
 
 
 def missing_checkpoint(p: Params, row: dict[str, Any]) -> str | None:
@@ -143,13 +159,14 @@ def row_experiment(p: Params, row: dict[str, Any]) -> Experiment | None:
     merge = bool(row.get("merge_semantic"))
     if encoder in ("semantic", "authors"):
         return Experiment(encoder + ("+semantic" if merge else ""), {}, p, stage_ids(p), merge_semantic=merge)
-    rp = resolve(p, row.get("overrides"))
+    row_overrides = with_video_train_set(p, row.get("overrides")) or {}
+    rp = resolve(p, row_overrides)
     ids = stage_ids(rp)
     base_model = stage_ids(p)["model"]
-    key = "hvc" if ids["model"] == base_model else ",".join(override_args(row.get("overrides", {})))
+    key = "hvc" if ids["model"] == base_model else ",".join(override_args(row_overrides))
     if merge:
         key += "+semantic"
-    overrides = row.get("overrides", {}) if ids["model"] != base_model else {}
+    overrides = row_overrides if ids["model"] != base_model else {}
     return Experiment(key, overrides, rp, ids, merge_semantic=merge)
 
 
@@ -175,11 +192,18 @@ def run_rows(p: Params) -> Iterator[tuple[str, dict[str, Any], Experiment]]:
         exp.key for name in p.ablations for row in tables[name]["rows"] if (exp := row_experiment(p, row)) is not None
     }
     for name in names:
+        if name not in tables:  # the budget table: budget_experiments
+            continue
         for row in tables[name]["rows"]:
             if row.get("encoder") in ("random", "imagenet") and row["encoder"] not in p.baselines:
                 continue
             exp = row_experiment(p, row)
             if exp is None:
+                continue
+            method = row.get("overrides", {}).get("method")
+            if method is not None:  # another method (LIIR): trained when `compare` lists it
+                if method in p.compare:
+                    yield name, row, exp
                 continue
             if row.get("overrides") and name not in p.ablations and exp.key not in ablation_keys | {"hvc"}:
                 continue  # e.g. HVC-YT in Table 1: trained only when an ablation table lists it (table7e)
@@ -198,6 +222,51 @@ def plan(p: Params) -> dict[str, Experiment]:
         out["authors"] = Experiment("authors", {}, p, stage_ids(p))
     for _, _, exp in run_rows(p):
         out.setdefault(exp.key, exp)
+    out.update(budget_experiments(p))
+    return out
+
+
+BUDGET_PREFIX = "budget-"
+
+
+def budget_benchmark(p: Params) -> str | None:
+    """The benchmark of the equal-budget table: ``budget.benchmark``, else the first of
+    ``data.benchmarks`` scored with J&F (DAVIS-style); None when there is none."""
+    if p.budget.benchmark is not None:
+        return p.budget.benchmark
+    return next((b for b in p.data.benchmarks if get_benchmark(b).scoring == "davis"), None)
+
+
+def budget_overrides(p: Params, method: str) -> dict[str, Any]:
+    """Overrides of the base params for ``method`` in the equal-budget table: the method,
+    its own propagation (LIIR: ``propagation.preset: liir``), the budget as ``train.max_steps``
+    = ceil(budget.images / train.batch_size) or ``train.max_seconds`` = budget.seconds, and,
+    when a compared method trains on clips, a training set with videos for every method
+    (the same data: images of its frames for HVC, clips for LIIR)."""
+    t = p.train
+    train = (
+        {"max_steps": -(-p.budget.images // t.batch_size)} if p.budget.unit == "images" else {"max_seconds": p.budget.seconds}
+    )
+    out: dict[str, Any] = {"method": method, "train": train}
+    if method == "liir":
+        out["propagation"] = {"preset": "liir"}
+    for peer in p.compare:
+        filled = with_video_train_set(p, {"method": peer}) or {}
+        if "data" in filled:
+            out["data"] = filled["data"]
+    return out
+
+
+def budget_experiments(p: Params) -> dict[str, Experiment]:
+    """``budget-<method>`` for HVC and every method of ``compare`` (none when ``compare`` is
+    empty): each trained on the same data for the same budget (:func:`budget_overrides`)."""
+    if not p.compare:
+        return {}
+    out = {}
+    for method in ["hvc", *p.compare]:
+        overrides = budget_overrides(p, method)
+        rp = resolve(p, overrides)
+        out[BUDGET_PREFIX + method] = Experiment(BUDGET_PREFIX + method, overrides, rp, stage_ids(rp))
     return out
 
 
@@ -210,6 +279,11 @@ def score_requests(p: Params) -> list[tuple[str, str]]:
         for src, _, _ in columns(tables[name], p):
             if source_available(src, p):
                 needed.add((exp.key, src))
+    bench = budget_benchmark(p)
+    for key in budget_experiments(p):
+        needed.add((key, "train"))
+        if bench is not None:
+            needed.add((key, bench))
     return sorted(needed)
 
 

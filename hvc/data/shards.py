@@ -321,6 +321,13 @@ def _seed(*parts: object) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:15], 16)
 
 
+def video_id(key: str) -> int:
+    """The integer id of a training video (its sample key hashed to 60 bits; the same in
+    every process and run), which clip methods use to tell videos apart, e.g. LIIR's
+    memory bank keeps a clip's own video out of its negatives."""
+    return _seed("video", key)
+
+
 def _bad_shard(exn: Exception) -> bool:
     """webdataset error handler: a truncated or corrupt tar becomes a DataError naming the shard."""
     url = next((a for a in reversed(exn.args) if isinstance(a, str) and a.endswith(".tar")), "<shard>")
@@ -342,7 +349,8 @@ class TrainStream(IterableDataset):
     ``kind="clips"`` (video shards, :func:`write_video_shards`): one clip per video and
     epoch, frames ``s, s + frame_gap, ..., s + (clip_length - 1) * frame_gap`` for a start
     ``s`` drawn uniformly (after seeding) among those that fit; ``views`` gets them as
-    (T, 3, H, W) uint8, and only those T frames are decoded.
+    (T, 3, H, W) uint8, and only those T frames are decoded. When ``views`` returns a dict,
+    the stream adds ``"video_id"``: () int64, the clip's video (:func:`video_id`).
 
     Yields:
         the per-sample results of ``views`` stacked along a new batch dimension of the
@@ -442,7 +450,10 @@ class TrainStream(IterableDataset):
         frames = [torch.from_numpy(decode_image(sample[n], f"{where}/{n}")).permute(2, 0, 1) for n in picked]
         if any(f.shape != frames[0].shape for f in frames):
             raise DataError(where, f"frames of different sizes {sorted({tuple(f.shape) for f in frames})}")
-        return self.views(torch.stack(frames))
+        out = self.views(torch.stack(frames))
+        if isinstance(out, dict):
+            out["video_id"] = torch.tensor(video_id(sample["__key__"]), dtype=torch.long)
+        return out
 
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()

@@ -131,7 +131,12 @@ def _propagate_video(
         joints = propagate_pose(encode, frames, video.joints[0], cfg, **common)
         write_pose(out / f"{video.name}.json", joints)
         return
-    if task == "parts":
+    if p.propagation.preset == "liir":  # LIIR's own inference (hvc/eval/liir_propagation.py)
+        from hvc.eval.liir_propagation import LIIRInference, propagate_video_liir
+
+        cfg_liir = LIIRInference(radius=p.propagation.radius)
+        pred = propagate_video_liir(encode, frames, video.first_labels(), cfg_liir, video.later_labels(), device)
+    elif task == "parts":
         pred = propagate_parts(encode, frames, video.first_labels(), cfg, **common)
     else:
         pred = propagate_video(

@@ -7,7 +7,7 @@ A method is an ``nn.Module`` subclass of :class:`Method`. The harness (``hvc.tra
 2. asks :meth:`Method.data_spec` what one training sample is (:class:`DataSpec`: two views of
    an image, or a clip of T frames of a video, and the per-sample transform) and streams
    batches of it from the shards;
-3. per step: ``losses = method(batch)`` (``forward`` calls :meth:`Method.loss`, so a
+3. per step: :meth:`Method.before_step` (training phases), ``losses = method(batch)`` (``forward`` calls :meth:`Method.loss`, so a
    DistributedDataParallel wrapper sees every trained module inside one forward),
    back-propagates ``losses["loss"]``, steps the optimizer of
    :meth:`Method.make_optimizer`, then calls :meth:`Method.after_step` (EMA updates, memory
@@ -237,6 +237,13 @@ class Method(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """= :meth:`loss` (the training loop calls the module, possibly DDP-wrapped)."""
         return self.loss(batch)
+
+    def before_step(self, step: int, total_steps: int) -> bool:
+        """Called before optimizer step ``step`` (0-based) of ``total_steps``, also after a
+        resume: a method with training phases switches here. Returns True when step
+        ``step`` starts a phase that begins with a fresh optimizer (the loop then calls
+        :meth:`make_optimizer` again). Default: one phase, False."""
+        return False
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         """Called after optimizer step ``step`` (0-based) of ``total_steps``: EMA updates,

@@ -2,6 +2,7 @@
 
 - :func:`overlay_grid`: one PNG per (encoder, benchmark): rows are sequences, columns
   evenly spaced frames, each frame blended with its predicted mask in the DAVIS palette;
+- :func:`budget_plot`: J&F against training time of the equal-budget table (``budget.png``).
 - :func:`bar_chart`: one PNG per ablation table (and the demo table): our value beside
   the published one for each row, per benchmark column;
 - pseudo-dynamic signals in flow colours (Fig. 12) are drawn by :func:`hvc.methods.hvc.flow.flow_figure`.
@@ -137,3 +138,34 @@ def bar_chart(table: dict, out_png: Path) -> bool:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return True
+
+
+def budget_plot(table: dict, out_png: Path) -> bool:
+    """J&F against training time of the equal-budget table (:func:`hvc.report.tables.build_budget_table`):
+    one labelled point per method from the table's ``points``.
+
+    Returns:
+        False (nothing written) when no method has both a J&F and a training time.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [q for q in table.get("points", []) if q.get("jf") is not None and q.get("seconds") is not None]
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for q in points:
+        ax.scatter(q["seconds"], 100 * q["jf"], s=40)
+        ax.annotate(q["method"].upper(), (q["seconds"], 100 * q["jf"]), textcoords="offset points", xytext=(5, 5), fontsize=9)
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel("J&F (%)")
+    ax.set_title(table["title"], fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return True
+

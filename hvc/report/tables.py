@@ -119,6 +119,8 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
                 cells.append(f"not run: {src.removeprefix('flow_')} not in data.benchmarks")
             elif row.get("encoder") in ("random", "imagenet") and row["encoder"] not in p.baselines:
                 cells.append(f"not run: {row['encoder']} not in baselines")
+            elif summary is None and row.get("overrides", {}).get("method") and exp.key not in trained:
+                cells.append(f"not run: another method; list {row['overrides']['method']} in compare")
             elif summary is None and row.get("overrides") and exp.key not in trained:
                 cells.append("not run: a training variant; list its ablation table (e.g. table7e) in ablations")
             elif summary is None:
@@ -129,6 +131,8 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
                 cells.append("needs server score (see notes)")
                 if summary["status"] not in notes:
                     notes.append(summary["status"])
+            elif m == "peak_gpu_memory_gb" and summary.get("peak_host_memory_gb") is not None:
+                cells.append(f"{summary['peak_host_memory_gb']:.2f} host (no GPU: {summary.get('device', 'CPU')})")
             elif m == "peak_gpu_memory_gb":
                 cells.append(f"not measured: trained on {summary.get('device', 'CPU')}")
             else:
@@ -137,6 +141,78 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
                 cells.append(_published(m, published[i] if i < len(published) else None))
         rows.append(cells)
     return {"title": table["title"], "header": header, "rows": rows, "notes": _not_run_notes(header, rows) + notes}
+
+
+BUDGET_HEADER = ["Method", "J&F", "training time (s)", "images/s", "peak memory (GB)", "steps", "samples seen", "device"]
+
+
+def budget_points(p: Params, scores: dict[tuple[str, str], dict]) -> list[dict[str, Any]]:
+    """One record per method of the equal-budget comparison (:func:`hvc.config.plan.budget_experiments`):
+    ``method``, ``jf`` (fraction, None when not scored), ``seconds`` (training wall time),
+    ``images_per_s``, ``peak_gb`` (GPU peak when trained on a GPU, else the training
+    process's peak resident memory) and ``memory_kind`` ("GPU"/"host"), ``steps``,
+    ``samples``, ``device``; None for what a file lacks."""
+    from hvc.config.plan import BUDGET_PREFIX, budget_benchmark, budget_experiments
+
+    bench = budget_benchmark(p)
+    out = []
+    for key, exp in budget_experiments(p).items():
+        train = scores.get((key, "train")) or {}
+        score = scores.get((key, bench)) if bench else None
+        gpu = train.get("peak_gpu_memory_gb")
+        out.append(
+            {
+                "method": key.removeprefix(BUDGET_PREFIX),
+                "jf": (score or {}).get("JF_mean"),
+                "seconds": train.get("train_seconds"),
+                "images_per_s": train.get("images_per_s"),
+                "peak_gb": gpu if gpu is not None else train.get("peak_host_memory_gb"),
+                "memory_kind": "GPU" if gpu is not None else "host",
+                "steps": train.get("steps"),
+                "samples": None if train.get("steps") is None else train["steps"] * train.get("global_batch", exp.params.train.batch_size),
+                "device": train.get("device"),
+            }
+        )
+    return out
+
+
+def build_budget_table(p: Params, scores: dict[tuple[str, str], dict]) -> dict[str, Any]:
+    """The equal-budget table: every method trained on the same data for the same budget
+    (``budget`` section) and scored on the same benchmark, as ``{"title", "header",
+    "rows", "notes", "points"}`` (``points``: :func:`budget_points`, for the figure)."""
+    from hvc.config.plan import budget_benchmark
+
+    bench = budget_benchmark(p)
+    b = p.budget
+    amount = f"{b.images:,} training samples" if b.unit == "images" else f"{b.seconds:g} s of training"
+    title = f"Equal budget: {amount} per method on {p.data.train_set}, scored on {BENCHMARK_NAMES.get(bench, bench)}"
+    points = budget_points(p, scores)
+    names = {"hvc": "HVC", "liir": "LIIR"}
+
+    def num(v: float | None, fmt: str) -> str:
+        return "–" if v is None else format(v, fmt)
+
+    rows = [
+        [
+            names.get(r["method"], r["method"]),
+            "–" if r["jf"] is None else f"{100 * r['jf']:.1f}",
+            num(r["seconds"], ".1f"),
+            num(r["images_per_s"], ".1f"),
+            "–" if r["peak_gb"] is None else f"{r['peak_gb']:.2f} ({r['memory_kind']})",
+            num(r["steps"], ",d"),
+            num(r["samples"], ",d"),
+            r["device"] or "–",
+        ]
+        for r in points
+    ]
+    notes = [
+        "Each method trains on the same training set, data.train_set (HVC on its images, clip methods on its videos; on the demo both are made from the same training photographs) "
+        "with train.batch_size samples per step; LIIR runs both of its phases in the budget (liir.phase2_share).",
+        "Peak memory: the GPU's peak allocation when trained on a GPU, else the training process's peak resident memory.",
+    ]
+    if bench is None:
+        notes.append("No J&F: data.benchmarks has no DAVIS-style benchmark (set budget.benchmark).")
+    return {"title": title, "header": list(BUDGET_HEADER), "rows": rows, "notes": notes, "points": points}
 
 
 def _not_run_notes(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -224,7 +300,7 @@ def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path) -> l
     built = {}
     with atomic_dir(out_dir) as tmp:
         for name in names:
-            t = built[name] = build_table(name, p, scores)
+            t = built[name] = build_budget_table(p, scores) if name == "budget" else build_table(name, p, scores)
             write_text(tmp / f"{name}.md", to_markdown(t))
             write_text(tmp / f"{name}.csv", to_csv(t))
             write_text(tmp / f"{name}.tex", to_latex(t))

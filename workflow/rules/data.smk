@@ -1,11 +1,16 @@
 # Demo data and training shards.
 
+# The experiment behind each demo-data id: a method trained on clips gets the demo with its
+# training videos (another id), built with that experiment's overrides.
+BY_DATA = {e.ids["data"]: e for e in [*TRAINED[::-1], BASE]}
+
 
 rule demo_data:
     output:
         directory(DATA),
     params:
         id=lambda wc: wc.data,  # the content id: keeps the between-workflow cache exact
+        overrides=lambda wc: set_args(BY_DATA[wc.data]) if wc.data in BY_DATA else "",
     log:
         f"{LOGS}/demo_data/{{data}}.log",
     # Between-workflow cache: Snakemake hashes the rule's shell command, its params, its
@@ -19,7 +24,7 @@ rule demo_data:
         mem_mb=4000,
         runtime=20,
     shell:
-        "hvc demo-data {PARAMS} --expect-id {wildcards.data} --out {output:q} 2> {log:q}"
+        "hvc demo-data {PARAMS}{params.overrides} --expect-id {wildcards.data} --out {output:q} 2> {log:q}"
 
 
 rule fetch:

@@ -31,6 +31,8 @@ rule propagate:
         directory(PREDICTIONS),
     params:
         encoder=encoder_args,
+        # a trained experiment's overrides: another method propagates with its own preset (LIIR)
+        overrides=lambda wc: set_args(BY_ENCODER[wc.encoder]) if BY_ENCODER[wc.encoder].trained else "",
         data=lambda wc: bench_root(wc.benchmark),
     log:
         f"{LOGS}/propagate/{{encoder}}/{{propagation}}/{{benchmark}}.log",
@@ -42,7 +44,7 @@ rule propagate:
         mem_mb=16000,
         runtime=240,
     shell:
-        "hvc propagate {PARAMS} {params.encoder} --benchmark {wildcards.benchmark}"
+        "hvc propagate {PARAMS}{params.overrides} {params.encoder} --benchmark {wildcards.benchmark}"
         " --expect-id {wildcards.propagation} --data {params.data:q} --out {output:q} --threads {threads} 2> {log:q}"
 
 

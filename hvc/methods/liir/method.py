@@ -20,6 +20,7 @@ average strategy" of §3.3), rather than re-encoding 1,440 stored frames each st
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,7 +28,7 @@ from torch import nn
 
 from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method
 from hvc.methods.liir.colour import drop_colour_channel
-from hvc.methods.liir.config import PHASES, LIIRConfig
+from hvc.methods.liir.config import PHASE1, PHASE2, PHASES, LIIRConfig
 from hvc.methods.liir.loss import (
     MemoryBank,
     compactness_loss,
@@ -84,19 +85,28 @@ class LIIR(Method):
         phase: 1 (intra-video warm-up) or 2 (inter-video + compactness).
         batch_size: training pairs per step, to turn steps into samples for the LR schedule
             (default: the phase's batch size).
+        phase2_share: when set, the harness's training loop runs both phases in one run:
+            phase 1 for the first ``round(total_steps * (1 - phase2_share))`` steps, then
+            phase 2 from those weights with a fresh Adam (:meth:`before_step`); None keeps
+            ``phase`` throughout.
     Raises:
-        ValueError: phase not 1 or 2.
+        ValueError: phase not 1 or 2, or phase2_share outside [0, 1].
     """
 
     name = "liir"
     batch_kind = "clips"
 
-    def __init__(self, config: LIIRConfig | None = None, phase: int = 1, batch_size: int | None = None) -> None:
+    def __init__(
+        self, config: LIIRConfig | None = None, phase: int = 1, batch_size: int | None = None, phase2_share: float | None = None
+    ) -> None:
         super().__init__()
         self.config = config or LIIRConfig()
         if phase not in PHASES:
             raise ValueError(f"LIIR phase must be 1 or 2, got {phase!r}")
+        if phase2_share is not None and not 0.0 <= phase2_share <= 1.0:
+            raise ValueError(f"LIIR phase2_share must be in [0, 1], got {phase2_share!r}")
         self.phase = phase
+        self.phase2_share = phase2_share
         self.batch_size = batch_size or self.config.phase(phase).batch_size
         self.online = LIIREncoder()
         self.key = copy.deepcopy(self.online)
@@ -110,9 +120,46 @@ class LIIR(Method):
 
     @classmethod
     def build(cls, params: Params) -> LIIR:
-        """LIIR with the default :class:`LIIRConfig`, phase 1, ``train.batch_size`` pairs per
-        step."""
-        return cls(LIIRConfig(), phase=1, batch_size=params.train.batch_size)
+        """LIIR of the parameters: :class:`LIIRConfig` with frames resized to ``clips.size``,
+        the gaps, bank size and learning rates of the ``liir`` section, ``train.batch_size``
+        pairs per step in both phases, the phases split by ``liir.phase2_share``.
+
+        Raises:
+            ParamsError: ``clips.size`` is not a multiple of the stride 4.
+        """
+        from hvc.config.params import ParamsError
+
+        q, batch = params.liir, params.train.batch_size
+        try:
+            config = LIIRConfig(
+                image_size=params.clips.size,
+                frame_gaps=tuple(q.frame_gaps),
+                frame_gap_probs=tuple(q.frame_gap_probs),
+                bank_frames=q.bank_frames,
+                phase1=dataclasses.replace(PHASE1, lr=q.lr1, batch_size=batch),
+                phase2=dataclasses.replace(PHASE2, lr=q.lr2, batch_size=batch),
+            )
+        except ValueError as err:
+            raise ParamsError(f"method liir: {err} (clips.size, liir section)") from None
+        return cls(config, phase=1, batch_size=batch, phase2_share=q.phase2_share)
+
+    def phase1_steps(self, total_steps: int) -> int:
+        """Steps of phase 1 in a run of ``total_steps`` that holds both phases:
+        ``round(total_steps * (1 - phase2_share))`` (all of them when ``phase2_share`` is None)."""
+        if self.phase2_share is None:
+            return total_steps
+        return round(total_steps * (1.0 - self.phase2_share))
+
+    def before_step(self, step: int, total_steps: int) -> bool:
+        """Set the phase of step ``step`` (also right after a resume); True at the first step
+        of phase 2, whose Adam starts afresh (the authors' phase 2 is a new run loading
+        phase 1's weights, [U] README step 2 ``--resume``). Without ``phase2_share`` the
+        phase given at construction is kept."""
+        if self.phase2_share is None:
+            return False
+        first2 = self.phase1_steps(total_steps)
+        self.phase = 1 if step < first2 else 2
+        return step == first2
 
     def data_spec(self, params: Params) -> DataSpec:
         """Clips of max(gap) + 1 consecutive frames, reduced to one (reference, query) pair
@@ -199,8 +246,23 @@ class LIIR(Method):
 
     def lr_at(self, step: int, total_steps: int, base_lr: float) -> float:
         """``base_lr`` × the phase's step factor at step × batch samples seen
-        (:meth:`PhaseConfig.lr_factor`, [U] main_dis.py ``adjust_lr``)."""
-        return base_lr * self.config.phase(self.phase).lr_factor(step * self.batch_size)
+        (:meth:`PhaseConfig.lr_factor`, [U] main_dis.py ``adjust_lr``). When the run holds
+        both phases (``phase2_share``), ``base_lr`` is replaced by the phase's own rate
+        (:attr:`PhaseConfig.lr`: 1e-3, then 1e-4, [P] §3.3) and samples are counted from
+        the start of the phase."""
+        if self.phase2_share is None:
+            return base_lr * self.config.phase(self.phase).lr_factor(step * self.batch_size)
+        phase = self.config.phase(self.phase)
+        start = 0 if self.phase == 1 else self.phase1_steps(total_steps)
+        return phase.lr * phase.lr_factor((step - start) * self.batch_size)
+
+    def make_optimizer(self, params: Params, fused: bool = False) -> torch.optim.Optimizer:
+        """Adam over the online encoder with the config's betas ([U] main_dis.py
+        ``betas=(0.9, 0.999)``) and ``train.weight_decay``; the rate is set per step by
+        :meth:`lr_at`."""
+        trainable = [q for q in self.parameters() if q.requires_grad]
+        lr = self.config.phase(self.phase).lr
+        return torch.optim.Adam(trainable, lr=lr, betas=self.config.adam_betas, weight_decay=params.train.weight_decay, fused=fused)
 
     def encoder(self) -> nn.Module:
         """The online :class:`LIIREncoder` (stride 4; ``post_conv`` 64-d or ``layer4`` 256-d)."""

@@ -1,0 +1,165 @@
+"""HVC (frames as images) against LIIR (frame pairs of videos) on the DAVIS 2016 sample at
+an equal budget: the same training frames, the same number of training samples, scored by
+the same metrics on the sample's 6 val sequences (J&F, DAVIS definitions).
+
+Training data: the sample's 30 train sequences (every 4th frame, so LIIR's frame gaps 2, 5, 8
+become 1, 1, 2 stored frames: ``liir.frame_gaps [1, 2]`` with p (0.8, 0.2)). Both methods
+run through the harness's training loop (``hvc.train.train``) on the CPU and are propagated
+at a reduced resolution (``--scale``; 1/4 of 480p by default, to fit a small CPU); HVC with
+the propagation defaults, LIIR with its own preset (:mod:`hvc.eval.liir_propagation`).
+
+    PYTHONPATH=$PWD python benchmarks/davis2016_compare.py --samples 960 --out /tmp/cmp
+
+Prints one Markdown table row per encoder (trained and at random initialisation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "data" / "davis2016-sample"
+
+
+def train_sequences(sample: Path) -> dict[str, list[Path]]:
+    """Train sequence name → its frames (every 4th frame of DAVIS 2016), from train_frames.txt."""
+    out: dict[str, list[Path]] = {}
+    for line in (sample / "ImageSets" / "480p" / "train_frames.txt").read_text().split():
+        out.setdefault(line.split("/")[3], []).append(sample / line.lstrip("/"))
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def val_sequences(sample: Path, scale: float) -> list[tuple[str, list[np.ndarray], np.ndarray]]:
+    """(name, frames (H, W, 3) uint8, masks (T, H, W) 0/1) of the val sequences, resized by ``scale``."""
+    names = sorted({line.split()[0].split("/")[3] for line in (sample / "ImageSets" / "480p" / "val.txt").read_text().splitlines() if line})
+    out = []
+    for name in names:
+        frames, masks = [], []
+        for f in sorted((sample / "JPEGImages" / "480p" / name).glob("*.jpg")):
+            img = Image.open(f).convert("RGB")
+            size = (round(img.width * scale), round(img.height * scale))
+            frames.append(np.asarray(img.resize(size, Image.BILINEAR)))
+            m = Image.open(sample / "Annotations" / "480p" / name / f"{f.stem}.png").convert("L").resize(size, Image.NEAREST)
+            masks.append((np.asarray(m) > 127).astype(np.uint8))
+        out.append((name, frames, np.stack(masks)))
+    return out
+
+
+def shards(method: str, sample: Path, out: Path) -> Path:
+    """The train sequences as video shards (LIIR) or their frames as image shards (HVC)."""
+    from hvc.data.shards import write_shards, write_video_shards
+
+    seqs = train_sequences(sample)
+    if method == "liir":
+        write_video_shards(list(seqs.items()), out, "davis2016-train", max_count=8)
+    else:
+        write_shards([f for frames in seqs.values() for f in frames], sample, out, "davis2016-train", max_count=200)
+    return out
+
+
+def params(method: str, samples: int, batch: int, size: int):
+    """The harness's parameters of one method for ``samples`` training samples."""
+    from hvc.config.params import Params
+
+    p = Params()
+    steps = -(-samples // batch)
+    train = p.train.model_copy(update=dict(batch_size=batch, max_steps=steps, workers=0, crop_size=size, checkpoint_every=10**6, log_every=10))
+    return p.model_copy(
+        update={
+            "method": method,
+            "device": "cpu",
+            "train": train,
+            "clips": p.clips.model_copy(update={"size": size}),
+            "liir": p.liir.model_copy(update={"frame_gaps": [1, 2], "frame_gap_probs": [0.8, 0.2], "bank_frames": 64}),
+        }
+    )
+
+
+def score(encode, method: str, videos) -> dict[str, float]:
+    """J&F mean, J mean, F mean over the val sequences (first and last frames not scored)."""
+    from hvc.eval.liir_propagation import propagate_video_liir
+    from hvc.eval.metrics import evaluate_sequence
+    from hvc.eval.propagation import PropagationConfig, propagate_video
+
+    js, fs = [], []
+    for _, frames, masks in videos:
+        if method == "liir":
+            pred = propagate_video_liir(encode, frames, masks[0])
+        else:
+            cfg = PropagationConfig(temperature=0.1, topk=15, context=20, radius=12)
+            pred = propagate_video(encode, frames, masks[0], cfg, dense=True)  # small maps: the dense path
+        per = evaluate_sequence(masks, pred)[1]
+        js.append(float(np.mean(per["J"])))
+        fs.append(float(np.mean(per["F"])))
+    j, f = float(np.mean(js)), float(np.mean(fs))
+    return {"JF": (j + f) / 2, "J": j, "F": f}
+
+
+def encoder_of(method: str, state: dict | None):
+    """The method's frozen encoder from ``encoder.pt``'s state (None: random init, seed 0),
+    fed ImageNet-normalised RGB as label propagation gives it."""
+    from hvc.eval.encoders import Renormalized
+    from hvc.methods import get_method
+    from hvc.methods.hvc.model import build_encoder_for_propagation
+
+    torch.manual_seed(0)
+    if method == "hvc":
+        return build_encoder_for_propagation(state)
+    cls = get_method(method)
+    spec = cls().encoder_spec()
+    return Renormalized(cls.load_encoder(state, spec), spec).eval()
+
+
+def run(method: str, samples: int, batch: int, size: int, out: Path, videos, sample: Path = SAMPLE) -> dict:
+    """Train ``method`` for ``samples`` samples, score it and its random initialisation."""
+    from hvc.train import train
+
+    shard_dir = shards(method, sample, out / f"shards-{method}")
+    summary = train(params(method, samples, batch, size), shard_dir, out / f"model-{method}", progress=False)
+    state = torch.load(out / f"model-{method}" / "encoder.pt", weights_only=True)
+    tic = time.perf_counter()
+    trained = score(encoder_of(method, state), method, videos)
+    return {
+        "method": method,
+        "trained": trained,
+        "random": score(encoder_of(method, None), method, videos),
+        "train_seconds": summary["train_seconds"],
+        "images_per_s": summary["images_per_s"],
+        "peak_host_memory_gb": summary["peak_host_memory_gb"],
+        "steps": summary["steps"],
+        "samples": summary["steps"] * batch,
+        "score_seconds": time.perf_counter() - tic,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--samples", type=int, default=960, help="training samples per method (equal budget)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=128, help="training crop (HVC) / pair (LIIR) side, pixels")
+    ap.add_argument("--scale", type=float, default=0.25, help="val frames resized by this factor")
+    ap.add_argument("--methods", nargs="+", default=["hvc", "liir"])
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    videos = val_sequences(SAMPLE, a.scale)
+    rows = [run(m, a.samples, a.batch, a.size, a.out, videos) for m in a.methods]
+    (a.out / "compare.json").write_text(json.dumps(rows, indent=2))
+    print("| method | J&F trained | J&F random init | train time (s) | images/s | peak host memory (GB) | steps | samples |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['method'].upper()} | {100 * r['trained']['JF']:.1f} | {100 * r['random']['JF']:.1f} | {r['train_seconds']:.0f} | "
+            f"{r['images_per_s']:.2f} | {r['peak_host_memory_gb']:.2f} | {r['steps']} | {r['samples']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

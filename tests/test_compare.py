@@ -1,0 +1,101 @@
+"""The equal-budget comparison and the LIIR rows: plan, tables, and the Snakemake workflow
+end to end on the tiny demo (HVC and LIIR trained on the same data for the same budget)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hvc.config.params import load_params
+from hvc.config.plan import budget_benchmark, budget_experiments, plan, score_requests, table_names
+from hvc.report.tables import build_budget_table, build_table
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [ROOT / "params.yaml", ROOT / "tests" / "configs" / "tiny.yaml"]
+COMPARE = ROOT / "tests" / "configs" / "tiny_compare.yaml"
+
+
+def test_default_demo_trains_hvc_only():
+    p = load_params(TINY)
+    assert not budget_experiments(p) and "budget" not in table_names(p)
+    assert {e.params.method for e in plan(p).values()} == {"hvc"}
+
+
+def test_compare_plans_liir_rows_and_the_budget_experiments():
+    p = load_params([*TINY, COMPARE])
+    exps = plan(p)
+    assert {"budget-hvc", "budget-liir"} <= set(exps)
+    liir = exps["budget-liir"]
+    assert liir.params.method == "liir" and liir.params.propagation.preset == "liir"
+    assert liir.params.propagation.radius == 14  # the preset fills what the files leave out
+    assert liir.params.train.max_steps == exps["budget-hvc"].params.train.max_steps == 2  # 8 samples / batch 4
+    assert liir.ids["data"] != exps["hvc"].ids["data"]  # the demo with training videos
+    assert table_names(p)[-1] == "budget" and budget_benchmark(p) == "demo"
+    assert ("budget-liir", "demo") in score_requests(p) and ("budget-liir", "train") in score_requests(p)
+    # the LIIR row of Table 8 is trained (with its own key) beside HVC
+    keys = {k for k, src in score_requests(p) if src == "train"}
+    assert "method=liir,propagation.preset=liir" in keys
+    # a wall-clock budget instead
+    timed = load_params([*TINY, COMPARE], {"budget": {"unit": "seconds", "seconds": 30}})
+    assert {e.params.train.max_seconds for e in budget_experiments(timed).values()} == {30}
+
+
+def test_liir_rows_train_on_youtube_vos_when_the_training_set_has_no_videos():
+    p = load_params([*TINY, COMPARE], {"data": {"train_set": "coco", "benchmarks": ["davis2017"]}})
+    exps = plan(p)
+    liir = next(e for e in exps.values() if e.trained and e.params.method == "liir" and not e.key.startswith("budget"))
+    assert liir.params.data.train_set == "ytvos"
+    assert exps["budget-hvc"].params.data.train_set == exps["budget-liir"].params.data.train_set == "ytvos"
+    t1 = build_table("table1", p, {})
+    row = next(r for r in t1["rows"] if r[0] == "LIIR (trained here)")
+    assert row[2] == "72.1" and row[1] == "missing score"  # published beside ours
+    t1_off = build_table("table1", load_params(TINY, {"data": {"benchmarks": ["davis2017"]}}), {})
+    assert any("list liir in compare" in n for n in t1_off["notes"])
+
+
+def test_budget_table_reads_scores_and_training_logs():
+    p = load_params([*TINY, COMPARE])
+    scores = {
+        ("budget-hvc", "demo"): {"JF_mean": 0.5},
+        ("budget-hvc", "train"): {"train_seconds": 10.0, "images_per_s": 0.8, "steps": 2, "global_batch": 4,
+                                  "peak_gpu_memory_gb": None, "peak_host_memory_gb": 1.5, "device": "cpu"},
+        ("budget-liir", "train"): {"train_seconds": 20.0, "images_per_s": 0.4, "steps": 2, "global_batch": 4,
+                                   "peak_gpu_memory_gb": 3.0, "device": "NVIDIA H200"},
+    }  # fmt: skip
+    t = build_budget_table(p, scores)
+    assert t["rows"][0] == ["HVC", "50.0", "10.0", "0.8", "1.50 (host)", "2", "8", "cpu"]
+    assert t["rows"][1][:5] == ["LIIR", "–", "20.0", "0.4", "3.00 (GPU)"]
+    assert [q["method"] for q in t["points"]] == ["hvc", "liir"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_snakemake_runs_the_comparison_on_the_tiny_demo(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for name in ("Snakefile", "params.yaml"):
+        shutil.copy(ROOT / name, ws / name)
+    shutil.copytree(ROOT / "workflow", ws / "workflow")
+    (ws / "tests" / "configs").mkdir(parents=True)
+    for name in ("tiny.yaml", "tiny_compare.yaml"):
+        shutil.copy(ROOT / "tests" / "configs" / name, ws / "tests" / "configs" / name)
+    cmd = "snakemake all_tables --cores 2 --configfile tests/configs/tiny.yaml tests/configs/tiny_compare.yaml"
+    proc = subprocess.run(cmd, cwd=ws, shell=True, capture_output=True, text=True, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    tables = ws / "results" / "tables"
+    assert all((tables / f"budget.{ext}").is_file() for ext in ("md", "csv", "tex", "html"))
+    rows = list(csv.reader((tables / "budget.csv").open()))
+    assert [r[0] for r in rows[1:]] == ["HVC", "LIIR"]
+    for r in rows[1:]:
+        assert float(r[1]) >= 0 and float(r[2]) > 0 and r[5] == "2" and r[6] == "8"  # scored, timed, equal budget
+    t8 = (tables / "table8.md").read_text()
+    assert "| LIIR (trained here) | 2 | 2,000,000 |" in t8
+    assert (ws / "results" / "figures" / "budget.png").is_file()
+    specs = [json.loads(f.read_text()) for f in (ws / "artifacts" / "models").glob("*/encoder.json")]
+    assert sorted(s["method"] for s in specs) == ["hvc", "liir"]
