@@ -22,7 +22,6 @@ from hvc.config.published import published_tables
 from hvc.data.registry import load_registry
 
 
-
 class _Section(BaseModel):
     # allow_inf_nan=False: every float parameter is finite (.inf and .nan are YAML floats)
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
