@@ -134,6 +134,42 @@ def _onehot_grid(labels: np.ndarray, num: int, stride: int, hw: tuple[int, int],
     return full[None]
 
 
+def _feature_fn(encoder, size: tuple[int, int], padded: tuple[int, int], stride: int, device: torch.device | str):
+    """frame (H, W, 3) uint8 → (1, C, Hp/s, Wp/s) features of the frame zero-padded to ``padded``.
+
+    Raises:
+        ValueError: features not at ``stride``.
+    """
+    (H, W), (Hp, Wp) = size, padded
+
+    def features(frame: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.array(frame, dtype=np.uint8)).permute(2, 0, 1)[None]  # a writable copy
+        x = F.pad(normalize_input(x, "imagenet"), (0, Wp - W, 0, Hp - H)).to(device)
+        f = encoder(x, "layer3").float()
+        if f.shape[-2:] != (Hp // stride, Wp // stride):
+            raise ValueError(f"features {tuple(f.shape[-2:])} of a {Hp}x{Wp} input are not at stride {stride}")
+        return f
+
+    return features
+
+
+def _predict_frame(query: torch.Tensor, refs: list[tuple[torch.Tensor, torch.Tensor]], cfg: LIIRInference) -> torch.Tensor:
+    """Soft labels (1, L, h, w) of one frame from its reference frames' (features (1, C, h, w),
+    one-hot labels (1, L, h, w)): one softmax over the joint row of every reference's window,
+    the compact affinity, then each window's labels weighted by it."""
+    p = window_size(cfg.radius)
+    cells = p * p
+    logits, valids = zip(*(local_logits(query[0], f[0], cfg.radius) for f, _ in refs))
+    joint = torch.cat([lg.masked_fill(~v, float("-inf")) for lg, v in zip(logits, valids)], dim=-1).softmax(-1)
+    joint = joint_compact_affinity(joint, cells, cfg.peaks, cfg.fwhm, cfg.compact_threshold)
+    num_labels, hw = refs[0][1].shape[1], query.shape[-2:]
+    pred = torch.zeros(1, num_labels, *hw, device=query.device)
+    for k, (_, lab) in enumerate(refs):
+        cols = F.unfold(lab, p, padding=cfg.radius).view(num_labels, cells, -1)  # (L, P², h·w)
+        pred += (cols * joint[:, k * cells : (k + 1) * cells].t()[None]).sum(1).view(1, num_labels, *hw)
+    return pred
+
+
 @torch.no_grad()
 def propagate_video_liir(
     encoder,
@@ -170,33 +206,16 @@ def propagate_video_liir(
     num = int(max([first_labels.max()] + [m.max() for m in later_labels.values()]))
     s = cfg.stride
     Hp, Wp = -(-H // s) * s, -(-W // s) * s
-
-    def features(frame: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.array(frame, dtype=np.uint8)).permute(2, 0, 1)[None]  # a writable copy
-        x = F.pad(normalize_input(x, "imagenet"), (0, Wp - W, 0, Hp - H)).to(device)
-        f = encoder(x, "layer3").float()
-        if f.shape[-2:] != (Hp // s, Wp // s):
-            raise ValueError(f"features {tuple(f.shape[-2:])} of a {Hp}x{Wp} input are not at stride {s}")
-        return f
-
+    features = _feature_fn(encoder, (H, W), (Hp, Wp), s, device)
     feats = [features(frames[0])]
     hw = tuple(feats[0].shape[-2:])
     labels = [_onehot_grid(first_labels, num, s, hw, device)]
     out = np.zeros((len(frames), H, W), np.uint8)
     out[0] = first_labels
-    cells = window_size(cfg.radius) ** 2
     gain = torch.tensor([1.0] + [cfg.foreground_gain] * num, device=device).view(1, -1, 1, 1)
     for t in range(1, len(frames)):
         feats.append(features(frames[t]))
-        refs = cfg.reference_frames(t)
-        logits, valids = zip(*(local_logits(feats[t][0], feats[i][0], cfg.radius) for i in refs))
-        joint = torch.cat([lg.masked_fill(~v, float("-inf")) for lg, v in zip(logits, valids)], dim=-1).softmax(-1)
-        joint = joint_compact_affinity(joint, cells, cfg.peaks, cfg.fwhm, cfg.compact_threshold)
-        pred = torch.zeros(1, num + 1, *hw, device=device)
-        p = window_size(cfg.radius)
-        for k, i in enumerate(refs):
-            cols = F.unfold(labels[i], p, padding=cfg.radius).view(num + 1, cells, -1)  # (L, P², h·w)
-            pred += (cols * joint[:, k * cells : (k + 1) * cells].t()[None]).sum(1).view(1, num + 1, *hw)
+        pred = _predict_frame(feats[t], [(feats[i], labels[i]) for i in cfg.reference_frames(t)], cfg)
         up = F.interpolate(pred * gain, size=(Hp, Wp), mode="bilinear", align_corners=False)[0, :, :H, :W]
         result = up.argmax(0).to(torch.uint8).cpu().numpy()
         if t in later_labels:
