@@ -340,7 +340,8 @@ class _Pipeline:
         b = source
         pred = PREDICTIONS.format(name=name, benchmark=b)
         enc, enc_deps = self._encoder(e)
-        cmd = self.hvc("propagate") + enc + ["--benchmark", b, "--data", self.bench_root(b), "--out", pred]
+        # a trained experiment propagates with its own overrides (LIIR: its propagation preset), as in Snakemake
+        cmd = self.hvc("propagate", e if e.trained else None) + enc + ["--benchmark", b, "--data", self.bench_root(b), "--out", pred]
         self._add(f"propagate-{name}-{b}", "propagate", cmd, enc_deps + self.bench_deps(b), [pred], e)
         server, server_deps = self._submission_stage(e, b, pred)
         scores = SCORES.format(name=name, benchmark=b)
