@@ -99,3 +99,14 @@ def test_snakemake_runs_the_comparison_on_the_tiny_demo(tmp_path):
     assert (ws / "results" / "figures" / "budget.png").is_file()
     specs = [json.loads(f.read_text()) for f in (ws / "artifacts" / "models").glob("*/encoder.json")]
     assert sorted(s["method"] for s in specs) == ["hvc", "liir"]
+
+
+def test_the_demo_comparison_has_a_batch_of_training_videos():
+    """configs/compare.yaml on the demo: every clip method's shards (one sample per demo
+    training video) hold at least one training batch, so its train stage can start."""
+    p = load_params([ROOT / "params.yaml", ROOT / "configs" / "compare.yaml"])
+    clip_experiments = [e for e in plan(p).values() if e.trained and e.params.method == "liir"]
+    assert clip_experiments, "compare.yaml plans no LIIR training"
+    for e in clip_experiments:
+        assert e.params.data.train_set == "demo"
+        assert e.params.demo.train_videos >= e.params.train.batch_size, e.key
