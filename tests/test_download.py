@@ -93,14 +93,16 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
+        # logged before writing: the client may read the body and the test check this log
+        # before this thread runs again
         if drop is not None:  # simulate an interrupted transfer: send part, then hang up
+            entry["sent"], entry["dropped"] = drop, True
             self.wfile.write(body[:drop])
             self.wfile.flush()
-            entry["sent"], entry["dropped"] = drop, True
             self.close_connection = True
             return
-        self.wfile.write(body)
         entry["sent"] = len(body)
+        self.wfile.write(body)
 
 
 @pytest.fixture
