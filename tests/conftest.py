@@ -61,3 +61,24 @@ def loopback_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[type[
     for httpd in servers:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def workflow_workspace(tmp_path: Path) -> Callable[..., Path]:
+    """``make(*configs)``: the workflow (Snakefile, params.yaml, workflow/) copied to
+    ``tmp_path/ws``, with each named file of tests/configs/ (default: tiny.yaml) beside it
+    under the same relative path; returns ``tmp_path/ws``."""
+    root = Path(__file__).resolve().parents[1]
+
+    def make(*configs: str) -> Path:
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        for name in ("Snakefile", "params.yaml"):
+            shutil.copy(root / name, ws / name)
+        shutil.copytree(root / "workflow", ws / "workflow")
+        (ws / "tests" / "configs").mkdir(parents=True)
+        for name in configs or ("tiny.yaml",):
+            shutil.copy(root / "tests" / "configs" / name, ws / "tests" / "configs" / name)
+        return ws
+
+    return make

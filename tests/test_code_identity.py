@@ -198,14 +198,8 @@ def _would_run(ws: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_snakemake_reruns_what_an_edit_of_the_code_touches(tmp_path):
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("Snakefile", "params.yaml"):
-        shutil.copy(ROOT / name, ws / name)
-    shutil.copytree(ROOT / "workflow", ws / "workflow")
-    (ws / "tests" / "configs").mkdir(parents=True)
-    shutil.copy(TINY, ws / "tests" / "configs" / "tiny.yaml")
+def test_snakemake_reruns_what_an_edit_of_the_code_touches(workflow_workspace):
+    ws = workflow_workspace("tiny.yaml")
     pkg = copy_package(ws)
     _run("snakemake all_tables --cores 2 --configfile tests/configs/tiny.yaml", ws)
     assert _would_run(ws) == {}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -76,15 +75,8 @@ def test_budget_table_reads_scores_and_training_logs():
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_snakemake_runs_the_comparison_on_the_tiny_demo(tmp_path):
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("Snakefile", "params.yaml"):
-        shutil.copy(ROOT / name, ws / name)
-    shutil.copytree(ROOT / "workflow", ws / "workflow")
-    (ws / "tests" / "configs").mkdir(parents=True)
-    for name in ("tiny.yaml", "tiny_compare.yaml"):
-        shutil.copy(ROOT / "tests" / "configs" / name, ws / "tests" / "configs" / name)
+def test_snakemake_runs_the_comparison_on_the_tiny_demo(workflow_workspace):
+    ws = workflow_workspace("tiny.yaml", "tiny_compare.yaml")
     cmd = "snakemake all_tables --cores 2 --configfile tests/configs/tiny.yaml tests/configs/tiny_compare.yaml"
     proc = subprocess.run(cmd, cwd=ws, shell=True, capture_output=True, text=True, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-4000:]
