@@ -20,7 +20,8 @@ Prints, for the device found (the first GPU, else the CPU):
    each video is the given mask), at windowed + feature time per frame; an upper bound,
    since frames early in a video have fewer distinct context frames.
 
-Each section stops early rather than overrun its share of the time (``--budget``).
+A section that would start after ``--budget`` seconds (default 420, so that the whole
+check stays under 8 minutes) is skipped with a line that says so.
 """
 
 from __future__ import annotations
@@ -28,57 +29,20 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from hvc.methods.hvc.model import build_encoder_for_propagation
-from hvc.config.params import load_params
 from hvc.eval.propagation import PropagationConfig, WindowCache, predict_dense, predict_windowed
-from hvc.train import build_model, train_step
+from hvc.methods.hvc.model import build_encoder_for_propagation
+from train_speed import measure  # benchmarks/train_speed.py, beside this script
 
-ROOT = Path(__file__).resolve().parents[1]
 DAVIS17_VAL_VIDEOS, DAVIS17_VAL_FRAMES = 30, 1999
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def training(device: torch.device, batch: int, size: int, steps: int, bf16: bool, warmup: int = 2) -> tuple[float, float | None]:
-    """(images/s, peak GB or None on the CPU) of the real training step of the paper model."""
-    gpu = device.type == "cuda"
-    p = load_params([ROOT / "params.yaml", ROOT / "configs" / "paper.yaml"])
-    torch.manual_seed(0)
-    model = build_model(p).to(device)
-    if gpu:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3, fused=gpu)
-    v1, v2 = (torch.randn(batch, 3, size, size, device=device) for _ in range(2))
-    if gpu:
-        v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
-    lo = torch.rand(batch, 2, device=device) * 0.4
-    box1 = torch.cat([lo, lo + 0.6], 1)
-    box2 = torch.cat([lo + 0.1, lo + 0.7], 1).clamp(max=1)
-    data = {"view1": v1, "view2": v2, "box1": box1, "box2": box2}
-    total = steps + warmup
-    for k in range(warmup):  # warm-up: kernels, allocator
-        train_step(model, model, opt, data, k, total, bf16=bf16)
-    _sync(device)
-    if gpu:
-        torch.cuda.reset_peak_memory_stats(device)
-    tic = time.perf_counter()
-    for k in range(warmup, total):
-        train_step(model, model, opt, data, k, total, bf16=bf16)
-    _sync(device)
-    dt = (time.perf_counter() - tic) / steps
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if gpu else None
-    del model, opt, data
-    if gpu:
-        torch.cuda.empty_cache()
-    return batch / dt, peak
 
 
 def propagation(device: torch.device, C: int, h: int, w: int, context: int, radius: int, frames: int) -> dict:
@@ -88,7 +52,9 @@ def propagation(device: torch.device, C: int, h: int, w: int, context: int, radi
     def feats() -> torch.Tensor:
         return F.normalize(torch.randn(C, h, w, device=device), dim=0)
 
-    labels = lambda: torch.softmax(torch.randn(4, h, w, device=device), 0)  # noqa: E731
+    def labels() -> torch.Tensor:
+        return torch.softmax(torch.randn(4, h, w, device=device), 0)
+
     first = (feats(), labels())
     previous = [(feats(), labels(), 1) for _ in range(context)]
     queries = [feats() for _ in range(frames)]
@@ -106,8 +72,10 @@ def propagation(device: torch.device, C: int, h: int, w: int, context: int, radi
         preds = [fn(q) for q in queries]
         _sync(device)
         out[name] = (1000 * (time.perf_counter() - tic) / frames, preds)
-    agree = sum((a.argmax(0) == b.argmax(0)).float().mean().item() for a, b in zip(out["windowed"][1], out["dense"][1])) / frames
-    return {"windowed_ms": out["windowed"][0], "dense_ms": out["dense"][0], "agreement": agree}
+    pairs = list(zip(out["windowed"][1], out["dense"][1]))
+    agree = sum((a.argmax(0) == b.argmax(0)).float().mean().item() for a, b in pairs) / frames
+    identical = all(torch.equal(a, b) for a, b in pairs)
+    return {"windowed_ms": out["windowed"][0], "dense_ms": out["dense"][0], "agreement": agree, "identical": identical}
 
 
 def features(device: torch.device, H: int, W: int, frames: int) -> float:
@@ -128,6 +96,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes on the CPU: checks that the script runs")
     ap.add_argument("--steps", type=int, default=10, help="timed training steps per precision")
+    ap.add_argument("--budget", type=float, default=420, help="seconds after which no section starts")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     if args.quick:
@@ -143,25 +112,37 @@ def main() -> None:
         print("no GPU found: the figures below are CPU figures")
     t0 = time.perf_counter()
 
-    for precision in ("fp32", "bf16"):
-        ips, peak = training(device, batch, size, steps, precision == "bf16", warmup)
-        mem = f"{peak:.2f} GB peak" if peak is not None else "peak memory n/a (CPU)"
-        print(f"training {precision}: batch {batch} at {size}x{size}: {ips:.1f} images/s, {mem}")
+    def time_left(section: str) -> bool:
+        if time.perf_counter() - t0 < args.budget:
+            return True
+        print(f"{section}: skipped, the check has run {time.perf_counter() - t0:.0f} s (--budget {args.budget:.0f})")
+        return False
 
-    r = propagation(device, C, h, w, context, radius, frames)
-    print(f"propagation {C}x{h}x{w}, reference + {context} previous frames, radius {radius}, top-k 15: "
-          f"windowed {r['windowed_ms']:.1f} ms/frame, dense-masked {r['dense_ms']:.1f} ms/frame, "
-          f"speed-up {r['dense_ms'] / r['windowed_ms']:.1f}x, argmax agreement {100 * r['agreement']:.2f} %")  # fmt: skip
-    feat_ms = features(device, H, W, frames)
+    for precision in ("fp32", "bf16"):
+        if time_left(f"training {precision}"):
+            r = measure(device, batch, size, steps, warmup, bf16=precision == "bf16")
+            mem = f"{r['peak_gb']:.2f} GB peak" if r["peak_gb"] is not None else "peak memory n/a (CPU)"
+            print(f"training {precision}: batch {batch} at {size}x{size}: {r['images_per_s']:.1f} images/s, {mem}")
+    if time_left("propagation"):
+        r = propagation(device, C, h, w, context, radius, frames)
+        print(f"propagation {C}x{h}x{w}, reference + {context} previous frames, radius {radius}, top-k 15: "
+              f"windowed {r['windowed_ms']:.1f} ms/frame, dense-masked {r['dense_ms']:.1f} ms/frame, "
+              f"speed-up {r['dense_ms'] / r['windowed_ms']:.1f}x, argmax agreement {100 * r['agreement']:.2f} %, "
+              f"soft labels bit-identical: {r['identical']}")  # fmt: skip
+        if time_left("features"):
+            _davis17_estimate(r, features(device, H, W, frames), H, W, args.quick)
+    print(f"check done in {time.perf_counter() - t0:.0f} s")
+
+
+def _davis17_estimate(r: dict, feat_ms: float, H: int, W: int, quick: bool) -> None:
+    """Print the feature time and the DAVIS 2017 val estimate from the per-frame times."""
     print(f"features {H}x{W} (layer3, fp32): {feat_ms:.1f} ms/frame")
-    per_frame = r["windowed_ms"] + feat_ms
     propagated = DAVIS17_VAL_FRAMES - DAVIS17_VAL_VIDEOS
-    total_s = (propagated * per_frame + DAVIS17_VAL_VIDEOS * feat_ms) / 1000
+    total_s = (propagated * (r["windowed_ms"] + feat_ms) + DAVIS17_VAL_VIDEOS * feat_ms) / 1000
     dense_s = (propagated * (r["dense_ms"] + feat_ms) + DAVIS17_VAL_VIDEOS * feat_ms) / 1000
     print(f"DAVIS 2017 val estimate ({DAVIS17_VAL_VIDEOS} videos, {DAVIS17_VAL_FRAMES} frames, {propagated} propagated): "
           f"{total_s / 60:.1f} min windowed, {dense_s / 60:.1f} min dense-masked"
-          + (" (at the --quick sizes: meaningless)" if args.quick else ""))  # fmt: skip
-    print(f"check done in {time.perf_counter() - t0:.0f} s")
+          + (" (at the --quick sizes: meaningless)" if quick else ""))  # fmt: skip
 
 
 if __name__ == "__main__":

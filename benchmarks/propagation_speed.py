@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=3)
     ap.add_argument("--radius", type=int, default=12)
     ap.add_argument("--topk", type=int, default=15)
-    ap.add_argument("--tile", type=int, default=8)
+    ap.add_argument("--segment", type=int, default=8, help="query columns per matrix product of the windowed path")
     ap.add_argument("--frames", type=int, default=3, help="target frames timed")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, i.e. OMP_NUM_THREADS or every core)")
@@ -74,7 +74,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.davis is not None:
-        real_frames(args.davis, args.frames, PropagationConfig(topk=args.topk, context=args.context, radius=args.radius, tile=args.tile))
+        real_frames(args.davis, args.frames, PropagationConfig(topk=args.topk, context=args.context, radius=args.radius, segment=args.segment))
         return
     dev = torch.device(args.device)
     torch.manual_seed(0)
@@ -89,7 +89,7 @@ def main() -> None:
     first = (feats(), labels())
     previous = [(feats(), labels(), 1) for _ in range(args.context)]
     queries = [feats() for _ in range(args.frames)]
-    cfg = PropagationConfig(topk=args.topk, context=args.context, radius=args.radius, tile=args.tile)
+    cfg = PropagationConfig(topk=args.topk, context=args.context, radius=args.radius, segment=args.segment)
     dense_cfg = PropagationConfig(topk=args.topk, context=args.context, radius=args.radius, query_chunk=1024)
 
     cache = WindowCache()  # a video's context keys are laid out once, as in propagate_soft

@@ -26,49 +26,60 @@ from pathlib import Path
 
 import torch
 
-from hvc.methods.hvc.model import HVC
-from hvc.train import train_step
+from hvc.config.params import load_params
+from hvc.train import build_model, train_step
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def synthetic_batch(batch: int, size: int, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, ...]:
+def synthetic_batch(batch: int, size: int, device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
+    """An HVC two-view batch of random images: views (B, 3, size, size), crop boxes (B, 4)
+    (x0, y0, x1, y1 in [0, 1]) that overlap as the data pipeline's do."""
     v1, v2 = (torch.randn(batch, 3, size, size, device=device) for _ in range(2))
     if channels_last:
         v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
     lo = torch.rand(batch, 2, device=device) * 0.4
     box1 = torch.cat([lo, lo + 0.6], 1)
     box2 = torch.cat([lo + 0.1, lo + 0.6 + 0.1 * torch.rand(batch, 2, device=device)], 1).clamp(max=1)
-    return v1, v2, box1, box2
+    return {"view1": v1, "view2": v2, "box1": box1, "box2": box2}
 
 
-def measure(device: torch.device, batch: int, size: int, steps: int, warmup: int, compile_: bool) -> dict:
+def measure(device: torch.device, batch: int, size: int, steps: int, warmup: int, bf16: bool, compile_: bool = False) -> dict:
+    """images/s, seconds per step and peak GPU memory (None on the CPU) of the real training
+    step (:func:`hvc.train.train_step`) of the HVC model of ``params.yaml`` (the paper's
+    model: ``configs/paper.yaml`` changes data and schedule only) on a synthetic batch; on
+    a GPU with channels_last and fused Adam."""
     gpu = device.type == "cuda"
     torch.manual_seed(0)
-    model = HVC().to(device)
+    model = build_model(load_params(ROOT / "params.yaml")).to(device)
     if gpu:
         model = model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=1e-3, fused=gpu)
+    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3, fused=gpu)
     forward = torch.compile(model) if compile_ else model
     data = synthetic_batch(batch, size, device, gpu)
     total = warmup + steps
-    for k in range(warmup):
-        train_step(model, forward, opt, data, k, total, 0.99, bf16=gpu)
+    for k in range(warmup):  # kernels, allocator
+        train_step(model, forward, opt, data, k, total, bf16=bf16)
     if gpu:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     tic = time.perf_counter()
     for k in range(warmup, total):
-        train_step(model, forward, opt, data, k, total, 0.99, bf16=gpu)
+        train_step(model, forward, opt, data, k, total, bf16=bf16)
     if gpu:
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     dt = (time.perf_counter() - tic) / steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if gpu else None
+    del model, opt, data, forward
+    if gpu:
+        torch.cuda.empty_cache()
     return {
         "device": torch.cuda.get_device_name(device) if gpu else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "batch": batch,
         "size": size,
         "step_s": dt,
         "images_per_s": batch / dt,
-        "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
+        "peak_gb": peak,
     }
 
 
@@ -86,7 +97,7 @@ def stage_vs_step(params_file: Path, steps: int, rounds: int) -> None:
     from hvc.config.params import load_params, parse_overrides
     from hvc.data.shards import list_training_images, write_shards
     from hvc import train as hvc_train
-    from hvc.train import build_model, train
+    from hvc.train import train
 
     p = load_params(params_file, parse_overrides([f"train.max_steps={steps}", "device=cpu"]))
     t = p.train
@@ -102,10 +113,10 @@ def stage_vs_step(params_file: Path, steps: int, rounds: int) -> None:
             model = build_model(p)
             opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=t.lr)
             data_ = synthetic_batch(t.batch_size, t.crop_size, torch.device("cpu"), False)
-            train_step(model, model, opt, data_, 0, steps + 1, t.momentum)
+            train_step(model, model, opt, data_, 0, steps + 1)
             tic, cpu = time.perf_counter(), _cpu_seconds()
             for k in range(1, steps + 1):
-                train_step(model, model, opt, data_, k, steps + 1, t.momentum)
+                train_step(model, model, opt, data_, k, steps + 1)
             pure = steps * t.batch_size / (time.perf_counter() - tic)
             pure_cpu = (_cpu_seconds() - cpu) / (steps * t.batch_size)
             inside = [0.0]
@@ -154,7 +165,7 @@ def main() -> None:
     else:
         print("no GPU found: CPU figures only")
     for device, batch, size, comp in runs:
-        r = measure(device, batch, size, args.steps, args.warmup, comp)
+        r = measure(device, batch, size, args.steps, args.warmup, bf16=device.type == "cuda", compile_=comp)
         peak = f"{r['peak_gb']:.2f} GB peak" if r["peak_gb"] is not None else "peak memory n/a (CPU)"
         print(f"{r['device']}: batch {batch} at {size}x{size}: {r['step_s']:.3f} s/step, {r['images_per_s']:.1f} images/s, {peak}")
 

@@ -12,9 +12,9 @@ from hvc.methods.hvc.model import build_encoder_for_propagation
 from hvc.eval.propagation import PropagationConfig, context_frames, predict_dense, predict_windowed, propagate_video
 
 
-@pytest.mark.parametrize("radius,tile", [(0, 8), (3, 4), (5, 8), (12, 8), (12, 3)])
-def test_windowed_equals_dense_on_random_features(radius, tile):
-    torch.manual_seed(radius + tile)
+@pytest.mark.parametrize("radius,segment", [(0, 8), (1, 8), (2, 5), (3, 4), (5, 8), (12, 8), (12, 3), (4, 32)])
+def test_windowed_equals_dense_on_random_features(radius, segment):
+    torch.manual_seed(radius + segment)
     C, h, w = 16, 13, 21
 
     def feats():
@@ -25,12 +25,13 @@ def test_windowed_equals_dense_on_random_features(radius, tile):
 
     first = (feats(), labels())
     previous = [(first[0], first[1], 4), (feats(), labels(), 1), (feats(), labels(), 1)]
-    cfg = PropagationConfig(temperature=0.07, topk=7, radius=radius, tile=tile, query_chunk=50)
     q = feats()
-    a = predict_windowed(q, first, previous, cfg)
-    b = predict_dense(q, first, previous, cfg)
-    assert a.shape == b.shape == (3, h, w)
-    assert torch.equal(a, b)
+    b = predict_dense(q, first, previous, PropagationConfig(temperature=0.07, topk=7, radius=radius, query_chunk=50))
+    assert b.shape == (3, h, w)
+    # one segment per chunk, and every segment in one chunk (the last one partial: 21 = 2 * 8 + 5)
+    for chunk in (50, 10**6):
+        cfg = PropagationConfig(temperature=0.07, topk=7, radius=radius, segment=segment, query_chunk=chunk)
+        assert torch.equal(predict_windowed(q, first, previous, cfg), b)
 
 
 def _near_ties(protos, h, w, generator):
@@ -42,11 +43,11 @@ def _near_ties(protos, h, w, generator):
     return F.normalize(f, dim=1).T.reshape(-1, h, w).contiguous()
 
 
-@pytest.mark.parametrize("radius,tile,topk", [(0, 8, 7), (3, 4, 5), (5, 8, 7), (12, 8, 15), (12, 3, 4)])
-def test_windowed_and_dense_are_bit_identical_on_near_ties(radius, tile, topk):
+@pytest.mark.parametrize("radius,segment,topk", [(0, 8, 7), (3, 4, 5), (5, 8, 7), (12, 8, 15), (12, 3, 4)])
+def test_windowed_and_dense_are_bit_identical_on_near_ties(radius, segment, topk):
     """Affinities that tie exactly or differ by float rounding only: both paths keep the
     same k candidates and give the same soft labels to the last bit."""
-    g = torch.Generator().manual_seed(100 * radius + tile)
+    g = torch.Generator().manual_seed(100 * radius + segment)
     C, h, w = 32, 13, 21
     protos = F.normalize(torch.randn(128, C, generator=g), dim=1)  # tie groups of ~10 candidates
 
@@ -55,7 +56,7 @@ def test_windowed_and_dense_are_bit_identical_on_near_ties(radius, tile, topk):
 
     first = (_near_ties(protos, h, w, g), labels())
     previous = [(first[0], first[1], 3)] + [(_near_ties(protos, h, w, g), labels(), 1) for _ in range(3)]
-    cfg = PropagationConfig(temperature=0.1, topk=topk, radius=radius, tile=tile, query_chunk=64)
+    cfg = PropagationConfig(temperature=0.1, topk=topk, radius=radius, segment=segment, query_chunk=64)
     for _ in range(3):
         q = _near_ties(protos, h, w, g)
         a = predict_windowed(q, first, previous, cfg)

@@ -7,12 +7,13 @@ the previous ``context`` frames, each attended only within ``radius`` feature ce
 keep the top-k affinities, softmax them with a temperature, and take the weighted sum of
 the context's soft labels → upsample and argmax → write palette PNGs.
 
-The radius-limited part is computed only inside each query's disk (:class:`_Strips`:
-strips of queries along a row against the few keys of each row that their disks reach,
-batched matrix products on strided views, no window gathered) and only the best few key
-positions of each query are read back. :func:`predict_dense` is the reference dense
-computation (affinity against every context cell, masked afterwards, as the CRW/HVC code
-computes it). Both paths choose the k winners on affinities recomputed by one shared
+The radius-limited part is computed only inside a rectangle around each query's disk
+(:class:`_Bands`: for each key row, the queries of the rows its disks reach, a segment of
+columns at a time, in one batched matrix product on strided views, nothing gathered), the
+previous frames' affinities are reduced to their maximum while still in cache, and only
+the best few key positions of each query are read back. :func:`predict_dense` is the
+reference dense computation (affinity against every context cell, masked afterwards, as
+the CRW/HVC code computes it). Both paths choose the k winners on affinities recomputed by one shared
 function, ties broken by candidate index, and read them out the same way
 (:func:`_select_and_read`), so they give bit-identical soft labels and masks (except
 where more than ``_FINALISTS * k`` candidates tie within float32 rounding, e.g. identical
@@ -47,15 +48,16 @@ NEG = float("-inf")
 class PropagationConfig:
     """Propagation hyper-parameters (defaults: the official HVC code; CRW: topk 10, context 20, T 0.05).
 
-    ``tile`` (queries per strip along a row) and ``query_chunk`` (query cells per chunk,
-    bounds memory) only trade speed for memory: the result does not depend on them.
+    ``segment`` (query columns per matrix product of the windowed path) and
+    ``query_chunk`` (query cells per chunk, bounds memory) only trade speed for memory:
+    the result does not depend on them.
     """
 
     temperature: float = 0.1
     topk: int = 15
     context: int = 50
     radius: int = 12
-    tile: int = 8
+    segment: int = 8
     query_chunk: int = 4096
 
 
@@ -100,6 +102,7 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 _SPARE = 2
 _REF_SPARE = 16
 _FINALISTS = 6
+_REF_BLOCK = 128
 
 
 def _unit_roundoff() -> float:
@@ -310,11 +313,14 @@ def _settle(
     return out, ~done & ~crowded
 
 
-def _finish(
-    q: torch.Tensor, out: torch.Tensor, unsettled: torch.Tensor, ctx: _Context, cfg: PropagationConfig, h: int, w: int
-) -> torch.Tensor:
-    """``out`` (h*w, L) with its ``unsettled`` (h*w,) rows (those that need a candidate the
-    windowed computation left out) computed densely (:func:`_dense_rows`; ``q``: (h*w, C))."""
+def _finish(q: torch.Tensor, chunks: list, ctx: _Context, cfg: PropagationConfig, h: int, w: int) -> torch.Tensor:
+    """(h*w, L) soft labels from the windowed computation's ``chunks`` ((cells (Q,), soft
+    labels (Q, L), unsettled (Q,) bool) each), the unsettled rows (those that need a
+    candidate the windowed computation left out) computed densely (:func:`_dense_rows`;
+    ``q``: (h*w, C))."""
+    cells, part, part_unsettled = (torch.cat(p) for p in zip(*chunks))
+    out, unsettled = part.new_empty(h * w, part.shape[1]), part_unsettled.new_empty(h * w)
+    out[cells], unsettled[cells] = part, part_unsettled
     redo = unsettled.nonzero()[:, 0]
     for a in range(0, len(redo), cfg.query_chunk):
         cells = redo[a : a + cfg.query_chunk]
@@ -322,96 +328,99 @@ def _finish(
     return out
 
 
-class _Strips:
+class _Bands:
     """Where each query's disk of keys lies, for one feature-map size and radius.
 
-    Queries are cut into strips of ``width`` cells along a row. For a row offset dy
-    (|dy| < R) the keys of a query at column x lie in columns x - e .. x + e of row
-    y + dy, e = floor(sqrt(R² - dy² - 1)) (the cells strictly inside the radius, as the
-    CRW/HVC mask); a strip of queries therefore needs ``width + 2e`` consecutive keys
-    of that row. Features are stored channels-last in a zero-padded flat buffer whose
-    rows are ``stride`` cells apart (``stride`` >= w + R - 1, a multiple of ``width``), so
-    for every dy the strips of all rows are one batched matrix product on strided views
-    of the buffers (no key is copied). ``mask`` (0 inside the disk and the image, -inf
-    elsewhere) and ``key_index`` (the key's index in the unpadded h*w frame) have one
-    row per padded query cell (h * stride) and one column per computed key.
+    The disk of a query at (y, x) holds the cells strictly inside the radius R (as the
+    CRW/HVC mask): rows y + dy, |dy| < R, columns x + dx, |dx| <= e(dy) = floor(sqrt(R² -
+    dy² - 1)). Queries are cut into segments of ``width`` (s) columns. For one key row r and
+    one segment, the queries of the G = 2R - 1 rows r - R + 1 .. r + R - 1 (G * s queries)
+    all reach into the same W = s + 2R - 2 keys of row r, so one (G*s, C) x (C, W) matrix
+    product gives every query of the segment its affinities with row r; batched over the
+    key rows, a segment against one frame is a single ``bmm`` on strided views of two
+    zero-padded channels-last buffers (no key or query copied). A query's products form a
+    G x W rectangle around its disk, spread over G key rows of the output; a strided view
+    (:meth:`rectangles`) reads them back as one row per query, and ``mask`` (0 inside the
+    disk and the image, -inf elsewhere) and ``key_index`` (the key's cell in the h*w
+    frame) give each of the G*W positions its meaning. Output of one frame per segment:
+    ``Hp = h + 2(R-1)`` key rows (the R-1 at either end stay zero, so that every rectangle
+    lies inside the buffer) of ``band = G*s*W`` numbers.
     """
 
     def __init__(self, h: int, w: int, radius: int, width: int, device: torch.device) -> None:
         self.h, self.w, self.width, self.radius = h, w, width, radius
-        reach = radius - 1  # largest |dy| (and |dx|) strictly inside the radius
-        self.dys = list(range(-reach, reach + 1))
-        self.half = [math.isqrt(radius * radius - dy * dy - 1) for dy in self.dys]
-        self.stride = math.ceil((w + reach) / width) * width
-        self.segments = self.stride // width
-        self.top = reach + 1  # zero rows above and below: strided views never leave the buffer
-        self.rows = h + 2 * self.top
-        self.ncols = sum(width + 2 * e for e in self.half)
-        y = torch.arange(h, device=device).view(h, 1, 1)
-        x = torch.arange(self.stride, device=device).view(1, -1, 1)
-        masks, index = [], []
-        for dy, e in zip(self.dys, self.half):
-            c = torch.arange(width + 2 * e, device=device).view(1, 1, -1)
-            kx = (x // width) * width - e + c
-            ky = y + dy
-            ok = (kx >= 0) & (kx < w) & (ky >= 0) & (ky < h) & ((kx - x).abs() <= e) & (x < w)
-            masks.append(ok.expand(h, -1, -1))
-            index.append((ky * w + kx).clamp(0, h * w - 1).expand(h, -1, -1))
-        ok = torch.cat(masks, 2).reshape(h * self.stride, self.ncols)
-        self.mask = torch.zeros(ok.shape, device=device).masked_fill_(~ok, NEG)
-        self.key_index = torch.cat(index, 2).reshape(h * self.stride, self.ncols)
-        cells = torch.arange(h * w, device=device)
-        self.cell_rows = (self.top + cells // w) * self.stride + cells % w  # (h*w,) a cell's row in keys()
-        self._positions: dict[int, torch.Tensor] = {}
+        s, reach = width, radius - 1  # reach: largest |dy| (and |dx|) strictly inside the radius
+        self.reach, self.G, self.W = reach, 2 * reach + 1, s + 2 * reach
+        self.segments = math.ceil(w / s)
+        self.Wp, self.Hp = self.segments * s + 2 * reach, h + 2 * reach  # key row length, output rows
+        self.band = self.G * s * self.W
+        self.seg_size = self.Hp * self.band
+        # query slots, segment by segment, row by row (the cells of a chunk of segments
+        # are then a contiguous range of the tables below)
+        slot = torch.arange(self.segments * h * s, device=device)
+        x, y = slot // (h * s) * s + slot % s, slot // s % h
+        y, x = y[x < w], x[x < w]
+        self.cells = y * w + x  # (h*w,) the cell of each slot
+        self.starts = [min(b * s, w) * h for b in range(self.segments + 1)]  # first slot of each segment
+        j = x % s
+        d = torch.arange(self.G, device=device).view(-1, 1)  # dy = d - reach
+        c = torch.arange(self.W, device=device).view(1, -1)  # dx = c - reach - j
+        half = torch.tensor([math.isqrt(radius * radius - (dy - reach) ** 2 - 1) for dy in range(self.G)], device=device)
+        dy, dx = (d - reach).view(1, -1, 1), c.view(1, 1, -1) - reach - j.view(-1, 1, 1)
+        ky, kx = y.view(-1, 1, 1) + dy, x.view(-1, 1, 1) + dx
+        ok = (dx.abs() <= half.view(1, -1, 1)) & (ky >= 0) & (ky < h) & (kx >= 0) & (kx < w)
+        self.mask = torch.zeros(ok.shape, device=device).masked_fill_(~ok, NEG).reshape(h * w, -1)  # by slot
+        self.key_index = (ky * w + kx).clamp(0, h * w - 1).reshape(h * w, -1)  # by slot
+        self.cell_rows = torch.empty_like(self.cells)
+        self.cell_rows[self.cells] = y * self.Wp + x + reach  # (h*w,) by cell: its row in keys()
+        st_r, st_g = self.band, s * self.W
+        # a query's rectangle in the output of consecutive segments: position d*W + c at
+        # base + step, less the first segment's b0 * seg_size
+        self.base = x // s * self.seg_size + y * st_r + 2 * reach * st_g + j * self.W
+        self.step = (d * (st_r - st_g) + c).flatten()
 
     def keys(self, f: torch.Tensor) -> torch.Tensor:
-        """(C, h, w) features → (rows * stride, C) zero-padded channels-last buffer."""
+        """(C, h, w) features → (h * Wp, C) channels-last rows, zero-padded by R-1 columns
+        at either end (and up to a whole segment)."""
         C = f.shape[0]
-        buf = f.new_zeros(self.rows, self.stride, C)
-        buf[self.top : self.top + self.h, : self.w] = f.permute(1, 2, 0)
+        buf = f.new_zeros(self.h, self.Wp, C)
+        buf[:, self.reach : self.reach + self.w] = f.permute(1, 2, 0)
         return buf.reshape(-1, C)
 
     def queries(self, q: torch.Tensor) -> torch.Tensor:
-        """(C, h, w) features → (h * segments, width, C) strips (columns >= w are zero)."""
-        C = q.shape[0]
-        buf = q.new_zeros(self.h, self.stride, C)
-        buf[:, : self.w] = q.permute(1, 2, 0)
-        return buf.reshape(-1, self.width, C)
+        """(C, h, w) features → (segments, Hp, s, C) channels-last segments, zero-padded by
+        R-1 rows at either end (and columns >= w)."""
+        C, s = q.shape[0], self.width
+        buf = q.new_zeros(self.Hp, self.segments * s, C)
+        buf[self.reach : self.reach + self.h, : self.w] = q.permute(1, 2, 0)
+        return buf.view(self.Hp, self.segments, s, C).transpose(0, 1).contiguous()
 
-    def positions(self, rows: int) -> torch.Tensor:
-        """(rows * stride, ncols) index of each query's computed keys in the flat output of
-        :meth:`affinity` for ``rows`` rows (one block per dy, each (queries, width + 2e))."""
-        if rows not in self._positions:
-            n, dev = rows * self.stride, self.mask.device
-            q = torch.arange(n, device=dev).view(-1, 1)
-            blocks, start = [], 0
-            for e in self.half:
-                m = self.width + 2 * e
-                blocks.append(start + q * m + torch.arange(m, device=dev).view(1, -1))
-                start += n * m
-            self._positions[rows] = torch.cat(blocks, 1)
-        return self._positions[rows]
+    def affinity(self, qs: torch.Tensor, keys: torch.Tensor, b: int, out: torch.Tensor) -> None:
+        """Affinities of segment b's queries (``qs`` from :meth:`queries`) with one frame's
+        ``keys`` (:meth:`keys`), written into ``out`` (h * band contiguous numbers: key row r,
+        query g * s + j (row r - R + 1 + g, column j), key c (column b * s - R + 1 + c))."""
+        C, s, h = keys.shape[1], self.width, self.h
+        q = qs.as_strided((h, self.G * s, C), (s * C, C, 1), qs.storage_offset() + b * self.Hp * s * C)
+        k = keys.as_strided((h, self.W, C), (self.Wp * C, C, 1), keys.storage_offset() + b * s * C)
+        torch.bmm(q, k.transpose(1, 2), out=out.view(h, self.G * s, self.W))
 
-    def affinity(self, q: torch.Tensor, keys: torch.Tensor, y0: int, y1: int, out: torch.Tensor) -> None:
-        """Affinities of the strips of rows y0..y1-1 with one frame's keys, written into the
-        flat ``out`` ((y1 - y0) * stride * ncols numbers, laid out as :meth:`positions`
-        reads them), unmasked (padding keys give 0)."""
-        C, s = keys.shape[1], self.width
-        b0, b1 = y0 * self.segments, y1 * self.segments
-        start = 0
-        for dy, e in zip(self.dys, self.half):
-            m = s + 2 * e
-            at = ((self.top + dy) * self.stride - e + b0 * s) * C
-            k = keys.as_strided((b1 - b0, m, C), (s * C, C, 1), keys.storage_offset() + at)
-            size = (b1 - b0) * s * m
-            torch.bmm(q[b0:b1], k.transpose(1, 2), out=out[start : start + size].view(b1 - b0, s, m))
-            start += size
+    def rectangles(self, out: torch.Tensor, b0: int, b1: int) -> torch.Tensor:
+        """Output of segments b0..b1-1 (:meth:`affinity`, consecutive) → (Q, G * W) their
+        queries' rectangles, one row per slot."""
+        s, W, n = self.width, self.W, b1 - b0
+        st_r, st_g = self.band, s * W
+        view = out.as_strided((n, self.h, s, self.G, W), (self.seg_size, st_r, W, st_r - st_g, 1), out.storage_offset() + 2 * self.reach * st_g)
+        full = min(b1, self.w // s) - b0  # complete segments (only the last one can be partial)
+        parts = [view[:full].reshape(-1, self.G * W)]
+        if full < n:
+            parts.append(view[full, :, : self.w - (b0 + full) * s].reshape(-1, self.G * W))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 class WindowCache:
     """Per-video state of :func:`predict_windowed`, owned and passed along by the caller.
 
-    Holds the strip geometry of one feature-map size (:class:`_Strips`) and, by the
+    Holds the band geometry of one feature-map size (:class:`_Bands`) and, by the
     caller's frame index, the padded channels-last keys and the largest key norm of the
     frames in the context: a frame stays in the context for up to ``context`` target
     frames, so its keys are laid out once. :meth:`retain` drops the frames that left the
@@ -419,22 +428,34 @@ class WindowCache:
     """
 
     def __init__(self) -> None:
-        self._strips: _Strips | None = None
+        self._bands: _Bands | None = None
+        self._buffer: torch.Tensor | None = None
         self._keys: dict[int, torch.Tensor] = {}
         self._norms: dict[int, float] = {}
 
-    def strips(self, h: int, w: int, cfg: PropagationConfig, device: torch.device) -> _Strips:
+    def bands(self, h: int, w: int, cfg: PropagationConfig, device: torch.device) -> _Bands:
         """The geometry for an (h, w) feature map under ``cfg`` (built once)."""
-        s = self._strips
-        if s is None or (s.h, s.w, s.width, s.radius, s.mask.device) != (h, w, cfg.tile, cfg.radius, device):
-            self._strips, self._keys = _Strips(h, w, cfg.radius, cfg.tile, device), {}
-        return self._strips
+        s = self._bands
+        if s is None or (s.h, s.w, s.width, s.radius, s.mask.device) != (h, w, cfg.segment, cfg.radius, device):
+            self._bands, self._keys, self._buffer = _Bands(h, w, cfg.radius, cfg.segment, device), {}, None
+        return self._bands
 
-    def keys(self, index: int, f: torch.Tensor, strips: _Strips) -> torch.Tensor:
+    def keys(self, index: int, f: torch.Tensor, bands: _Bands) -> torch.Tensor:
         """Padded keys of frame ``index`` with features ``f`` (laid out on first use)."""
         if index not in self._keys:
-            self._keys[index] = strips.keys(f)
+            self._keys[index] = bands.keys(f)
         return self._keys[index]
+
+    def buffer(self, frames: int, bands: _Bands, cfg: PropagationConfig, device: torch.device) -> torch.Tensor:
+        """(frames + 1, n * seg_size) zeros (made once per shape): room for the disk
+        affinities of ``frames`` frames and their maximum, for n segments at a time, n as
+        many as hold about the numbers of a dense chunk (``cfg.query_chunk`` queries against
+        every frame). Only the products are ever written, so the padding stays zero."""
+        n = min(bands.segments, max(1, cfg.query_chunk * bands.h * bands.w // (bands.seg_size * frames)))
+        shape = (frames + 1, n * bands.seg_size)
+        if self._buffer is None or self._buffer.shape != shape or self._buffer.device != device:
+            self._buffer = torch.zeros(shape, device=device)
+        return self._buffer
 
     def norm(self, index: int, f: torch.Tensor) -> float:
         """Largest key norm of frame ``index`` with features ``f`` (computed on first use)."""
@@ -457,11 +478,12 @@ def predict_windowed(
     cache: WindowCache | None = None,
     frame_ids: list[int] | None = None,
 ) -> torch.Tensor:
-    """Soft labels of one frame from its context, computing local affinities only inside
-    each query's disk (strips of :class:`_Strips`); bit-identical to :func:`predict_dense`
-    (but for tie groups wider than the finalists, see :func:`_select_and_read`).
+    """Soft labels of one frame from its context, computing local affinities only in a
+    rectangle around each query's disk (:class:`_Bands`); bit-identical to
+    :func:`predict_dense` (but for tie groups wider than the finalists, see
+    :func:`_select_and_read`).
 
-    Per chunk of query rows: the global product with the reference frame gives its best
+    Per chunk of query columns (segments): the global product with the reference frame gives its best
     cells; the previous frames' disk affinities are stacked per frame, and since a query's
     k best candidates lie in its k best key positions by maximum over the frames, only the
     best few positions of every frame are read back. The k winners among these are chosen
@@ -479,7 +501,7 @@ def predict_windowed(
             context frames, matched within ``cfg.radius`` cells (``radius`` 0: globally);
             a multiplicity m > 1 counts the frame m times (the official context repeats
             the reference frame while fewer frames exist: CRW/HVC ``context_index``).
-        cfg: temperature, top-k, radius, strip width (``tile``), query cells per chunk.
+        cfg: temperature, top-k, radius, segment width, query cells per chunk.
         cache: keys and geometry kept across the frames of a video (:class:`WindowCache`);
             None builds them for this call.
         frame_ids: the frame index of each ``previous`` entry, the ``cache`` key (needed
@@ -498,28 +520,76 @@ def predict_windowed(
     qf = query.reshape(C, -1).T
     if cfg.radius == 0 or not previous:  # every candidate frame attended globally
         ctx = _Context.build(first, previous, norms)
-        chunks = [_settle(qf[a : a + cfg.query_chunk], *_global_candidates(qf[a : a + cfg.query_chunk], ctx, cfg), ctx, cfg) for a in range(0, h * w, cfg.query_chunk)]  # fmt: skip
+        cells = torch.arange(h * w, device=query.device).split(cfg.query_chunk)
+        chunks = [(c, *_settle(qf[c], *_global_candidates(qf[c], ctx, cfg), ctx, cfg)) for c in cells]
     else:
-        strips = cache.strips(h, w, cfg, query.device)
-        keys = [cache.keys(i, f, strips) for i, (f, _, _) in zip(frame_ids, previous)]
-        ctx = _Context.build(first, previous, norms, [(kf, strips.cell_rows) for kf in keys])
-        chunks = _disk_chunks(query, keys, strips, ctx, cfg)
-    out, unsettled = (torch.cat(part) for part in zip(*chunks))
-    return _finish(qf, out, unsettled, ctx, cfg, h, w).T.reshape(-1, h, w)
+        bands = cache.bands(h, w, cfg, query.device)
+        keys = [cache.keys(i, f, bands) for i, (f, _, _) in zip(frame_ids, previous)]
+        ctx = _Context.build(first, previous, norms, [(kf, bands.cell_rows) for kf in keys])
+        chunks = _disk_chunks(query, keys, bands, ctx, cfg, cache.buffer(len(keys), bands, cfg, query.device))
+    return _finish(qf, chunks, ctx, cfg, h, w).T.reshape(-1, h, w)
 
 
-def _disk_chunks(query: torch.Tensor, keys: list[torch.Tensor], strips: _Strips, ctx: _Context, cfg: PropagationConfig) -> list:
-    """:func:`_disk_rows` of the (C, h, w) ``query`` frame, chunk of rows by chunk:
-    each chunk's stacked affinities hold as many numbers as a dense chunk of
-    ``cfg.query_chunk`` queries against one frame."""
-    C, h, w = query.shape
-    qf, qs = query.reshape(C, -1).T, strips.queries(query)
-    rows = max(1, cfg.query_chunk * h * w // (strips.stride * strips.ncols * len(keys)))
-    buf = query.new_empty(len(keys), rows * strips.stride * strips.ncols)
-    return [
-        _disk_rows(qs, qf[y0 * w : min(y0 + rows, h) * w], keys, strips, ctx, cfg, y0, min(y0 + rows, h), buf)
-        for y0 in range(0, h, rows)
-    ]  # fmt: skip
+def _disk_chunks(query: torch.Tensor, keys: list[torch.Tensor], bands: _Bands, ctx: _Context, cfg: PropagationConfig, buf: torch.Tensor) -> list:
+    """:func:`_disk_segments` of the (C, h, w) ``query`` frame, a chunk of segments at a time
+    (``buf``: :meth:`WindowCache.buffer`)."""
+    qf, qs = query.reshape(query.shape[0], -1).T.contiguous(), bands.queries(query)
+    n = buf.shape[1] // bands.seg_size
+    return [_disk_segments(qs, qf, keys, bands, ctx, cfg, b0, min(b0 + n, bands.segments), buf) for b0 in range(0, bands.segments, n)]  # fmt: skip
+
+
+def _disk_segments(
+    qs: torch.Tensor,
+    qf: torch.Tensor,
+    keys: list[torch.Tensor],
+    bands: _Bands,
+    ctx: _Context,
+    cfg: PropagationConfig,
+    b0: int,
+    b1: int,
+    buf: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The query cells of segments b0..b1-1 (Q,), their soft labels (Q, L) and (Q,) bool:
+    rows left to the dense computation (:func:`_settle`). ``qs``: the segments
+    (:meth:`_Bands.queries`), ``qf``: (h*w, C) query features, ``buf``: (F + 1, n) room
+    for the frames' affinities and their maximum, zero where no product is written.
+
+    Candidates: the reference frame's best cells, and every previous frame's affinity at
+    each query's best key positions by maximum over the previous frames; a query not settled
+    by them gets every position of its disk, and is left to the dense computation only if
+    the reference frame's cells left out can still compete."""
+    size, F = bands.seg_size, len(keys)
+    top = buf[F]
+    for b in range(b0, b1):
+        lo = (b - b0) * size + bands.reach * bands.band
+        rows = slice(lo, lo + bands.h * bands.band)
+        for j, kf in enumerate(keys):
+            bands.affinity(qs, kf, b, buf[j, rows])
+            torch.maximum(top[rows], buf[j, rows], out=top[rows]) if j else top[rows].copy_(buf[j, rows])
+    slots = slice(bands.starts[b0], bands.starts[b1])
+    cells, mask, key_index = bands.cells[slots], bands.mask[slots], bands.key_index[slots]
+    base = bands.base[slots] - b0 * size
+    qr = qf[cells]
+    v0, i0, out0 = _reference_candidates(qr, ctx, cfg)
+
+    def candidates(rows: torch.Tensor, cols: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(approx, ids) of the reference cells and the previous frames at positions ``cols``
+        ((R, kc); None: all) of the queries ``rows`` (R,)."""
+        m, ki, step = mask[rows], key_index[rows], bands.step
+        if cols is not None:
+            m, ki, step = m.gather(1, cols), ki.gather(1, cols), step[cols]
+        where = base[rows, None] + step
+        vals = buf[:F].index_select(1, where.flatten()).view(F, *where.shape).permute(1, 2, 0) + m[..., None]
+        ids = ki[..., None] + ctx.offsets[1:-1]
+        return torch.cat([v0[rows], vals.flatten(1)], 1), torch.cat([i0[rows], ids.flatten(1)], 1)
+
+    everyone = torch.arange(len(cells), device=buf.device)
+    _, cols, out_pos = _best(bands.rectangles(top, b0, b1) + mask, cfg.topk + _SPARE)  # (Q, kc)
+    out, unsettled = _settle(qr, *candidates(everyone, cols), torch.maximum(out0, out_pos), ctx, cfg)
+    wide = unsettled.nonzero()[:, 0]
+    if len(wide):
+        out[wide], unsettled[wide] = _settle(qr[wide], *candidates(wide, None), out0[wide], ctx, cfg)
+    return cells, out, unsettled
 
 
 def _global_candidates(q: torch.Tensor, ctx: _Context, cfg: PropagationConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -534,62 +604,19 @@ def _global_candidates(q: torch.Tensor, ctx: _Context, cfg: PropagationConfig) -
     return torch.cat(approx, 1), torch.cat(ids, 1), excluded
 
 
-def _disk_rows(
-    qs: torch.Tensor,
-    qr: torch.Tensor,
-    keys: list[torch.Tensor],
-    strips: _Strips,
-    ctx: _Context,
-    cfg: PropagationConfig,
-    y0: int,
-    y1: int,
-    buf: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft labels (Q, L) of the query rows y0..y1-1 (strips ``qs``, features ``qr`` (Q, C))
-    and (Q,) bool: rows left to the dense computation (:func:`_settle`).
-
-    Candidates: the reference frame's best cells, and every previous frame's affinity at
-    each query's best key positions by maximum over the previous frames (``buf``: room for
-    the stacked disk affinities); a query not settled by them gets every position of its
-    disk, and is left to the dense computation only if the reference frame's cells left out
-    can still compete."""
-    w, stride = strips.w, strips.stride
-    v0, i0, out0 = _reference_candidates(qr, ctx, cfg)
-    n = (y1 - y0) * stride
-    a = buf[:, : n * strips.ncols]
-    for j, kf in enumerate(keys):
-        strips.affinity(qs, kf, y0, y1, a[j])
-    # the real query cells (columns < w) among the n of the strips' rows
-    real = (torch.arange(y1 - y0, device=a.device)[:, None] * stride + torch.arange(w, device=a.device)).flatten()
-    pos = strips.positions(y1 - y0)[real]  # (Q, ncols)
-    mask = strips.mask[y0 * stride : y1 * stride][real]
-    key_index = strips.key_index[y0 * stride : y1 * stride][real]
-
-    def candidates(rows: torch.Tensor, cols: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(approx, ids) of the reference cells and the previous frames at positions ``cols``
-        ((R, kc); None: all) of the queries ``rows`` (R,)."""
-        p, m, ki = pos[rows], mask[rows], key_index[rows]
-        if cols is not None:
-            p, m, ki = p.gather(1, cols), m.gather(1, cols), ki.gather(1, cols)
-        vals = a.t()[p] + m[..., None]  # (R, kc, F)
-        ids = ki[..., None] + ctx.offsets[1:-1]
-        return torch.cat([v0[rows], vals.flatten(1)], 1), torch.cat([i0[rows], ids.flatten(1)], 1)
-
-    everyone = torch.arange(len(qr), device=a.device)
-    _, cols, out_pos = _best(a.amax(0)[pos] + mask, cfg.topk + _SPARE)  # (Q, kc)
-    out, unsettled = _settle(qr, *candidates(everyone, cols), torch.maximum(out0, out_pos), ctx, cfg)
-    wide = unsettled.nonzero()[:, 0]
-    if len(wide):
-        out[wide], unsettled[wide] = _settle(qr[wide], *candidates(wide, None), out0[wide], ctx, cfg)
-    return out, unsettled
-
-
 def _reference_candidates(qr: torch.Tensor, ctx: _Context, cfg: PropagationConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reference frame's best cells for the (Q, C) queries → (values, indices:
     (Q, _FINALISTS * k + 1), excluded (Q,)), as :func:`_best`: the k + _REF_SPARE best, or, where
     the one after them comes within the rounding margin of the k-th (a possible tie group),
     a finalist set's worth, so that :func:`_select_and_read` sees a tie group as crowded as
-    the dense computation does (-inf fills the unused columns)."""
+    the dense computation does (-inf fills the unused columns). Blocks of _REF_BLOCK
+    queries: their affinities stay in cache between the product and the selection."""
+    parts = [_reference_block(q, ctx, cfg) for q in qr.split(_REF_BLOCK)]
+    return tuple(torch.cat(p) for p in zip(*parts))
+
+
+def _reference_block(qr: torch.Tensor, ctx: _Context, cfg: PropagationConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_reference_candidates` of one block of queries."""
     aff = qr @ ctx.feats[0]
     wide = _FINALISTS * cfg.topk + 1
     v, i, out = _best(aff, cfg.topk + _REF_SPARE)
