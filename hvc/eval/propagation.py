@@ -424,7 +424,7 @@ class WindowCache:
     caller's frame index, the padded channels-last keys and the largest key norm of the
     frames in the context: a frame stays in the context for up to ``context`` target
     frames, so its keys are laid out once. :meth:`retain` drops the frames that left the
-    context.
+    context. :meth:`buffer` is the room for the disk affinities, made once per context length.
     """
 
     def __init__(self) -> None:
@@ -446,15 +446,16 @@ class WindowCache:
             self._keys[index] = bands.keys(f)
         return self._keys[index]
 
-    def buffer(self, frames: int, bands: _Bands, cfg: PropagationConfig, device: torch.device) -> torch.Tensor:
-        """(frames + 1, n * seg_size) zeros (made once per shape): room for the disk
-        affinities of ``frames`` frames and their maximum, for n segments at a time, n as
-        many as hold about the numbers of a dense chunk (``cfg.query_chunk`` queries against
-        every frame). Only the products are ever written, so the padding stays zero."""
+    def buffer(self, frames: int, bands: _Bands, cfg: PropagationConfig, like: torch.Tensor) -> torch.Tensor:
+        """(frames + 1, n * seg_size) zeros of ``like``'s dtype and device (made once per
+        shape): room for the disk affinities of ``frames`` frames and their maximum, for n
+        segments at a time, n as many as hold about the numbers of a dense chunk
+        (``cfg.query_chunk`` queries against every frame). Only the products are ever
+        written, so the padding stays zero."""
         n = min(bands.segments, max(1, cfg.query_chunk * bands.h * bands.w // (bands.seg_size * frames)))
-        shape = (frames + 1, n * bands.seg_size)
-        if self._buffer is None or self._buffer.shape != shape or self._buffer.device != device:
-            self._buffer = torch.zeros(shape, device=device)
+        b = self._buffer
+        if b is None or b.shape != (frames + 1, n * bands.seg_size) or (b.device, b.dtype) != (like.device, like.dtype):
+            self._buffer = like.new_zeros(frames + 1, n * bands.seg_size)
         return self._buffer
 
     def norm(self, index: int, f: torch.Tensor) -> float:
@@ -526,7 +527,7 @@ def predict_windowed(
         bands = cache.bands(h, w, cfg, query.device)
         keys = [cache.keys(i, f, bands) for i, (f, _, _) in zip(frame_ids, previous)]
         ctx = _Context.build(first, previous, norms, [(kf, bands.cell_rows) for kf in keys])
-        chunks = _disk_chunks(query, keys, bands, ctx, cfg, cache.buffer(len(keys), bands, cfg, query.device))
+        chunks = _disk_chunks(query, keys, bands, ctx, cfg, cache.buffer(len(keys), bands, cfg, query))
     return _finish(qf, chunks, ctx, cfg, h, w).T.reshape(-1, h, w)
 
 
