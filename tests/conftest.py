@@ -12,6 +12,7 @@ import pytest
 
 from hvc.data.demo import build_demo
 from hvc.config.params import load_params
+from workflow_copy import copy_workflow
 
 # ../shared/data/davis2016-sample relative to the repository root (tests/..)
 DAVIS2016_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/davis2016-sample"
@@ -68,17 +69,8 @@ def workflow_workspace(tmp_path: Path) -> Callable[..., Path]:
     """``make(*configs)``: the workflow (Snakefile, params.yaml, workflow/) copied to
     ``tmp_path/ws``, with each named file of tests/configs/ (default: tiny.yaml) beside it
     under the same relative path; returns ``tmp_path/ws``."""
-    root = Path(__file__).resolve().parents[1]
 
     def make(*configs: str) -> Path:
-        ws = tmp_path / "ws"
-        ws.mkdir()
-        for name in ("Snakefile", "params.yaml"):
-            shutil.copy(root / name, ws / name)
-        shutil.copytree(root / "workflow", ws / "workflow")
-        (ws / "tests" / "configs").mkdir(parents=True)
-        for name in configs or ("tiny.yaml",):
-            shutil.copy(root / "tests" / "configs" / name, ws / "tests" / "configs" / name)
-        return ws
+        return copy_workflow(tmp_path / "ws", configs or ("tiny.yaml",))
 
     return make

@@ -2,7 +2,6 @@
 scores), VOST (J and J on the last quarter), and their wiring into tables and the workflow."""
 
 import json
-import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from hvc.io import DataError, read_mask, write_mask
 from hvc.eval.metrics import evaluate_vost_folder, jaccard, statistics
 from hvc.config.params import load_params, parse_overrides
 from hvc.eval.submission import read_server_scores
+from workflow_copy import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W, T = 128, 192, 6
@@ -207,11 +207,7 @@ def test_workflow_fetches_missing_datasets_and_zips_server_benchmarks(tmp_path):
     config.write_text(
         f"data:\n  root: {tmp_path / 'data'}\n  benchmarks: [davis2016, ytvos2018]\n  train_set: demo\nbaselines: []\n"
     )
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("Snakefile", "params.yaml"):
-        shutil.copy(ROOT / name, ws / name)
-    shutil.copytree(ROOT / "workflow", ws / "workflow")
+    ws = copy_workflow(tmp_path / "ws", configs=())
     proc = subprocess.run(
         ["snakemake", "-n", "-p", "all_tables", "--cores", "1", "--configfile", str(config)],
         cwd=ws, capture_output=True, text=True,

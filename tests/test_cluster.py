@@ -24,25 +24,12 @@ import pytest
 import yaml
 
 from hvc.config.params import deep_merge
+from workflow_copy import copy_workflow, job_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tests/configs/tiny.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 CACHED_RULES = ["demo_data", "shards", "train"]
-
-def copy_workflow(dest: Path, git_files: bool = False) -> Path:
-    """The files a Snakemake run needs (the hvc package is installed, not copied)."""
-    dest.mkdir(parents=True)
-    for name in ("Snakefile", "params.yaml"):
-        shutil.copy(ROOT / name, dest / name)
-    if git_files:
-        for name in (".gitignore", ".dvcignore"):
-            shutil.copy(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "workflow", dest / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
-    (dest / TINY).parent.mkdir(parents=True)
-    shutil.copy(ROOT / TINY, dest / TINY)
-    return dest
-
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> str:
     env = dict(os.environ, **(env or {}))
@@ -54,14 +41,6 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) 
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{log[-6000:]}")
     return log
-
-
-def job_counts(log: str) -> dict[str, int]:
-    """Rule → count from Snakemake's 'Job stats' table ({} when nothing ran)."""
-    if "Job stats:" not in log:
-        return {}
-    table = log.split("Job stats:")[1].split("\n\n")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE) if m[1] != "total"}
 
 
 def job_resources(log: str, rule: str) -> dict[str, str]:

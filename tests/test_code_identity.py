@@ -27,6 +27,7 @@ from hvc.config.code import (
 from hvc.config.params import Params, load_params
 from hvc.eval.score import evaluate_benchmark
 from hvc.io import read_json
+from workflow_copy import job_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -191,10 +192,7 @@ def _run(cmd: str, cwd: Path) -> str:
 def _would_run(ws: Path) -> dict[str, int]:
     """Rule → job count of a dry run; {} when nothing is to be done."""
     log = _run("snakemake all_tables --cores 2 -n --configfile tests/configs/tiny.yaml", ws)
-    if "Nothing to be done" in log:
-        return {}
-    table = log.split("Job stats:")[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE) if m.group(1) != "total"}
+    return job_counts(log)
 
 
 @pytest.mark.slow

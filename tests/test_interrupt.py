@@ -21,7 +21,6 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -32,6 +31,7 @@ import pytest
 import torch
 
 from hvc.io import read_json, sha256_file
+from workflow_copy import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,13 +52,7 @@ KILL_POINTS = [
 
 
 def workspace(tmp_path: Path, name: str) -> Path:
-    ws = tmp_path / name
-    ws.mkdir()
-    for f in ("Snakefile", "params.yaml"):
-        shutil.copy(ROOT / f, ws / f)
-    shutil.copytree(ROOT / "workflow", ws / "workflow")
-    (ws / "tests" / "configs").mkdir(parents=True)
-    shutil.copy(ROOT / "tests" / "configs" / "tiny.yaml", ws / "tests" / "configs" / "tiny.yaml")
+    ws = copy_workflow(tmp_path / name)
     (ws / "interrupt.yaml").write_text(EXTRA_CONFIG)
     return ws
 

@@ -26,6 +26,7 @@ from PIL import Image
 from hvc.config.code import code_hash
 from hvc.config.ids import stage_ids
 from hvc.config.params import deep_merge, load_params
+from workflow_copy import copy_workflow, job_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -50,13 +51,7 @@ def run(cmd, cwd, check=True, package=False):
 def workspace(tmp_path, tiny_params=False, extra=None):
     """The workflow in ``tmp_path/ws``; ``tiny_params``: a DVC project (git, the package, the
     tiny setting and ``extra`` merged into params.yaml, dvc.yaml generated from them)."""
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("Snakefile", "params.yaml"):
-        shutil.copy(ROOT / name, ws / name)
-    shutil.copytree(ROOT / "workflow", ws / "workflow")
-    (ws / "tests" / "configs").mkdir(parents=True)
-    shutil.copy(TINY, ws / "tests" / "configs" / "tiny.yaml")
+    ws = copy_workflow(tmp_path / "ws")
     if tiny_params:  # one params.yaml, the file `dvc exp run -S` edits
         merged = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load(TINY.read_text()))
         (ws / "params.yaml").write_text(yaml.safe_dump(deep_merge(merged, extra or {}), sort_keys=False))
@@ -66,12 +61,6 @@ def workspace(tmp_path, tiny_params=False, extra=None):
         shutil.copy(ROOT / ".dvcignore", ws / ".dvcignore")  # no __pycache__ in the package's hash
         run("git add -A && git commit -qm init", ws)
     return ws
-
-
-def job_counts(log):
-    """Rule → count from Snakemake's 'Job stats' table."""
-    table = log.split("Job stats:")[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
 def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):

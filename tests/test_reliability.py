@@ -41,6 +41,7 @@ from hvc.eval.metrics import _read_sequence
 from hvc.config.params import ParamsError, load_params
 from hvc.config.ids import stage_ids
 from hvc.data.shards import list_training_images, write_shards
+from workflow_copy import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILES = [ROOT / "params.yaml", ROOT / "tests" / "configs" / "tiny.yaml"]
@@ -190,14 +191,7 @@ def test_train_and_propagate_check_their_ids_too(caplog, tmp_path, shard_dir, be
 
 
 def _workspace(tmp_path: Path, configs: str) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("Snakefile", "params.yaml"):
-        shutil.copy(ROOT / name, ws / name)
-    shutil.copytree(ROOT / "workflow", ws / "workflow")
-    (ws / configs).mkdir(parents=True)
-    shutil.copy(ROOT / "tests/configs/tiny.yaml", ws / configs / "tiny.yaml")
-    return ws
+    return copy_workflow(tmp_path / "ws", config_dir=configs)
 
 
 def _snakemake(ws: Path, *args: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,6 @@ links a dataset named in data.sources instead of downloading it."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from hvc.io import read_json
 from test_existing_data import make_davis
+from workflow_copy import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -26,12 +26,7 @@ DELIBERATE = (
 
 
 def workspace(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("Snakefile", "params.yaml"):
-        shutil.copy(ROOT / name, ws / name)
-    shutil.copytree(ROOT / "workflow", ws / "workflow")
-    return ws
+    return copy_workflow(tmp_path / "ws", configs=())
 
 
 def test_lint_finds_only_the_deliberate_leftovers(tmp_path):
