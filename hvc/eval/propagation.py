@@ -409,7 +409,8 @@ class _Bands:
         queries' rectangles, one row per slot."""
         s, W, n = self.width, self.W, b1 - b0
         st_r, st_g = self.band, s * W
-        view = out.as_strided((n, self.h, s, self.G, W), (self.seg_size, st_r, W, st_r - st_g, 1), out.storage_offset() + 2 * self.reach * st_g)
+        shape, strides = (n, self.h, s, self.G, W), (self.seg_size, st_r, W, st_r - st_g, 1)
+        view = out.as_strided(shape, strides, out.storage_offset() + 2 * self.reach * st_g)
         full = min(b1, self.w // s) - b0  # complete segments (only the last one can be partial)
         parts = [view[:full].reshape(-1, self.G * W)]
         if full < n:
@@ -484,10 +485,10 @@ def predict_windowed(
     :func:`predict_dense` (but for tie groups wider than the finalists, see
     :func:`_select_and_read`).
 
-    Per chunk of query columns (segments): the global product with the reference frame gives its best
-    cells; the previous frames' disk affinities are stacked per frame, and since a query's
-    k best candidates lie in its k best key positions by maximum over the frames, only the
-    best few positions of every frame are read back. The k winners among these are chosen
+    Per chunk of query columns (segments): the global product with the reference frame
+    gives its best cells; the previous frames' disk affinities are stacked per frame, and
+    since a query's k best candidates lie in its k best key positions by maximum over the
+    frames, only the best few positions of every frame are read back. The k winners among these are chosen
     and read out by the computation shared with :func:`predict_dense` (exact recomputation
     of the finalists' affinities, ties broken by candidate index); a query whose candidates
     cannot settle it (a near-tie beyond the positions read back) gets every position of its
@@ -531,12 +532,15 @@ def predict_windowed(
     return _finish(qf, chunks, ctx, cfg, h, w).T.reshape(-1, h, w)
 
 
-def _disk_chunks(query: torch.Tensor, keys: list[torch.Tensor], bands: _Bands, ctx: _Context, cfg: PropagationConfig, buf: torch.Tensor) -> list:
+def _disk_chunks(
+    query: torch.Tensor, keys: list[torch.Tensor], bands: _Bands, ctx: _Context, cfg: PropagationConfig, buf: torch.Tensor
+) -> list:
     """:func:`_disk_segments` of the (C, h, w) ``query`` frame, a chunk of segments at a time
     (``buf``: :meth:`WindowCache.buffer`)."""
     qf, qs = query.reshape(query.shape[0], -1).T.contiguous(), bands.queries(query)
     n = buf.shape[1] // bands.seg_size
-    return [_disk_segments(qs, qf, keys, bands, ctx, cfg, b0, min(b0 + n, bands.segments), buf) for b0 in range(0, bands.segments, n)]  # fmt: skip
+    ends = [(b0, min(b0 + n, bands.segments)) for b0 in range(0, bands.segments, n)]
+    return [_disk_segments(qs, qf, keys, bands, ctx, cfg, b0, b1, buf) for b0, b1 in ends]
 
 
 def _disk_segments(
@@ -566,7 +570,10 @@ def _disk_segments(
         rows = slice(lo, lo + bands.h * bands.band)
         for j, kf in enumerate(keys):
             bands.affinity(qs, kf, b, buf[j, rows])
-            torch.maximum(top[rows], buf[j, rows], out=top[rows]) if j else top[rows].copy_(buf[j, rows])
+            if j:  # the maximum over frames, while this frame's products are in cache
+                torch.maximum(top[rows], buf[j, rows], out=top[rows])
+            else:
+                top[rows].copy_(buf[j, rows])
     slots = slice(bands.starts[b0], bands.starts[b1])
     cells, mask, key_index = bands.cells[slots], bands.mask[slots], bands.key_index[slots]
     base = bands.base[slots] - b0 * size
