@@ -31,11 +31,10 @@ import platform
 import time
 
 import torch
-import torch.nn.functional as F
 
-from hvc.eval.propagation import PropagationConfig, WindowCache, predict_dense, predict_windowed
 from hvc.methods.hvc.model import build_encoder_for_propagation
-from train_speed import measure  # benchmarks/train_speed.py, beside this script
+from propagation_speed import compare_paths  # benchmarks/, beside this script
+from train_speed import measure
 
 DAVIS17_VAL_VIDEOS, DAVIS17_VAL_FRAMES = 30, 1999
 
@@ -43,39 +42,6 @@ DAVIS17_VAL_VIDEOS, DAVIS17_VAL_FRAMES = 30, 1999
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def propagation(device: torch.device, C: int, h: int, w: int, context: int, radius: int, frames: int) -> dict:
-    """ms per frame of the windowed and dense predictions on the same random features."""
-    torch.manual_seed(0)
-
-    def feats() -> torch.Tensor:
-        return F.normalize(torch.randn(C, h, w, device=device), dim=0)
-
-    def labels() -> torch.Tensor:
-        return torch.softmax(torch.randn(4, h, w, device=device), 0)
-
-    first = (feats(), labels())
-    previous = [(feats(), labels(), 1) for _ in range(context)]
-    queries = [feats() for _ in range(frames)]
-    cfg = PropagationConfig(topk=15, context=context, radius=radius)
-    dense_cfg = PropagationConfig(topk=15, context=context, radius=radius, query_chunk=1024)
-    cache, ids = WindowCache(), list(range(1, context + 1))
-    predict_windowed(queries[0], first, previous, cfg, cache, ids)  # lays out the context once, as a video does
-    out = {}
-    for name, fn in (
-        ("windowed", lambda q: predict_windowed(q, first, previous, cfg, cache, ids)),
-        ("dense", lambda q: predict_dense(q, first, previous, dense_cfg)),
-    ):
-        _sync(device)
-        tic = time.perf_counter()
-        preds = [fn(q) for q in queries]
-        _sync(device)
-        out[name] = (1000 * (time.perf_counter() - tic) / frames, preds)
-    pairs = list(zip(out["windowed"][1], out["dense"][1]))
-    agree = sum((a.argmax(0) == b.argmax(0)).float().mean().item() for a, b in pairs) / frames
-    identical = all(torch.equal(a, b) for a, b in pairs)
-    return {"windowed_ms": out["windowed"][0], "dense_ms": out["dense"][0], "agreement": agree, "identical": identical}
 
 
 def features(device: torch.device, H: int, W: int, frames: int) -> float:
@@ -124,7 +90,7 @@ def main() -> None:
             mem = f"{r['peak_gb']:.2f} GB peak" if r["peak_gb"] is not None else "peak memory n/a (CPU)"
             print(f"training {precision}: batch {batch} at {size}x{size}: {r['images_per_s']:.1f} images/s, {mem}")
     if time_left("propagation"):
-        r = propagation(device, C, h, w, context, radius, frames)
+        r = compare_paths(device, C, h, w, context, radius, frames=frames)
         print(f"propagation {C}x{h}x{w}, reference + {context} previous frames, radius {radius}, top-k 15: "
               f"windowed {r['windowed_ms']:.1f} ms/frame, dense-masked {r['dense_ms']:.1f} ms/frame, "
               f"speed-up {r['dense_ms'] / r['windowed_ms']:.1f}x, argmax agreement {100 * r['agreement']:.2f} %, "

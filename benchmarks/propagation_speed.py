@@ -56,6 +56,50 @@ def real_frames(root: Path, n: int, cfg: PropagationConfig) -> None:
           f"{100 * abs(out['windowed'][2] - out['dense-masked'][2]):.3f}, speed-up {out['dense-masked'][1] / out['windowed'][1]:.1f}x")  # fmt: skip
 
 
+def compare_paths(
+    device: torch.device, C: int, h: int, w: int, context: int, radius: int, topk: int = 15, frames: int = 3, objects: int = 3, segment: int = 8
+) -> dict:
+    """The windowed and dense predictions of ``frames`` target frames from the same random
+    L2-normalised (C, h, w) features (seed 0): a reference frame and ``context`` previous
+    frames, ``objects`` + 1 label channels. Returns ``windowed_ms`` and ``dense_ms`` (per
+    frame; the windowed path's context keys laid out once beforehand, as a video does),
+    ``agreement`` (argmax, fraction of cells) and ``identical`` (soft labels bit for bit)."""
+    torch.manual_seed(0)
+
+    def feats() -> torch.Tensor:
+        return F.normalize(torch.randn(C, h, w, device=device), dim=0)
+
+    def labels() -> torch.Tensor:
+        return torch.softmax(torch.randn(objects + 1, h, w, device=device), 0)
+
+    first = (feats(), labels())
+    previous = [(feats(), labels(), 1) for _ in range(context)]
+    queries = [feats() for _ in range(frames)]
+    cfg = PropagationConfig(topk=topk, context=context, radius=radius, segment=segment)
+    dense_cfg = PropagationConfig(topk=topk, context=context, radius=radius, query_chunk=1024)
+    cache, ids = WindowCache(), list(range(1, context + 1))
+    predict_windowed(queries[0], first, previous, cfg, cache, ids)  # lays out the context keys once
+    out = {}
+    for name, fn in (
+        ("windowed", lambda q: predict_windowed(q, first, previous, cfg, cache, ids)),
+        ("dense", lambda q: predict_dense(q, first, previous, dense_cfg)),
+    ):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        tic = time.perf_counter()
+        preds = [fn(q) for q in queries]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        out[name] = (1000 * (time.perf_counter() - tic) / frames, preds)
+    pairs = list(zip(out["windowed"][1], out["dense"][1]))
+    return {
+        "windowed_ms": out["windowed"][0],
+        "dense_ms": out["dense"][0],
+        "agreement": sum((a.argmax(0) == b.argmax(0)).float().mean().item() for a, b in pairs) / frames,
+        "identical": all(torch.equal(a, b) for a, b in pairs),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--height", type=int, default=60, help="feature rows (480 / 8)")
@@ -76,50 +120,13 @@ def main() -> None:
     if args.davis is not None:
         real_frames(args.davis, args.frames, PropagationConfig(topk=args.topk, context=args.context, radius=args.radius, segment=args.segment))
         return
-    dev = torch.device(args.device)
-    torch.manual_seed(0)
-    C, h, w, L = args.channels, args.height, args.width, args.objects + 1
-
-    def feats():
-        return F.normalize(torch.randn(C, h, w, device=dev), dim=0)
-
-    def labels():
-        return torch.softmax(torch.randn(L, h, w, device=dev), 0)
-
-    first = (feats(), labels())
-    previous = [(feats(), labels(), 1) for _ in range(args.context)]
-    queries = [feats() for _ in range(args.frames)]
-    cfg = PropagationConfig(topk=args.topk, context=args.context, radius=args.radius, segment=args.segment)
-    dense_cfg = PropagationConfig(topk=args.topk, context=args.context, radius=args.radius, query_chunk=1024)
-
-    cache = WindowCache()  # a video's context keys are laid out once, as in propagate_soft
-    ids = list(range(1, args.context + 1))
-
-    def windowed(q, first, previous):
-        return predict_windowed(q, first, previous, cfg, cache, ids)
-
-    def dense(q, first, previous):
-        return predict_dense(q, first, previous, dense_cfg)
-
-    def timed(fn, warmup):
-        if warmup:  # windowed: lays out the context keys once, as a video does
-            fn(queries[0], first, previous)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        tic = time.perf_counter()
-        outs = [fn(q, first, previous) for q in queries]
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - tic) / len(queries), outs
-
-    t_win, out_win = timed(windowed, True)
-    t_dense, out_dense = timed(dense, False)
-    agree = sum((a.argmax(0) == b.argmax(0)).float().mean().item() for a, b in zip(out_win, out_dense)) / len(queries)
-    identical = all(torch.equal(a, b) for a, b in zip(out_win, out_dense))
-    print(f"device {dev} ({torch.get_num_threads()} CPU threads), features {C}x{h}x{w}, first frame + {args.context} previous, radius {args.radius}, top-k {args.topk}")
-    print(f"windowed: {1000 * t_win:.1f} ms/frame   dense-masked: {1000 * t_dense:.1f} ms/frame   "
-          f"speed-up {t_dense / t_win:.1f}x   argmax agreement {100 * agree:.2f}%, soft labels bit-identical: {identical}")  # fmt: skip
-
+    r = compare_paths(torch.device(args.device), args.channels, args.height, args.width, args.context, args.radius,
+                      args.topk, args.frames, args.objects, args.segment)  # fmt: skip
+    print(f"device {args.device} ({torch.get_num_threads()} CPU threads), features {args.channels}x{args.height}x{args.width}, "
+          f"first frame + {args.context} previous, radius {args.radius}, top-k {args.topk}")  # fmt: skip
+    print(f"windowed: {r['windowed_ms']:.1f} ms/frame   dense-masked: {r['dense_ms']:.1f} ms/frame   "
+          f"speed-up {r['dense_ms'] / r['windowed_ms']:.1f}x   argmax agreement {100 * r['agreement']:.2f}%, "
+          f"soft labels bit-identical: {r['identical']}")  # fmt: skip
 
 if __name__ == "__main__":
     main()
