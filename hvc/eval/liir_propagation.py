@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from hvc.methods.base import normalize_input
 from hvc.methods.liir.config import LIIRConfig
-from hvc.methods.liir.loss import window_size
+from hvc.methods.liir.loss import window_gaussians, window_size
 
 _DEFAULT = LIIRConfig()
 
@@ -88,11 +88,7 @@ def joint_compact_affinity(affinity: torch.Tensor, cells: int, peaks: int = 2, f
     values, index = torch.topk(affinity, peaks, dim=-1)
     weights = values.softmax(dim=-1)
     ref, cell = torch.div(index, cells, rounding_mode="floor"), index % cells
-    ky, kx = torch.div(cell, p, rounding_mode="floor").to(affinity.dtype), (cell % p).to(affinity.dtype)
-    grid = torch.arange(p, device=affinity.device, dtype=affinity.dtype)
-    gy, gx = grid.repeat_interleave(p), grid.repeat(p)
-    d2 = (gy - ky[..., None]) ** 2 + (gx - kx[..., None]) ** 2  # (N, M, P²)
-    bumps = weights[..., None] * torch.exp(-4.0 * math.log(2.0) * d2 / fwhm**2)
+    bumps = weights[..., None] * window_gaussians(cell, p, fwhm, affinity.dtype)  # (N, M, P²)
     k = affinity.shape[-1] // cells
     target = torch.zeros(affinity.shape[0], k, cells, dtype=affinity.dtype, device=affinity.device)
     target.scatter_add_(1, ref[..., None].expand(-1, -1, cells), bumps)

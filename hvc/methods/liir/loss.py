@@ -265,13 +265,20 @@ def compact_target(affinity: torch.Tensor, radius: int, peaks: int = 2, fwhm: fl
         raise ValueError(f"need 1 <= peaks <= {p * p} and fwhm > 0, got peaks={peaks}, fwhm={fwhm}")
     values, index = torch.topk(affinity.detach(), peaks, dim=-1)
     weights = values.softmax(dim=-1)  # (..., M)
-    ky = torch.div(index, p, rounding_mode="floor").to(affinity.dtype)
-    kx = (index % p).to(affinity.dtype)
-    grid = torch.arange(p, device=affinity.device, dtype=affinity.dtype)
+    bumps = window_gaussians(index, p, fwhm, affinity.dtype)
+    return (weights[..., None] * bumps).sum(dim=-2), values[..., 0]
+
+
+def window_gaussians(cells: torch.Tensor, p: int, fwhm: float, dtype: torch.dtype) -> torch.Tensor:
+    """Unnormalised isotropic Gaussians exp(-4 ln 2 · d² / fwhm²) over a P × P window (d in
+    cells), one centred on each window cell of ``cells`` (..., M) (index ky·P + kx) → (..., M, P²)
+    (code: models/colorizer_momen.py ``make_gaussian``)."""
+    ky = torch.div(cells, p, rounding_mode="floor").to(dtype)
+    kx = (cells % p).to(dtype)
+    grid = torch.arange(p, device=cells.device, dtype=dtype)
     gy, gx = grid.repeat_interleave(p), grid.repeat(p)  # (P²,) row/column of each cell
     d2 = (gy - ky[..., None]) ** 2 + (gx - kx[..., None]) ** 2  # (..., M, P²)
-    bumps = torch.exp(-4.0 * math.log(2.0) * d2 / fwhm**2)
-    return (weights[..., None] * bumps).sum(dim=-2), values[..., 0]
+    return torch.exp(-4.0 * math.log(2.0) * d2 / fwhm**2)
 
 
 def compactness_loss(
