@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hvc.eval.propagation import labels_to_onehot, video_objects
 from hvc.methods.base import normalize_input
 from hvc.methods.liir.config import LIIRConfig
 from hvc.methods.liir.loss import window_gaussians, window_size
@@ -122,8 +123,7 @@ def local_logits(query: torch.Tensor, ref: torch.Tensor, radius: int) -> tuple[t
 def _onehot_grid(labels: np.ndarray, num: int, stride: int, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
     """(H, W) label map → (1, num + 1, h, w) one-hot sampled every ``stride`` pixels, padded
     with background to the feature grid."""
-    sub = torch.from_numpy(labels[::stride, ::stride].astype(np.int64)).to(device)
-    onehot = F.one_hot(sub.clamp(max=num), num + 1).permute(2, 0, 1).float()
+    onehot = labels_to_onehot(labels[::stride, ::stride], num).to(device)
     full = torch.zeros(num + 1, *hw, device=device)
     full[0] = 1.0
     full[:, : onehot.shape[1], : onehot.shape[2]] = onehot
@@ -195,11 +195,7 @@ def propagate_video_liir(
     cfg = cfg or LIIRInference()
     later_labels = later_labels or {}
     H, W = first_labels.shape
-    if frames[0].shape[:2] != (H, W):
-        raise ValueError(f"frame size {frames[0].shape[:2]} differs from mask size {(H, W)}")
-    if first_labels.max() == 0 and not later_labels:
-        raise ValueError("the first-frame annotation is empty: no object to propagate")
-    num = int(max([first_labels.max()] + [m.max() for m in later_labels.values()]))
+    num = video_objects(frames, first_labels, later_labels)
     s = cfg.stride
     Hp, Wp = -(-H // s) * s, -(-W // s) * s
     features = _feature_fn(encoder, (H, W), (Hp, Wp), s, device)

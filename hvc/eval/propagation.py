@@ -712,11 +712,7 @@ def propagate_video(
     """
     later_labels = later_labels or {}
     H, W = first_labels.shape
-    if frames[0].shape[:2] != (H, W):
-        raise ValueError(f"frame size {frames[0].shape[:2]} differs from mask size {(H, W)}")
-    num_objects = int(max([first_labels.max()] + [m.max() for m in later_labels.values()]))
-    if first_labels.max() == 0 and not later_labels:
-        raise ValueError("the first-frame annotation is empty: no object to propagate")
+    num_objects = video_objects(frames, first_labels, later_labels)
     fresh = _first_annotations(first_labels, later_labels)
 
     def features(frame: np.ndarray) -> torch.Tensor:
@@ -735,6 +731,21 @@ def propagate_video(
     for t, pred in propagate_soft((f0, soft(first_labels, hw)), rest, cfg, later, dense):
         out[t] = _label_map(F.interpolate(pred[None], (H, W), mode="bilinear", align_corners=True)[0], fresh.get(t))
     return out
+
+
+def video_objects(frames: list[np.ndarray], first_labels: np.ndarray, later_labels: dict[int, np.ndarray]) -> int:
+    """The number of objects of a video to propagate: the largest label of its (H, W) first
+    and later annotations, after checking them against the (H, W, 3) frames.
+
+    Raises:
+        ValueError: the frames' size differs from the masks', or nothing is annotated.
+    """
+    H, W = first_labels.shape
+    if frames[0].shape[:2] != (H, W):
+        raise ValueError(f"frame size {frames[0].shape[:2]} differs from mask size {(H, W)}")
+    if first_labels.max() == 0 and not later_labels:
+        raise ValueError("the first-frame annotation is empty: no object to propagate")
+    return int(max([first_labels.max()] + [m.max() for m in later_labels.values()]))
 
 
 def _first_annotations(first_labels: np.ndarray, later_labels: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
