@@ -86,6 +86,16 @@ def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(lab).movedim(-1, -3).to(x.device)
 
 
+@torch.no_grad()
+def ema_parameters_(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """θ_target ← m·θ_target + (1 − m)·θ_online for every parameter, in place (buffers are
+    left to the caller): the EMA of a target or key encoder (HVC Eq. 1; MoCo-style key
+    encoders such as LIIR's). ``target`` and ``online`` have the same parameters, in order."""
+    params = list(target.parameters())
+    torch._foreach_mul_(params, momentum)
+    torch._foreach_add_(params, list(online.parameters()), alpha=1.0 - momentum)
+
+
 class ClipCrop:
     """Callable: clip (T, 3, H, W) uint8 → ``{"frames": (T, 3, S, S) float}``, the frames in
     the colour space and normalisation given (:func:`normalize_input`), plus, with

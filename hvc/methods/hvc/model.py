@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
+from hvc.methods.base import ema_parameters_
 from hvc.methods.hvc.loss import symmetric_hybrid_loss
 
 FEATURE_CHANNELS = {"layer3": 256, "layer4": 512}
@@ -186,10 +187,7 @@ class HVC(nn.Module):
     @torch.no_grad()
     def update_target(self, m: float) -> None:
         """EMA update θ_target ← m θ_target + (1 - m) θ_online (Eq. 1); BN buffers copied."""
-        online = list(self.online.parameters())
-        target = list(self.target.parameters())
-        torch._foreach_mul_(target, m)
-        torch._foreach_add_(target, online, alpha=1.0 - m)
+        ema_parameters_(self.target, self.online, m)
         for bt, bo in zip(self.target.buffers(), self.online.buffers()):
             bt.copy_(bo)
 

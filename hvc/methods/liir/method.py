@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method
+from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, ema_parameters_
 from hvc.methods.liir.colour import drop_colour_channel
 from hvc.methods.liir.config import PHASE1, PHASE2, PHASES, LIIRConfig
 from hvc.methods.liir.loss import (
@@ -221,8 +221,7 @@ class LIIR(Method):
             self.key.load_state_dict(self.online.state_dict())
             self.key_synced.fill_(True)
             return
-        for k, q in zip(self.key.parameters(), self.online.parameters()):
-            k.mul_(momentum).add_(q.detach(), alpha=1.0 - momentum)
+        ema_parameters_(self.key, self.online, momentum)
 
     @torch.no_grad()
     def push_references(self, x_ref: torch.Tensor, video_id: torch.Tensor) -> None:
