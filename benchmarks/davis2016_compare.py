@@ -37,18 +37,18 @@ def train_sequences(sample: Path) -> dict[str, list[Path]]:
 
 
 def val_sequences(sample: Path, scale: float) -> list[tuple[str, list[np.ndarray], np.ndarray]]:
-    """(name, frames (H, W, 3) uint8, masks (T, H, W) 0/1) of the val sequences, resized by ``scale``."""
-    names = sorted({line.split()[0].split("/")[3] for line in (sample / "ImageSets" / "480p" / "val.txt").read_text().splitlines() if line})
+    """(name, frames (H, W, 3) uint8, masks (T, H, W) 0/1) of the val sequences (the
+    harness's DAVIS 2016 reader, in val.txt order), resized by ``scale``."""
+    from hvc.eval.readers import read_benchmark
+    from hvc.io import read_mask
+
     out = []
-    for name in names:
-        frames, masks = [], []
-        for f in sorted((sample / "JPEGImages" / "480p" / name).glob("*.jpg")):
-            img = Image.open(f).convert("RGB")
-            size = (round(img.width * scale), round(img.height * scale))
-            frames.append(np.asarray(img.resize(size, Image.BILINEAR)))
-            m = Image.open(sample / "Annotations" / "480p" / name / f"{f.stem}.png").convert("L").resize(size, Image.NEAREST)
-            masks.append((np.asarray(m) > 127).astype(np.uint8))
-        out.append((name, frames, np.stack(masks)))
+    for video in read_benchmark("davis2016", sample):
+        frames = video.read_frames()
+        size = (round(frames[0].shape[1] * scale), round(frames[0].shape[0] * scale))
+        small = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames]
+        masks = [np.asarray(Image.fromarray(read_mask(video.masks[i])).resize(size, Image.NEAREST)) for i in range(len(frames))]
+        out.append((video.name, small, np.stack(masks)))
     return out
 
 
@@ -102,19 +102,21 @@ def score(encode, method: str, videos) -> dict[str, float]:
     return {"JF": (j + f) / 2, "J": j, "F": f}
 
 
-def encoder_of(method: str, state: dict | None):
-    """The method's frozen encoder from ``encoder.pt``'s state (None: random init, seed 0),
-    fed ImageNet-normalised RGB as label propagation gives it."""
-    from hvc.eval.encoders import Renormalized
+def encoder_of(method: str, model: Path | None):
+    """The method's frozen encoder from the ``encoder.pt`` in ``model`` (the harness's
+    loader), or at random initialisation (None; seed 0), fed ImageNet-normalised RGB as
+    label propagation gives it."""
+    from hvc.eval.encoders import Renormalized, load_encoder
     from hvc.methods import get_method
-    from hvc.methods.hvc.model import build_encoder_for_propagation
 
-    torch.manual_seed(0)
+    if model is not None:
+        return load_encoder(str(model / "encoder.pt"))
     if method == "hvc":
-        return build_encoder_for_propagation(state)
+        return load_encoder("random", seed=0)
+    torch.manual_seed(0)
     cls = get_method(method)
     spec = cls().encoder_spec()
-    return Renormalized(cls.load_encoder(state, spec), spec).eval()
+    return Renormalized(cls.load_encoder(None, spec), spec).eval()
 
 
 def run(method: str, samples: int, batch: int, size: int, out: Path, videos, sample: Path = SAMPLE) -> dict:
@@ -123,9 +125,8 @@ def run(method: str, samples: int, batch: int, size: int, out: Path, videos, sam
 
     shard_dir = shards(method, sample, out / f"shards-{method}")
     summary = train(params(method, samples, batch, size), shard_dir, out / f"model-{method}", progress=False)
-    state = torch.load(out / f"model-{method}" / "encoder.pt", weights_only=True)
     tic = time.perf_counter()
-    trained = score(encoder_of(method, state), method, videos)
+    trained = score(encoder_of(method, out / f"model-{method}"), method, videos)
     return {
         "method": method,
         "trained": trained,
