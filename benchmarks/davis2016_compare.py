@@ -6,7 +6,7 @@ Training data: the sample's 30 train sequences (every 4th frame, so LIIR's frame
 become 1, 1, 2 stored frames: ``liir.frame_gaps [1, 2]`` with p (0.8, 0.2)). Both methods
 run through the harness's training loop (``hvc.train.train``) on the CPU and are propagated
 at a reduced resolution (``--scale``; 1/4 of 480p by default, to fit a small CPU); HVC with
-the propagation defaults, LIIR with its own preset (:mod:`hvc.eval.liir_propagation`).
+the propagation defaults, LIIR with its own preset (:mod:`hvc.methods.liir.inference`).
 
     PYTHONPATH=$PWD python benchmarks/davis2016_compare.py --samples 960 --out /tmp/cmp
 
@@ -76,7 +76,6 @@ def params(method: str, samples: int, batch: int, size: int):
             "method": method,
             "device": "cpu",
             "train": train,
-            "clips": p.clips.model_copy(update={"size": size}),
             "liir": p.liir.model_copy(update={"frame_gaps": [1, 2], "frame_gap_probs": [0.8, 0.2], "bank_frames": 64}),
         }
     )
@@ -84,9 +83,9 @@ def params(method: str, samples: int, batch: int, size: int):
 
 def score(encode, method: str, videos) -> dict[str, float]:
     """J&F mean, J mean, F mean over the val sequences (first and last frames not scored)."""
-    from hvc.eval.liir_propagation import propagate_video_liir
+    from hvc.methods.liir.inference import propagate_video_liir
     from hvc.eval.metrics import evaluate_sequence
-    from hvc.eval.propagation import PropagationConfig, propagate_video
+    from hvc.propagation import PropagationConfig, propagate_video
 
     js, fs = [], []
     for _, frames, masks in videos:
@@ -106,17 +105,11 @@ def encoder_of(method: str, model: Path | None):
     """The method's frozen encoder from the ``encoder.pt`` in ``model`` (the harness's
     loader), or at random initialisation (None; seed 0), fed ImageNet-normalised RGB as
     label propagation gives it."""
-    from hvc.eval.encoders import Renormalized, load_encoder
-    from hvc.methods import get_method
+    from hvc.eval.encoders import load_encoder
 
     if model is not None:
         return load_encoder(str(model / "encoder.pt"))
-    if method == "hvc":
-        return load_encoder("random", seed=0)
-    torch.manual_seed(0)
-    cls = get_method(method)
-    spec = cls().encoder_spec()
-    return Renormalized(cls.load_encoder(None, spec), spec).eval()
+    return load_encoder("random", seed=0, method=method)
 
 
 def run(method: str, samples: int, batch: int, size: int, out: Path, videos, sample: Path = SAMPLE) -> dict:

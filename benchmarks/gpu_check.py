@@ -12,8 +12,8 @@ Prints, for the device found (the first GPU, else the CPU):
    Target on an H100-class GPU: >= 1,000 images/s in bf16 and <= 12 GB.
 2. Label propagation at the official settings (480p DAVIS feature map 256 x 60 x 107,
    reference frame + 50 previous frames, radius 12, top-k 15): ms per frame, windowed
-   (:func:`hvc.eval.propagation.predict_windowed`) vs dense-masked
-   (:func:`hvc.eval.propagation.predict_dense`), their speed-up and argmax agreement, and the
+   (:func:`hvc.propagation.predict_windowed`) vs dense-masked
+   (:func:`hvc.propagation.predict_dense`), their speed-up and argmax agreement, and the
    encoder's feature extraction per 480p frame.
 3. An estimate of the DAVIS 2017 val propagation time: 30 videos, 1,999 frames (the
    official file list ``val_davis2017_val.txt``), 1,969 of them propagated (frame 0 of

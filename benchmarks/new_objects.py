@@ -5,7 +5,7 @@ with a mask only where an object first appears, ``valid/meta.json``): a textured
 pans by ``--shift`` pixels per frame; object 1 is annotated in frame 0, object 2 (a patch
 of another texture) enters the scene at frame ``--appear`` and is annotated there. The
 video is read back with :func:`hvc.eval.readers.read_ytvos` and propagated with the
-random-initialisation encoder twice: by :func:`hvc.eval.propagation.propagate_video` (one
+random-initialisation encoder twice: by :func:`hvc.propagation.propagate_video` (one
 branch per frame where objects appear, as the official code) and by
 :func:`propagate_shared`, the earlier reading (one reference shared by all objects, kept
 here only, for this comparison, because it measured worse). Prints each object's IoU with
@@ -29,7 +29,7 @@ from scipy import ndimage
 from hvc.eval.readers import read_ytvos
 from hvc.io import write_json, write_mask
 from hvc.methods.hvc.model import build_encoder_for_propagation
-from hvc.eval.propagation import (
+from hvc.propagation import (
     PropagationConfig,
     WindowCache,
     context_frames,
@@ -134,7 +134,7 @@ def propagate_shared(encoder, frames: list[np.ndarray], first: np.ndarray, later
 
 def run(root: Path, mode: str, cfg: PropagationConfig) -> np.ndarray:
     """(T, H, W) predictions for the video under ``root/valid``: ``mode`` "branch" is
-    :func:`hvc.eval.propagation.propagate_video`, "shared" :func:`propagate_shared`."""
+    :func:`hvc.propagation.propagate_video`, "shared" :func:`propagate_shared`."""
     video = read_ytvos(root, "valid")[0]
     torch.manual_seed(0)
     enc = build_encoder_for_propagation(None)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc.eval.propagation import PropagationConfig, WindowCache, predict_dense, predict_windowed, propagate_video
+from hvc.propagation import PropagationConfig, WindowCache, predict_dense, predict_windowed, propagate_video
 
 
 def real_frames(root: Path, n: int, cfg: PropagationConfig) -> None:

@@ -31,7 +31,7 @@ ParamsOpt = Annotated[
 ]
 SetOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--set", "-S", help="Override one parameter, KEY=VALUE (YAML value), e.g. train.alpha=0.5."),
+    typer.Option("--set", "-S", help="Override one parameter, KEY=VALUE (YAML value), e.g. hvc.alpha=0.5."),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output path (written atomically).")]
 ThreadsOpt = Annotated[
@@ -82,7 +82,7 @@ def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
-def _check_id(p: Params, stage: str, expected: str | None, out: Path) -> None:
+def _check_id(p: Params, stage: str, expected: str | None, out: Path, encoder_method: str | None = None) -> None:
     """Refuse to run a stage whose parameters or code no longer give the id its output was named with.
 
     A workflow names every output by the content id of the parameters and code at launch; a
@@ -93,8 +93,10 @@ def _check_id(p: Params, stage: str, expected: str | None, out: Path) -> None:
     Raises:
         ParamsError: naming the output, both ids and what to do.
     """
-    actual = stage_ids(p)[stage]
-    if expected is not None and actual != expected:
+    if expected is None:
+        return
+    actual = stage_ids(p, encoder_method)[stage]
+    if actual != expected:
         raise ParamsError(
             f"{out}: planned with {stage} id {expected}, but the parameter files and code now give {actual} "
             "(edited since the workflow started); restore them or start the workflow again"
@@ -174,14 +176,14 @@ def params_cmd(
 
 @app.command("demo-data")
 def demo_data(params: ParamsOpt = None, overrides: SetOpt = None, out: OutOpt = ..., expect_id: ExpectIdOpt = None) -> None:  # type: ignore[assignment]
-    """Build the demo: static training images, training videos for a clip method, and a DAVIS-layout video benchmark."""
-    from hvc.config.params import METHODS
+    """Build the demo: static training images, training videos when a method of the plan trains on clips, and a DAVIS-layout video benchmark."""
+    from hvc.config.ids import demo_videos
     from hvc.data.demo import build_demo
 
     with _stage("demo-data"):
         p = _load(params, overrides)
         _check_id(p, "data", expect_id, out)
-        manifest = build_demo(p.demo, out, videos=METHODS[p.method] == "clips")
+        manifest = build_demo(p.demo, out, videos=demo_videos(p))
         log.info("demo: %d training images, %d sequences", manifest["train"]["num_images"], len(manifest["benchmark"]["sequences"]))
 
 
@@ -233,7 +235,7 @@ def train_cmd(
 
 def _benchmarks(p: Params, benchmark: str | None, data: Path | None, demo: Path | None) -> list[tuple[str, Path]]:
     """(name, folder) of one benchmark (``--benchmark``/``--data``) or of every one in data.benchmarks."""
-    from hvc.eval.registry import benchmark_root
+    from hvc.config.benchmarks import benchmark_root
 
     if benchmark is not None:
         return [(benchmark, data if data is not None else benchmark_root(benchmark, Path(p.data.root), demo))]
@@ -266,11 +268,12 @@ def propagate_cmd(
 ) -> None:
     """Propagate first-frame labels through every video; palette PNGs (joints: JSON) in <out> (or <out>/<benchmark>)."""
     _set_threads(threads)  # before torch is imported
+    from hvc.eval.encoders import encoder_method
     from hvc.eval.predict import propagate_benchmark
 
     with _stage("propagate"):
         p = _load(params, overrides)
-        _check_id(p, "propagation", expect_id, out)
+        _check_id(p, "propagation", expect_id, out, encoder_method(encoder, p))
         for name, root in _benchmarks(p, benchmark, data, demo):
             target = out if benchmark is not None else out / name
             inputs = {"--data": root, "--demo": demo, "propagation.semantic_checkpoint": p.propagation.semantic_checkpoint}
@@ -356,7 +359,7 @@ def submission_cmd(
     out: OutOpt = ...,  # type: ignore[assignment]
 ) -> None:
     """Zip the predictions in the layout the benchmark's evaluation server expects."""
-    from hvc.eval.registry import get_benchmark
+    from hvc.config.benchmarks import get_benchmark
     from hvc.eval.readers import read_benchmark
     from hvc.eval.submission import write_archive
 
@@ -388,7 +391,7 @@ def tables_cmd(
         p = _load(params, overrides)
         scores = {}
         for item in score:
-            head, _, path = item.rpartition("=")  # keys hold '=' (train.alpha=0.1), paths do not
+            head, _, path = item.rpartition("=")  # keys hold '=' (hvc.alpha=0.1), paths do not
             if not (head and path):
                 raise ParamsError(f"--score {item!r}: expected KEY:BENCHMARK=PATH or KEY=PATH")
             key, _, bench = head.rpartition(":") if ":" in head else (head, "", "")
@@ -409,15 +412,18 @@ def figures_cmd(
     ] = ...,  # type: ignore[assignment]
     demo: DemoOpt = None,
     tables: Annotated[Optional[Path], typer.Option(help="The tables stage's folder (bar charts of its tables.json).")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="A trained model folder (pseudo-dynamic signals, Fig. 12).")] = None,
+    model: Annotated[
+        Optional[Path], typer.Option(help="A trained model folder: the figures of its method (HVC: pseudo-dynamic signals, Fig. 12).")
+    ] = None,
     out: OutOpt = ...,  # type: ignore[assignment]
     threads: ThreadsOpt = None,
 ) -> None:
     """Mask overlays (<key>_<benchmark>.png), bar charts of the demo and ablation tables
-    (bars_<table>.png) and the pseudo-dynamic signals of the model (pseudo_dynamic_<benchmark>.png)."""
+    (bars_<table>.png) and the figures of the model's method (HVC: its pseudo-dynamic signals,
+    pseudo_dynamic_<benchmark>.png)."""
     _set_threads(threads)  # before torch is imported
-    from hvc.report.figures import bar_chart, budget_plot, overlay_grid
     from hvc.io import atomic_dir, read_json
+    from hvc.report.figures import bar_chart, budget_plot, method_figures, overlay_grid
 
     with _stage("figures"):
         p = _load(params, overrides)
@@ -439,29 +445,8 @@ def figures_cmd(
                     charts += bar_chart(built[name], tmp / f"bars_{name}.png")
                 if "budget" in built:
                     charts += budget_plot(built["budget"], tmp / "budget.png")
-            if model is not None:
-                _pseudo_dynamic_figures(p, model, demo, tmp)
-        log.info("figures: %d overlay grids, %d bar charts", len(jobs), charts)
-
-
-def _pseudo_dynamic_figures(p: Params, model_dir: Path, demo: Optional[Path], out: Path, pairs: int = 4) -> None:
-    """Fig. 12: forward/backward pseudo-dynamic signals of the first frame pairs of each
-    mask benchmark's first videos (no optical flow: that needs RAFT weights, see `hvc flow`)."""
-    from hvc.eval.registry import get_benchmark
-    from hvc.eval.readers import read_benchmark
-    from hvc.methods.hvc.flow import flow_figure, load_hvc, pseudo_dynamic
-    from hvc.device import pick_device
-
-    device = pick_device(p.device)
-    hvc_model = load_hvc(model_dir, device=device)
-    for name, root in _benchmarks(p, None, None, demo):
-        if get_benchmark(name).task == "pose":
-            continue
-        videos = read_benchmark(name, root)[:pairs]
-        a = [v.frames[0] for v in videos]
-        b = [v.frames[1] for v in videos]
-        signals = [pseudo_dynamic(hvc_model, x, y, p.propagation.resolution, device) for x, y in zip(a, b)]
-        flow_figure(a, b, signals, None, out / f"pseudo_dynamic_{name}.png")
+            drawn = method_figures(p, model, _benchmarks(p, None, None, demo), tmp) if model is not None else []
+        log.info("figures: %d overlay grids, %d bar charts, %d figures of the model", len(jobs), charts, len(drawn))
 
 
 @app.command("flow")
@@ -478,7 +463,7 @@ def flow_cmd(
     """Table 11: end-point error of the pseudo-dynamic signals against RAFT (weights downloaded on first use)."""
     _set_threads(threads)  # before torch is imported
     from hvc.eval.readers import read_benchmark
-    from hvc.methods.hvc.flow import load_hvc, load_raft, table11_scores
+    from hvc.eval.flow import load_hvc, load_raft, table11_scores
     from hvc.io import write_json
     from hvc.config.code import provenance
     from hvc.device import device_label, pick_device
@@ -518,9 +503,9 @@ def plan_cmd(params: ParamsOpt = None) -> None:  # type: ignore[assignment]
     table = Table("experiment", "encoder", "setting", "model id", "propagation id", "tables", title="experiments")
     for key, exp in experiments.items():
         if not exp.trained:
-            kind = f"baseline: {key}" if key != "semantic" else "semantic encoder alone"
+            kind = f"baseline: {exp.display}" if key != "semantic" else "semantic encoder alone"
         else:
-            kind = "trained HVC" + (" + semantic merge" if exp.merge_semantic else "")
+            kind = f"trained {exp.display}" + (" + semantic merge" if exp.merge_semantic else "")
         table.add_row(*map(escape, (
             key, kind, ", ".join(exp.set_args) or "base params", exp.ids["model"] if exp.trained else "–",
             exp.ids["propagation"], ", ".join(shown_in.get(key, [])) or "–",

@@ -25,7 +25,7 @@ import random
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,9 @@ from hvc.config.code import provenance
 from hvc.config.params import Params, ParamsError
 from hvc.data.shards import TrainStream, make_stream, verify_shards
 from hvc.device import Dist, convert_sync_batchnorm, device_label, init_distributed, pick_device
-from hvc.io import DataError, atomic_dir, atomic_path, write_json
+from hvc.io import DataError, atomic_dir, atomic_path, load_torch, write_json
 from hvc.methods import get_method
-from hvc.methods.base import Method
+from hvc.methods.base import Method, Phase
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,17 @@ class _StopFlag:
 
 
 @dataclass
+class _PhasePlan:
+    """One training phase as the loop runs it: its data stream, its step budget (the end
+    step, exclusive, counted over the whole run) and its share of the wall-time budget."""
+
+    phase: Phase
+    stream: TrainStream
+    end_step: int
+    seconds: float | None
+
+
+@dataclass
 class _Run:
     """The state of one training run shared by the functions of the loop."""
 
@@ -123,14 +134,15 @@ class _Run:
     device: torch.device
     d: Dist
     model: Method
-    optimizer: torch.optim.Optimizer
-    stream: TrainStream
-    loader: DataLoader
-    total_steps: int
+    plans: list[_PhasePlan]
     bf16: bool
     config_id: str
     work: Path
     shard_dir: Path
+    optimizer: torch.optim.Optimizer | None = None
+    loader: DataLoader | None = None
+    phase: int = -1  # index of the phase the loop is in (-1: none entered yet)
+    starts: list[tuple[int, float]] = field(default_factory=list)  # (step, elapsed) at each entered phase
     step: int = 0
     elapsed: float = 0.0
     last_loss: float | None = None
@@ -140,12 +152,58 @@ class _Run:
         return self.work / "checkpoint.pt"
 
     @property
+    def total_steps(self) -> int:
+        return self.plans[-1].end_step
+
+    @property
+    def stream(self) -> TrainStream:
+        return self.plans[self.phase].stream
+
+    @property
     def steps_per_epoch(self) -> int:
         return len(self.stream)
 
+    @property
+    def phase_step(self) -> int:
+        """Steps done in the current phase."""
+        return self.step - self.starts[self.phase][0]
+
+    @property
+    def phase_steps(self) -> int:
+        """Planned steps of the current phase."""
+        return self.plans[self.phase].end_step - self.starts[self.phase][0]
+
+
+def _phase_plans(p: Params, model: Method, shard_dir: Path, d: Dist) -> list[_PhasePlan]:
+    """The method's phases with their streams and budgets. Steps: ``train.max_steps`` split
+    by the phases' shares (cumulative rounding), else ``train.epochs`` passes of each phase's
+    stream times its share; seconds: ``train.max_seconds`` times each share.
+
+    Raises:
+        TypeError: a phase's data spec is of another kind than the phase.
+        ValueError: a phase's global batch is not divisible by the number of processes.
+    """
+    t, plans, cum, end = p.train, [], 0.0, 0
+    phases = model.phases()
+    for i, phase in enumerate(phases):
+        spec = model.data_spec(p, i)
+        if spec.kind != phase.kind:
+            raise TypeError(f"method {p.method!r}: phase {phase.name!r} trains on {phase.kind} but its data spec is of {spec.kind}")
+        batch = spec.batch_size or t.batch_size
+        if batch % d.world_size:
+            raise ValueError(f"phase {phase.name!r}: batch size {batch} is not divisible by the {d.world_size} processes")
+        stream = make_stream(shard_dir, spec, batch // d.world_size, p.seed, d.rank, d.world_size, t.workers)
+        cum += phase.share
+        whole = t.max_steps if t.max_steps else None
+        end = round(whole * cum) if whole else end + round(phase.share * t.epochs * len(stream))
+        if i == len(phases) - 1 and whole:
+            end = whole
+        plans.append(_PhasePlan(phase, stream, end, t.max_seconds * phase.share if t.max_seconds else None))
+    return plans
+
 
 def _setup(p: Params, shard_dir: Path, out_dir: Path, verify: str) -> _Run:
-    """Device and process group, the seeded method and its optimizer, the data stream."""
+    """Device and process group, the seeded method, its phases and their data streams."""
     t = p.train
     device = pick_device(p.device, int(os.environ.get("LOCAL_RANK", "0")))
     d = init_distributed(device)
@@ -159,29 +217,13 @@ def _setup(p: Params, shard_dir: Path, out_dir: Path, verify: str) -> _Run:
         model = convert_sync_batchnorm(model, device)
     if device.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = model.make_optimizer(p, fused=device.type == "cuda")
     verify_shards(shard_dir, full=verify == "sha256", rank=d.rank, world_size=d.world_size)
-    spec = model.data_spec(p)
-    if spec.kind != model.batch_kind:
-        raise TypeError(f"method {p.method!r} trains on {model.batch_kind} but its data spec is of {spec.kind}")
-    stream = make_stream(shard_dir, spec, t.batch_size // d.world_size, p.seed, d.rank, d.world_size, t.workers)
-    loader = DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=t.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=4 if t.workers else None,
-    )
     return _Run(
         p=p,
         device=device,
         d=d,
         model=model,
-        optimizer=optimizer,
-        stream=stream,
-        loader=loader,
-        total_steps=t.max_steps or t.epochs * len(stream),
+        plans=_phase_plans(p, model, shard_dir, d),
         bf16=t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda"),
         config_id=content_id(train_config(p)),
         work=out_dir.with_name(f".{out_dir.name}.work"),
@@ -189,17 +231,47 @@ def _setup(p: Params, shard_dir: Path, out_dir: Path, verify: str) -> _Run:
     )
 
 
+def _enter_phase(run: _Run, phase: int, resumed: bool = False) -> None:
+    """Start phase ``phase``: the method's :meth:`~hvc.methods.base.Method.start_phase`, a
+    fresh optimizer and the phase's data loader. ``resumed``: the run continues a phase it
+    had entered before (its start is already recorded)."""
+    run.phase = phase
+    if not resumed:
+        run.starts.append((run.step, run.elapsed))
+    run.model.start_phase(phase)
+    run.optimizer = run.model.make_optimizer(run.p, fused=run.device.type == "cuda")
+    t = run.p.train
+    run.loader = DataLoader(
+        run.stream,
+        batch_size=None,
+        num_workers=t.workers,
+        pin_memory=run.device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if t.workers else None,
+    )
+    if run.plans[phase].phase.share < 1.0:
+        log.info("phase %d/%d %r (%s) from step %d", phase + 1, len(run.plans), run.plans[phase].phase.name, run.plans[phase].phase.kind, run.step)
+
+
 def _resume(run: _Run) -> None:
-    """Load the run's checkpoint when one of the same configuration exists."""
-    if not run.ckpt_path.exists():
+    """Enter the first phase, or load the run's checkpoint when one of the same
+    configuration exists and continue in the phase it was in."""
+    state = None
+    if run.ckpt_path.exists():
+        state = load_torch(
+            run.ckpt_path, "training checkpoint", f"a checkpoint written by `hvc train` (delete {run.ckpt_path} to start over)", numpy_state=True
+        )
+        if not isinstance(state, dict) or state.get("config_id") != run.config_id:
+            log.warning("%s belongs to another configuration; starting over", run.ckpt_path)
+            state = None
+    if state is None:
+        _enter_phase(run, 0)
         return
-    state = torch.load(run.ckpt_path, map_location=run.device, weights_only=False)
-    if state.get("config_id") != run.config_id:
-        log.warning("%s belongs to another configuration; starting over", run.ckpt_path)
-        return
+    run.step, run.elapsed = state["step"], state["elapsed"]
+    run.starts = [(int(s), float(e)) for s, e in state.get("phase_starts", [(0, 0.0)])]
+    _enter_phase(run, len(run.starts) - 1, resumed=True)
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
-    run.step, run.elapsed = state["step"], state["elapsed"]
     _set_rng_state(state["rng"])
     log.info("resuming from %s at step %d/%d", run.ckpt_path, run.step, run.total_steps)
 
@@ -215,6 +287,7 @@ def _save_checkpoint(run: _Run) -> None:
         "optimizer": run.optimizer.state_dict(),
         "step": run.step,
         "elapsed": run.elapsed,
+        "phase_starts": [list(x) for x in run.starts],
         "rng": _rng_state(),
         "params": run.p.model_dump(),
     }
@@ -287,11 +360,9 @@ def _checked_loss(run: _Run, losses: dict[str, torch.Tensor]) -> float:
 
 
 def _set_lr(run: _Run) -> None:
-    """The method's phase and learning rate for the coming step (constant for HVC); a fresh
-    optimizer when the step starts a new phase (:meth:`~hvc.methods.base.Method.before_step`)."""
-    if run.model.before_step(run.step, run.total_steps):
-        run.optimizer = run.model.make_optimizer(run.p, fused=run.device.type == "cuda")
-    lr = run.model.lr_at(run.step, run.total_steps, run.p.train.lr)
+    """The method's learning rate for the coming step (constant for HVC), counted in the
+    current phase (:meth:`~hvc.methods.base.Method.lr_at`)."""
+    lr = run.model.lr_at(run.phase_step, run.phase_steps, run.p.train.lr)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
 
@@ -302,10 +373,28 @@ def _out_of_time(run: _Run) -> bool:
     return limit is not None and run.elapsed >= limit
 
 
+def _phase_over(run: _Run) -> bool:
+    """The current phase has run its steps, or its share of ``train.max_seconds``."""
+    plan = run.plans[run.phase]
+    if run.step >= plan.end_step:
+        return True
+    return plan.seconds is not None and run.elapsed - run.starts[run.phase][1] >= plan.seconds
+
+
+def _next_phase(run: _Run) -> bool:
+    """Move on while the current phase is over; False once the last one is."""
+    while _phase_over(run):
+        if run.phase + 1 == len(run.plans):
+            return False
+        _enter_phase(run, run.phase + 1)
+    return True
+
+
 def _run_epoch(run: _Run, forward: nn.Module, monitor: _Monitor, stop: _StopFlag) -> None:
-    """Train from ``run.step`` to the end of its epoch (or ``total_steps``); checkpoint every
-    ``checkpoint_every`` steps; on SIGTERM checkpoint and exit 143."""
-    epoch, in_epoch = divmod(run.step, run.steps_per_epoch)
+    """Train from ``run.step`` to the end of its epoch of the current phase's stream (or the
+    phase's end); checkpoint every ``checkpoint_every`` steps; on SIGTERM checkpoint and
+    exit 143."""
+    epoch, in_epoch = divmod(run.phase_step, run.steps_per_epoch)
     run.stream.set_epoch(epoch, skip_batches=in_epoch)
     tic = time.perf_counter()
     for batch in run.loader:
@@ -322,12 +411,12 @@ def _run_epoch(run: _Run, forward: nn.Module, monitor: _Monitor, stop: _StopFlag
             _save_checkpoint(run)
         if stop.stop:
             raise SystemExit(143)
-        if run.step >= run.total_steps or _out_of_time(run):
-            break
-    if run.step < min(run.total_steps, (epoch + 1) * run.steps_per_epoch) and not _out_of_time(run):
+        if _phase_over(run):
+            return
+    if run.phase_step < (epoch + 1) * run.steps_per_epoch and not _phase_over(run):
         raise DataError(
             run.shard_dir,
-            f"epoch {epoch} ended after {run.step - epoch * run.steps_per_epoch} of the {run.steps_per_epoch} batches that "
+            f"epoch {epoch} ended after {run.phase_step - epoch * run.steps_per_epoch} of the {run.steps_per_epoch} batches that "
             "index.json's sample counts promise: a shard holds fewer readable samples than listed; rebuild the shards",
         )
 
@@ -345,11 +434,18 @@ def _peak_rss_gb() -> float:
 def _summary(run: _Run) -> dict:
     """The Table 8 figures of the run (``train.json``)."""
     t, device = run.p.train, run.device
+    ends = [(s, e) for s, e in run.starts[1:]] + [(run.step, run.elapsed)]
+    phases = [
+        {"name": plan.phase.name, "kind": plan.phase.kind, "planned_steps": plan.end_step - (run.plans[i - 1].end_step if i else 0),
+         "steps": end[0] - start[0], "seconds": end[1] - start[1]}
+        for i, (plan, start, end) in enumerate(zip(run.plans, run.starts, ends))
+    ]  # fmt: skip
     return {
         "method": run.p.method,
         "steps": run.step,
-        "epochs": run.step / run.steps_per_epoch,
-        "steps_per_epoch": run.steps_per_epoch,
+        "epochs": run.step / len(run.plans[0].stream),
+        "steps_per_epoch": len(run.plans[0].stream),
+        "phases": phases,
         "global_batch": t.batch_size,
         "world_size": run.d.world_size,
         "train_seconds": run.elapsed,
@@ -369,6 +465,8 @@ def _write_outputs(run: _Run, out_dir: Path, summary: dict) -> None:
         shutil.copy2(run.ckpt_path, tmp / "checkpoint.pt")
         torch.save(run.model.encoder().state_dict(), tmp / "encoder.pt")
         write_json(tmp / "encoder.json", run.model.encoder_spec().to_dict())
+        for name, module in run.model.inference_modules().items():
+            torch.save(module.state_dict(), tmp / f"{name}.pt")
         write_json(tmp / "train.json", summary)
         if (run.work / "dvclive").exists():
             shutil.copytree(run.work / "dvclive", tmp / "dvclive")
@@ -387,8 +485,10 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, veri
         out_dir: output folder; receives ``checkpoint.pt`` (full state), ``encoder.pt``
             (the method's encoder state dict, for propagation), ``encoder.json`` (its
             :class:`~hvc.methods.base.EncoderSpec`: method, input normalisation, colour
-            space, stride, layers), ``train.json`` (steps, wall time, images/s, peak GPU
-            memory: Table 8) and ``dvclive/`` logs.
+            space, stride, layers), ``<name>.pt`` for each of the method's inference
+            modules, ``train.json`` (steps, wall time, images/s, peak GPU memory: Table 8;
+            per phase its name, kind, planned and run steps and seconds) and ``dvclive/``
+            logs. The method's phases run in order, each for its share of the budget.
     Returns:
         the summary written to ``train.json``.
     Raises:
@@ -411,7 +511,7 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, veri
         torch.cuda.reset_peak_memory_stats(run.device)
     run.model.train()
     try:
-        while run.step < run.total_steps and not _out_of_time(run):
+        while _next_phase(run):
             if stop.stop:  # SIGTERM between epochs (or while the loader yielded nothing)
                 _save_checkpoint(run)
                 raise SystemExit(143)

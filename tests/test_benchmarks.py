@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from hvc.eval.registry import BENCHMARKS
+from hvc.config.benchmarks import BENCHMARKS
 from hvc.eval.readers import read_benchmark, read_vost
 from hvc.eval.predict import propagate_benchmark
 from hvc.eval.score import evaluate_benchmark

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hvc.config.params import load_params
+from hvc.config.params import load_params, propagation_for
 from hvc.config.plan import budget_benchmark, budget_experiments, plan, score_requests, table_names
 from hvc.report.tables import build_budget_table, build_table
 
@@ -31,15 +31,15 @@ def test_compare_plans_liir_rows_and_the_budget_experiments():
     exps = plan(p)
     assert {"budget-hvc", "budget-liir"} <= set(exps)
     liir = exps["budget-liir"]
-    assert liir.params.method == "liir" and liir.params.propagation.preset == "liir"
-    assert liir.params.propagation.radius == 14  # the preset fills what the files leave out
+    assert liir.params.method == "liir" and liir.encoder_method == "liir"
+    assert propagation_for(liir.params, "liir").radius == 14  # LIIR's preset fills what the files leave out
     assert liir.params.train.max_steps == exps["budget-hvc"].params.train.max_steps == 2  # 8 samples / batch 4
-    assert liir.ids["data"] != exps["hvc"].ids["data"]  # the demo with training videos
+    assert liir.ids["data"] == exps["hvc"].ids["data"]  # one demo, with training videos, for every method
     assert table_names(p)[-1] == "budget" and budget_benchmark(p) == "demo"
     assert ("budget-liir", "demo") in score_requests(p) and ("budget-liir", "train") in score_requests(p)
     # the LIIR row of Table 8 is trained (with its own key) beside HVC
     keys = {k for k, src in score_requests(p) if src == "train"}
-    assert "method=liir,propagation.preset=liir" in keys
+    assert "method=liir" in keys
     # a wall-clock budget instead
     timed = load_params([*TINY, COMPARE], {"budget": {"unit": "seconds", "seconds": 30}})
     assert {e.params.train.max_seconds for e in budget_experiments(timed).values()} == {30}
@@ -68,7 +68,7 @@ def test_budget_table_reads_scores_and_training_logs():
                                    "peak_gpu_memory_gb": 3.0, "device": "NVIDIA H200"},
     }  # fmt: skip
     t = build_budget_table(p, scores)
-    assert t["rows"][0] == ["HVC", "50.0", "10.0", "0.8", "1.50 (host)", "2", "8", "cpu"]
+    assert t["rows"][0] == ["HVC", "50.0", "10.0", "0.8", "1.50 (host)", "2", "8", "–", "cpu"]
     assert t["rows"][1][:5] == ["LIIR", "–", "20.0", "0.4", "3.00 (GPU)"]
     assert [q["method"] for q in t["points"]] == ["hvc", "liir"]
 
@@ -86,6 +86,7 @@ def test_snakemake_runs_the_comparison_on_the_tiny_demo(workflow_workspace):
     assert [r[0] for r in rows[1:]] == ["HVC", "LIIR"]
     for r in rows[1:]:
         assert float(r[1]) >= 0 and float(r[2]) > 0 and r[5] == "2" and r[6] == "8"  # scored, timed, equal budget
+    assert rows[2][7] == "phase1 1, phase2 1"  # LIIR ran both of its phases in the budget
     t8 = (tables / "table8.md").read_text()
     assert "| LIIR (trained here) | 2 | 2,000,000 |" in t8
     assert (ws / "results" / "figures" / "budget.png").is_file()
@@ -102,3 +103,31 @@ def test_the_demo_comparison_has_a_batch_of_training_videos():
     for e in clip_experiments:
         assert e.params.data.train_set == "demo"
         assert e.params.demo.train_videos >= e.params.train.batch_size, e.key
+
+
+def test_with_another_trained_method_every_row_names_it():
+    """`method: liir`: the trained rows say LIIR (not HVC), carry no HVC published numbers,
+    Table 8 lists LIIR once, and the plan labels its experiments LIIR."""
+    p = load_params(TINY, {"method": "liir", "data": {"benchmarks": ["demo", "davis2017"]}})
+    demo = build_table("demo", p, {})
+    assert [r[0] for r in demo["rows"]][:2] == ["LIIR (trained)", "Random init (untrained)"]
+    t8 = build_table("table8", p, {})
+    labels = [r[0] for r in t8["rows"]]
+    assert labels.count("LIIR") == 1 and "LIIR (trained here)" not in labels and not any("HVC" in x for x in labels)
+    t1 = build_table("table1", p, {})
+    row = next(r for r in t1["rows"] if r[0] == "LIIR")
+    assert row[2] == "–"  # the published 73.1 is HVC's, not shown beside LIIR's score
+    exps = plan(p)
+    assert exps["liir"].display == "LIIR" and exps["random"].display == "LIIR random init"
+    assert exps["random"].encoder_method == "liir" and exps["liir"].encoder_method == "liir"
+
+
+def test_a_method_preset_reaches_its_own_encoders_only():
+    """LIIR's window radius (its preset) for LIIR's encoders; the random and ImageNet
+    baselines of an HVC run, and HVC's model, keep the generic settings."""
+    p = load_params([*TINY, COMPARE], {"baselines": ["random", "imagenet"]})
+    exps = plan(p)
+    assert exps["imagenet"].encoder_method == "hvc" and exps["random"].encoder_method == "hvc"
+    assert exps["budget-liir"].ids["propagation"] != exps["budget-hvc"].ids["propagation"]
+    assert exps["imagenet"].ids["propagation"] == exps["hvc"].ids["propagation"]
+    assert propagation_for(exps["hvc"].params, "hvc").radius == 12

@@ -53,7 +53,7 @@ def test_every_job_of_the_paper_grid_has_its_stage(paper_grid):
     COMPILED_MULTI_STAGE_SCHEMA({"stages": stages})  # DVC's own schema of dvc.yaml
     assert all(is_valid_name(name) for name in stages)
     experiments = plan(p)
-    assert {"hvc", "random", "imagenet", "authors", "semantic", "hvc+semantic", "train.alpha=0.1", "data.train_set=voc"} <= set(experiments)
+    assert {"hvc", "random", "imagenet", "authors", "semantic", "hvc+semantic", "hvc.alpha=0.1", "data.train_set=voc"} <= set(experiments)
     for key, exp in experiments.items():
         if exp.trained and not exp.merge_semantic:
             assert f"train-{slug(key)}" in stages, key
@@ -73,7 +73,7 @@ def test_every_job_of_the_paper_grid_has_its_stage(paper_grid):
     }  # fmt: skip
     assert stages["fetch-davis2017_trainval"]["cmd"] == "hvc fetch davis2017_trainval --root data --from /lab/DAVIS"
     # one shards stage per training-set setting; the alpha rows share the base's shards
-    assert "--shards artifacts/dvc/shards/hvc " in stages["train-train_alpha-0_1"]["cmd"]
+    assert "--shards artifacts/dvc/shards/hvc " in stages["train-hvc_alpha-0_1"]["cmd"]
     assert {n for n in stages if n.startswith("shards-")} == {
         "shards-hvc", "shards-data_train_set-ytvos", "shards-data_train_set-voc", "shards-data_train_set-msra10k",
         "shards-shards_step-5", "shards-shards_step-8", "shards-shards_step-10",
@@ -94,20 +94,22 @@ def test_every_job_of_the_paper_grid_has_its_stage(paper_grid):
 def test_stages_read_their_params_and_code(paper_grid):
     files, p = paper_grid
     stages = dvc_stages(files, p)
-    ablation = stages["train-train_alpha-0_1"]
-    assert "--set train.alpha=0.1" in ablation["cmd"] and ablation["cmd"].startswith("hvc train --params params.yaml --params paper.yaml --params grid.yaml")
+    ablation = stages["train-hvc_alpha-0_1"]
+    assert "--set hvc.alpha=0.1" in ablation["cmd"] and ablation["cmd"].startswith("hvc train --params params.yaml --params paper.yaml --params grid.yaml")
     params = {f: keys for entry in ablation["params"] for f, keys in entry.items()}
     # the overridden key is left out, the other train keys of each file are listed
-    assert not any(k in ("train", "train.alpha") for keys in params.values() for k in keys)
-    assert {"train.radius", "train.epochs", "seed"} <= set(params["params.yaml"]) and "train.batch_size" in params["paper.yaml"]
-    assert {f: k for e in stages["train-hvc"]["params"] for f, k in e.items()}["paper.yaml"] == ["train"]
+    assert not any(k in ("train", "hvc.alpha") for keys in params.values() for k in keys)
+    assert {"hvc.radius", "train.epochs", "seed"} <= set(params["params.yaml"]) and "train.batch_size" in params["paper.yaml"]
+    paper = {f: k for e in stages["train-hvc"]["params"] for f, k in e.items()}["paper.yaml"]
+    assert "hvc" in paper and "train.batch_size" in paper and "train.log_every" not in paper  # logging is not read
+    assert not any(k.startswith("liir") for k in paper + params["params.yaml"])  # another method's section
     assert "hvc/train.py" in ablation["deps"] and "hvc/methods/hvc/loss.py" in ablation["deps"]
     assert "hvc/eval/score.py" in stages["evaluate-hvc-davis2017"]["deps"]
     assert "hvc/report/tables.py" in stages["tables"]["deps"]
     # the evaluate stage writes the headline metric, uncached, for `dvc exp show`
     assert stages["evaluate-random-vip"]["metrics"] == [{"metrics/random/vip.json": {"cache": False}}]
     # ablation rows reach the tables under their keys
-    assert "--score train.alpha=0.1:davis2017=artifacts/dvc/scores/train_alpha-0_1/davis2017.json" in stages["tables"]["cmd"].replace("'", "")
+    assert "--score hvc.alpha=0.1:davis2017=artifacts/dvc/scores/hvc_alpha-0_1/davis2017.json" in stages["tables"]["cmd"].replace("'", "")
 
 
 def test_names_and_paths_do_not_change_under_dvc_exp_run_set(tmp_path, monkeypatch):
@@ -115,12 +117,12 @@ def test_names_and_paths_do_not_change_under_dvc_exp_run_set(tmp_path, monkeypat
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     base["ablations"] = ["table7c"]
 
-    def text(**train):
-        data = {**base, "train": {**base["train"], **train}}
+    def text(hvc=None, **train):
+        data = {**base, "train": {**base["train"], **train}, "hvc": {**base["hvc"], **(hvc or {})}}
         Path("params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         return dvc_yaml_text(["params.yaml"], load_params("params.yaml"))
 
-    assert text() == text(lr=0.002, radius=0.3)  # what `dvc exp run -S train.lr=0.002` changes
+    assert text() == text(lr=0.002, hvc={"radius": 0.3})  # what `dvc exp run -S train.lr=0.002` changes
     base["baselines"] = ["random", "imagenet"]
     assert "propagate-imagenet-demo" in text()
 
@@ -177,11 +179,11 @@ def test_every_stage_subcommand_takes_the_shared_override(sub, tmp_path, monkeyp
     theirs): each stage subcommand accepts it and applies it before anything runs."""
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text((ROOT / "params.yaml").read_text())
-    args = [sub, "--params", "params.yaml", "--set", "train.alpha=-1", *REQUIRED[sub], "--out", "out"]
+    args = [sub, "--params", "params.yaml", "--set", "hvc.alpha=-1", *REQUIRED[sub], "--out", "out"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert errors and "train.alpha = -1" in errors[-1], (result.output, errors)  # the override was read
+    assert errors and "hvc.alpha = -1" in errors[-1], (result.output, errors)  # the override was read
 
 
 def test_a_data_root_outside_the_repository_is_refused_in_one_line(tmp_path, monkeypatch):

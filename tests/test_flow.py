@@ -9,17 +9,15 @@ from PIL import Image
 from torch import nn
 from torchvision.models.optical_flow import raft_small
 
-from hvc.methods.hvc.flow import (
-    FIGURE_GAP,
-    FIGURE_HEADER,
+from hvc.eval.flow import (
     angular_error,
     endpoint_error,
-    flow_figure,
     load_hvc,
     pseudo_dynamic,
     raft_flow,
     table11_scores,
 )
+from hvc.report.pseudo_dynamic import FIGURE_GAP, FIGURE_HEADER, flow_figure
 from hvc.io import DataError
 from hvc.config.params import validate_params
 from hvc.config.ids import content_id, train_config
@@ -134,7 +132,7 @@ def test_raft_flow_pads_to_8_and_returns_pixels_of_the_original_frame():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A checkpoint.pt written as the train stage writes it, after one training step."""
-    p = validate_params({"device": "cpu", "train": {"proj_dim": 16, "crop_size": 32, "batch_size": 2}})
+    p = validate_params({"device": "cpu", "train": {"crop_size": 32, "batch_size": 2}, "hvc": {"proj_dim": 16}})
     torch.manual_seed(0)
     model = build_model(p)
     opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3)
@@ -178,7 +176,7 @@ def test_pseudo_dynamic_is_the_training_path_and_unit_norm(loaded):
     assert torch.allclose(torch.linalg.vector_norm(fwd, dim=0), torch.ones(6, 9), atol=1e-5)
     assert torch.allclose(torch.linalg.vector_norm(bwd, dim=0), torch.ones(6, 9), atol=1e-5)
     # the same as training's Eq. 6: M1 = f(online(a), target(b)), M2 = f(target(b), online(a))
-    from hvc.eval.propagation import preprocess
+    from hvc.propagation import preprocess
 
     with torch.no_grad():
         o1, _, _, t2 = model.embed(preprocess(a, None), preprocess(b, None))
@@ -199,7 +197,7 @@ def test_load_hvc_rejects_what_is_not_a_training_checkpoint(checkpoint, tmp_path
         with pytest.raises(DataError) as err:
             load_hvc(bad, p)
         assert str(bad) in str(err.value)
-    other = validate_params({"train": {"proj_dim": 32}})
+    other = validate_params({"hvc": {"proj_dim": 32}})
     with pytest.raises(DataError, match="proj_dim"):
         load_hvc(path, other)
 

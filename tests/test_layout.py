@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle between its modules, no function past about 60 lines."""
+"""The package's shape: no import cycle between its modules or between its packages (the
+layers: config, data, methods, eval, report, ...), no function past about 60 lines."""
 
 from __future__ import annotations
 
@@ -68,6 +69,35 @@ def test_no_module_imports_one_that_imports_it_back():
     graph = _import_graph()
     assert "hvc.config.params" in graph and "hvc.eval.readers" in graph["hvc.eval.predict"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def _package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph folded to the package's top level: ``hvc.config.params`` is ``config``,
+    ``hvc.train`` is ``train``; a package's imports of itself are dropped."""
+
+    def top(module: str) -> str:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 else parts[0]
+
+    out: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        out.setdefault(top(module), set()).update(top(d) for d in deps)
+    return {k: v - {k} for k, v in out.items()}
+
+
+def test_the_package_graph_folds_modules_into_their_packages():
+    folded = _package_graph({"hvc.a.x": {"hvc.b.y", "hvc.a.z"}, "hvc.a.z": set(), "hvc.b.y": {"hvc.c"}, "hvc.c": set()})
+    assert folded == {"a": {"b"}, "b": {"c"}, "c": set()}
+    assert _cycle(_package_graph({"hvc.a.x": {"hvc.b.y"}, "hvc.b.y": {"hvc.a.z"}, "hvc.a.z": set()})) == ["a", "b", "a"]
+
+
+def test_no_package_imports_one_that_imports_it_back():
+    """The layers point one way: e.g. config never imports eval, methods never import eval
+    (a method's inference uses the top-level hvc.propagation)."""
+    packages = _package_graph(_import_graph())
+    assert {"config", "data", "methods", "eval", "report"} <= set(packages)
+    assert _cycle(packages) is None, " -> ".join(_cycle(packages))
+    assert "eval" not in packages["config"] and "data" not in packages["config"]
 
 
 def test_no_function_is_longer_than_about_60_lines():

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from hvc.methods.base import EncoderSpec, normalize_input
+from hvc.inputs import normalize_input
+from hvc.methods.base import EncoderSpec
 from hvc.methods.liir.colour import drop_colour_channel
 from hvc.methods.liir.config import PHASE1, PHASE2, LIIRConfig
 from hvc.methods.liir.loss import (

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hvc.config.params import Params, load_params
-from hvc.eval.liir_propagation import LIIRInference, joint_compact_affinity, local_logits, propagate_video_liir
+from hvc.config.params import Params, load_params, propagation_for
+from hvc.methods.liir.inference import LIIRInference, joint_compact_affinity, local_logits, propagate_video_liir
 from hvc.methods.liir.loss import compact_affinity, window_logits
 from pathlib import Path
 
@@ -26,11 +26,13 @@ def test_reference_frames_are_0_5_and_t_minus_5_3_1():
     assert (cfg.radius, cfg.stride, cfg.compact_threshold) == (14, 4, 0.1)
 
 
-def test_preset_liir_sets_radius_14_and_an_explicit_radius_wins():
-    p = load_params(ROOT / "params.yaml", {"propagation": {"preset": "liir"}})
-    assert p.propagation.radius == 14
-    p = load_params(ROOT / "params.yaml", {"propagation": {"preset": "liir", "radius": 6}})
-    assert p.propagation.radius == 6
+def test_liir_encoders_get_radius_14_an_explicit_radius_wins_and_other_encoders_keep_theirs():
+    p = load_params(ROOT / "params.yaml", {"method": "liir"})
+    assert propagation_for(p, "liir").radius == 14 and propagation_for(p, "hvc").radius == 12
+    p = load_params(ROOT / "params.yaml", {"method": "liir", "propagation": {"radius": 6}})
+    assert propagation_for(p, "liir").radius == 6
+    p = load_params(ROOT / "params.yaml", {"propagation": {"preset": "crw"}})  # a generic preset's radius wins too
+    assert propagation_for(p, "liir").radius == 12
 
 
 def test_joint_compact_affinity_puts_gaussians_at_the_two_peaks_of_any_window():
@@ -85,7 +87,7 @@ def test_static_video_keeps_its_labels_and_later_objects_are_pasted():
 
 
 def test_predict_dispatches_the_liir_preset(monkeypatch, tmp_path):
-    import hvc.eval.liir_propagation as lp
+    import hvc.methods.liir.inference as lp
     import hvc.eval.predict as predict
 
     calls = []
@@ -105,8 +107,10 @@ def test_predict_dispatches_the_liir_preset(monkeypatch, tmp_path):
         def later_labels(self):
             return {}
 
-    p = Params().model_copy(update={"propagation": Params().propagation.model_copy(update={"preset": "liir", "radius": 14})})
-    predict._propagate_video(p, "vos", None, V(), [np.zeros((8, 8, 3), np.uint8)] * 2, torch.device("cpu"), tmp_path)
+    p = Params().model_copy(update={"method": "liir", "propagation": Params().propagation.model_copy(update={"radius": 14})})
+    infer = predict._method_inference(p, "liir", "vos")
+    assert predict._method_inference(p, "hvc", "vos") is None and predict._method_inference(p, "liir", "pose") is None
+    predict._propagate_video(p, "vos", None, V(), [np.zeros((8, 8, 3), np.uint8)] * 2, torch.device("cpu"), tmp_path, infer)
     assert calls and calls[0].radius == 14
     assert (tmp_path / "v" / "00001.png").is_file()
 

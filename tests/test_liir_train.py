@@ -29,11 +29,10 @@ SMALL = DemoParams(
 def liir_params(**train) -> Params:
     """LIIR on 32 x 32 pairs, batch 4, one step in five of phase 2, a 16-frame bank."""
     p = Params().model_copy(update={"method": "liir", "device": "cpu"})
-    t = dict(batch_size=4, max_steps=20, workers=0, checkpoint_every=5, log_every=1) | train
+    t = dict(batch_size=4, max_steps=20, workers=0, checkpoint_every=5, log_every=1, crop_size=32) | train
     return p.model_copy(
         update={
             "train": p.train.model_copy(update=t),
-            "clips": p.clips.model_copy(update=dict(size=32)),
             "liir": p.liir.model_copy(update=dict(phase2_share=0.2, bank_frames=16)),
         }
     )
@@ -65,9 +64,9 @@ def test_liir_is_registered_and_its_params_reach_the_method():
     # the liir section is part of the model id (and only of LIIR's)
     other = p.model_copy(update={"liir": p.liir.model_copy(update={"lr2": 5e-5})})
     assert stage_ids(other)["model"] != stage_ids(p)["model"] and stage_ids(other)["shards"] == stage_ids(p)["shards"]
-    assert "liir" in train_config(p) and "liir" not in train_config(Params())
-    with pytest.raises(ParamsError, match="clips.size"):
-        LIIR.build(p.model_copy(update={"clips": p.clips.model_copy(update={"size": 34})}))
+    assert "liir.lr2" in train_config(p)["params"] and not any(k.startswith("liir.") for k in train_config(Params())["params"])
+    with pytest.raises(ParamsError, match="train.crop_size"):
+        LIIR.build(p.model_copy(update={"train": p.train.model_copy(update={"crop_size": 34})}))
     with pytest.raises(ParamsError, match="frame_gap_probs"):
         load_params(ROOT / "params.yaml", {"method": "liir", "liir": {"frame_gaps": [1, 2], "frame_gap_probs": [1.0]}})
 
@@ -168,8 +167,7 @@ def test_liir_resumes_bit_identically_after_sigkill(liir_shards, tmp_path):
             {
                 "method": "liir",
                 "device": "cpu",
-                "train": {"batch_size": 4, "max_steps": 10, "workers": 0, "checkpoint_every": 1},
-                "clips": {"size": 32},
+                "train": {"batch_size": 4, "max_steps": 10, "workers": 0, "checkpoint_every": 1, "crop_size": 32},
                 "liir": {"phase2_share": 0.2, "bank_frames": 16},
             }
         )

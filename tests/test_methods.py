@@ -17,12 +17,14 @@ import hvc.data.demo as demo
 import hvc.eval.encoders as encoders
 import hvc.train as train_module
 from hvc.config import code
-from hvc.config.ids import data_config, shards_config, stage_ids, train_config
-from hvc.config.params import METHODS, DemoParams, Params
+from hvc.config.ids import stage_ids, stage_reads, train_config
+from hvc.config.params import DemoParams, Params
+from hvc.config.registry import method_names
 from hvc.data.shards import TrainStream, list_training_videos, write_shards, write_training_shards, write_video_shards
 from hvc.io import DataError, read_json
 from hvc.methods import batch_kind, get_method
-from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, normalize_input
+from hvc.inputs import normalize_input
+from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method
 from hvc.methods.hvc.method import HVCMethod
 
 # ---------------------------------------------------------------------------------- registry
@@ -34,7 +36,7 @@ def test_registry_loads_hvc_by_name_and_rejects_unknown_names():
     with pytest.raises(KeyError, match="unknown method 'nope'"):
         get_method("nope")
     allowed = typing.get_args(Params.model_fields["method"].annotation)
-    assert sorted(allowed) == sorted(METHODS)
+    assert sorted(allowed) == sorted(method_names())
 
 
 def test_only_the_trained_method_enters_the_model_code():
@@ -47,11 +49,13 @@ def test_only_the_trained_method_enters_the_model_code():
 
 def test_hvc_ids_of_data_and_shards_do_not_see_the_video_settings():
     p = Params()
-    assert "train_videos" not in data_config(p)["demo"] and "videos" not in data_config(p)
-    assert "unit" not in shards_config(p)
+    assert not any("train_video" in k for k in stage_reads("data", p).values(p))
     changed = p.model_copy(update={"demo": p.demo.model_copy(update={"train_videos": 3})})
     assert stage_ids(changed) == stage_ids(p)
-    assert train_config(p)["method"] == "hvc"
+    assert train_config(p)["params"]["method"] == "hvc"
+    # a compared method trained on clips: one demo, with training videos, for every method
+    compared = p.model_copy(update={"compare": ["liir"]})
+    assert any("train_video" in k for k in stage_reads("data", compared).values(compared))
 
 
 def test_encoder_spec_round_trip_and_checks():
@@ -151,8 +155,25 @@ def test_clip_stream_rejects_image_shards_and_short_videos(video_shards, tmp_pat
     write_shards([img], tmp_path, tmp_path / "images", "x")
     with pytest.raises(DataError, match="holds image shards but the method trains on clips"):
         TrainStream(tmp_path / "images", Identity(), 1, kind="clips", clip_length=2)
-    with pytest.raises(DataError, match="holds video shards but the method trains on views"):
-        TrainStream(video_shards, Identity(), 1)
+
+
+def test_a_views_phase_reads_one_frame_of_each_video_from_video_shards(video_shards):
+    """A method whose phases read images, then clips, trains from one set of video shards:
+    a views phase gets one frame per video and epoch, drawn after seeding."""
+    stream = TrainStream(video_shards, Identity(), 1, seed=3)  # kind views
+    picks = {}
+    for epoch in (0, 1, 2):
+        stream.set_epoch(epoch)
+        for batch in stream:
+            image = batch["frames"][0]
+            assert image.shape == (3, 12, 16) and image[2].eq(7).all()
+            video, frame = round(image[0, 0, 0].item() / 20), round(image[1, 0, 0].item() / 15)
+            picks.setdefault(video, set()).add(frame)
+    assert set(picks) == set(range(6)) and any(len(f) > 1 for f in picks.values())
+    again = TrainStream(video_shards, Identity(), 1, seed=3)
+    again.set_epoch(0)
+    stream.set_epoch(0)
+    assert all(torch.equal(a["frames"], b["frames"]) for a, b in zip(again, stream))
 
 
 # ---------------------------------------------------------------------------------- demo training videos
@@ -186,97 +207,6 @@ def test_demo_training_videos_exist_and_are_disjoint_from_the_benchmark(demo_vid
     plain = demo.build_demo(SMALL, tmp_path / "plain")
     assert not (tmp_path / "plain" / "train_videos").exists() and "train_videos" not in plain
     assert "train_videos" not in plain["params"]
-
-
-# ---------------------------------------------------------------------------------- a toy clip method
-
-
-class ToyEncoder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 3, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, layer: str = "feat") -> torch.Tensor:
-        return self.conv(x)
-
-
-class ToyClip(Method):
-    """Predicts frame t+1 from frame t with one convolution (MSE)."""
-
-    name = "toy"
-    batch_kind = "clips"
-    seen: typing.ClassVar[list] = []
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = ToyEncoder()
-        self.calls = 0
-
-    @classmethod
-    def build(cls, params: Params) -> ToyClip:
-        return cls()
-
-    def data_spec(self, params: Params) -> DataSpec:
-        crop = ClipCrop(params.clips.size, scale=(0.5, 1.0), flip=True, normalization="lab", keep_rgb=True)
-        return DataSpec("clips", crop, params.clips.length, params.clips.gap)
-
-    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        f = batch["frames"]
-        ToyClip.seen.append(tuple(f.shape))
-        assert batch["rgb"].shape == f.shape and 0 <= batch["rgb"].min() and batch["rgb"].max() <= 1
-        b, t = f.shape[:2]
-        pred = self.net(f[:, :-1].flatten(0, 1))
-        loss = F.mse_loss(pred, f[:, 1:].flatten(0, 1))
-        return {"loss": loss, "mse": loss.detach()}
-
-    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
-        self.calls += 1
-        return {"calls": float(self.calls)}
-
-    def encoder(self) -> nn.Module:
-        return self.net
-
-    def encoder_spec(self) -> EncoderSpec:
-        return EncoderSpec("toy", "lab", "lab", 1, ("feat",), "feat")
-
-    @classmethod
-    def load_encoder(cls, state, spec) -> nn.Module:
-        net = ToyEncoder()
-        if state is not None:
-            net.load_state_dict(state)
-        return net
-
-
-def test_a_toy_clip_method_trains_through_the_generic_loop(demo_videos, tmp_path, monkeypatch):
-    out, _ = demo_videos
-    monkeypatch.setitem(METHODS, "toy", "clips")
-    monkeypatch.setattr(train_module, "get_method", lambda name: ToyClip)
-    p = Params().model_copy(update={"method": "toy", "device": "cpu"})
-    p = p.model_copy(
-        update={
-            "train": p.train.model_copy(update=dict(batch_size=2, max_steps=24, workers=0, lr=3e-2, checkpoint_every=5, log_every=1)),
-            "clips": p.clips.model_copy(update=dict(length=3, gap=2, size=32)),
-        }
-    )  # fmt: skip
-    index = write_training_shards(p, out, tmp_path / "shards")
-    assert index["unit"] == "video" and index["num_samples"] == 3
-    ToyClip.seen.clear()
-    summary = train_module.train(p, tmp_path / "shards", tmp_path / "model", progress=False)
-    assert summary["steps"] == 24 and summary["method"] == "toy"
-    assert set(ToyClip.seen) == {(2, 3, 3, 32, 32)}
-    metrics = tmp_path / "model" / "dvclive" / "plots" / "metrics" / "train"
-    losses = [float(line.split()[-1]) for line in (metrics / "loss.tsv").read_text().splitlines()[1:]]
-    assert len(losses) == 24 and np.mean(losses[-8:]) < 0.5 * np.mean(losses[:3])
-    assert [float(line.split()[-1]) for line in (metrics / "calls.tsv").read_text().splitlines()[1:]] == list(range(1, 25))
-    spec = read_json(tmp_path / "model" / "encoder.json")
-    assert spec["normalization"] == "lab" and spec["method"] == "toy"
-    # propagation feeds the encoder its own colour space: ImageNet-normalised RGB in, Lab inside
-    monkeypatch.setattr(encoders, "get_method", lambda name: ToyClip)
-    enc = encoders.load_encoder(str(tmp_path / "model" / "encoder.pt"))
-    rgb = torch.rand(1, 3, 8, 8)
-    mean, std = (torch.tensor(v).view(3, 1, 1) for v in ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
-    direct = ToyClip.load_encoder(torch.load(tmp_path / "model" / "encoder.pt"), None)(normalize_input(rgb, "lab"))
-    assert torch.allclose(enc((rgb - mean) / std, "layer3"), direct, atol=1e-4)
 
 
 def test_real_davis_training_sequences_become_video_shards_and_clips(davis2016_sample, tmp_path):

@@ -23,19 +23,19 @@ def test_repository_params_and_paper_config_are_valid():
     assert p.data.train_set == "demo"
     paper = load_params([ROOT / "params.yaml", ROOT / "configs/paper.yaml"])
     assert paper.data.train_set == "coco" and paper.train.batch_size == 128 and paper.train.crop_size == 256
-    assert paper.train.epochs == 20 and paper.train.lr == 1e-3 and paper.train.radius == 0.1
+    assert paper.train.epochs == 20 and paper.train.lr == 1e-3 and paper.hvc.radius == 0.1
 
 
 @pytest.mark.parametrize(
     "text,needle",
     [
         ("train:\n  alpah: 1.0\n", "train.alpah = 1.0: unknown key"),
-        ("train:\n  radius: -0.1\n", "train.radius = -0.1"),
+        ("hvc:\n  radius: -0.1\n", "hvc.radius = -0.1"),
         ("propagation:\n  topk: 0\n", "propagation.topk = 0"),
         ("train:\n  batch_size: many\n", "train.batch_size = 'many'"),
         ("data:\n  train_set: imagenet\n", "data.train_set = 'imagenet'"),
         ("ablations: [table9]\n", "unknown table"),
-        ("train:\n  static: false\n  dynamic: false\n", "nothing to train"),
+        ("hvc:\n  static: false\n  dynamic: false\n", "nothing to train"),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path, text, needle):
@@ -56,8 +56,8 @@ def test_not_yaml_and_missing_file(tmp_path):
 
 def test_overrides_merge_and_change_only_dependent_ids(tmp_path):
     base = load_params(ROOT / "params.yaml")
-    changed = load_params(ROOT / "params.yaml", parse_overrides(["train.alpha=0.5"]))
-    assert changed.train.alpha == 0.5
+    changed = load_params(ROOT / "params.yaml", parse_overrides(["hvc.alpha=0.5"]))
+    assert changed.hvc.alpha == 0.5
     a, b = stage_ids(base), stage_ids(changed)
     assert a["data"] == b["data"] and a["shards"] == b["shards"] and a["propagation"] == b["propagation"]
     assert a["model"] != b["model"]
@@ -77,8 +77,8 @@ def test_ablation_grid_has_one_experiment_per_distinct_model(tmp_path):
     models = [e.ids["model"] for k, e in exps.items() if k not in ("random", "imagenet")]
     assert len(models) == len(set(models))
     # the row equal to the base setting (alpha 1.0, radius 0.1) is the base model itself
-    assert "train.alpha=1.0" not in exps and "train.radius=0.1" not in exps
-    assert {"train.alpha=0.1", "train.alpha=0.5", "train.alpha=2.0", "train.radius=0.01"} <= set(exps)
+    assert "hvc.alpha=1.0" not in exps and "hvc.radius=0.1" not in exps
+    assert {"hvc.alpha=0.1", "hvc.alpha=0.5", "hvc.alpha=2.0", "hvc.radius=0.01"} <= set(exps)
 
 
 def test_a_real_run_without_its_dataset_folder_stops_early(tmp_path):
@@ -115,15 +115,15 @@ def test_effective_view_names_value_origin_and_choices(tmp_path):
     from hvc.config.params import effective_rows
 
     crw = tmp_path / "crw.yaml"
-    crw.write_text("propagation:\n  preset: crw\n  topk: 5\ntrain:\n  augment: color\n")
+    crw.write_text("propagation:\n  preset: crw\n  topk: 5\nhvc:\n  augment: color\n")
     rows = {r[0]: r for r in effective_rows([ROOT / "params.yaml", crw])}
-    assert rows["train.augment"][1:3] == ("color", str(crw))
-    assert rows["train.augment"][3] == "one of crop, affine, color, blur"
+    assert rows["hvc.augment"][1:3] == ("color", str(crw))
+    assert rows["hvc.augment"][3] == "one of crop, affine, color, blur"
     assert rows["propagation.topk"][1] == "5" and "wins over preset crw: 10" in rows["propagation.topk"][2]
     assert rows["propagation.temperature"][1:3] == ("0.05", "preset crw")
     assert rows["train.epochs"][1:3] == ("8", str(ROOT / "params.yaml"))
     assert rows["train.gpus"][2] == "default" and rows["train.max_steps"][3] == "null or >= 1"
-    assert rows["data.benchmarks"][1] == "[demo]" and rows["data.benchmarks"][3].startswith("items from demo, davis2016")
+    assert rows["data.benchmarks"][1] == "[demo]" and rows["data.benchmarks"][3].startswith("items from demo, davis2017, davis2016")
 
 
 def test_the_committed_json_schema_is_the_models():
@@ -148,3 +148,27 @@ def test_the_json_schema_checks_what_pydantic_checks():
         assert list(validator.iter_errors(merged)) == []
     for bad in ({"train": {"alpah": 1}}, {"propagation": {"topk": 0}}, {"data": {"train_set": "imagenet"}}):
         assert list(validator.iter_errors(bad)), bad
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n  alpha: 0.5\n", "train.alpha moved to hvc.alpha"),
+        ("train:\n  radius_unit: image\n", "train.radius_unit moved to hvc.radius_unit"),
+        ("clips:\n  size: 64\n", "clips.size moved to train.crop_size"),
+        ("clips:\n  length: 3\n", "clips.length is no longer a parameter"),
+    ],
+)
+def test_moved_keys_are_refused_with_one_line_naming_the_new_key(tmp_path, text, message):
+    f = tmp_path / "old.yaml"
+    f.write_text(text)
+    with pytest.raises(ParamsError) as err:
+        load_params([ROOT / "params.yaml", f])
+    assert message in str(err.value) and str(f) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_each_method_has_its_own_section_and_the_loop_keeps_the_shared_keys():
+    p = load_params(ROOT / "params.yaml")
+    assert p.hvc.alpha == 1.0 and p.liir.bank_frames == 1440
+    assert not any(hasattr(p.train, k) for k in ("alpha", "radius", "static", "proj_dim", "momentum"))
+    assert {"crop_size", "batch_size", "epochs", "lr", "precision", "workers", "checkpoint_every"} <= set(p.train.model_fields)

@@ -12,7 +12,7 @@ from hvc.eval.video import Video
 from hvc.io import DataError, read_mask, write_mask
 from hvc.methods.hvc.model import build_encoder_for_propagation
 from hvc.eval.parts import evaluate_parts, propagate_parts, read_vip, vip_folder
-from hvc.eval.propagation import PropagationConfig
+from hvc.propagation import PropagationConfig
 
 STEMS = ["000000000001", "000000000026", "000000000051"]  # VIP_Fine keeps one frame in 25
 

@@ -105,7 +105,7 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     # an override on the command line reaches every job (each stage subcommand takes --set)
     log = run(f"{smk} --config 'train={{alpha: 0.5}}'", ws)
     assert job_counts(log) == {"train": 1, "propagate": 1, "evaluate": 1, "tables": 1, "figures": 1, "all_tables": 1}
-    model = stage_ids(load_params([ws / "params.yaml", TINY], {"train": {"alpha": 0.5}}))["model"]
+    model = stage_ids(load_params([ws / "params.yaml", TINY], {"hvc": {"alpha": 0.5}}))["model"]
     assert (ws / f"artifacts/models/{model}/encoder.pt").is_file()  # the model of alpha 0.5, under its id
     assert "Nothing to be done" in run(f"{smk} -n --config 'train={{alpha: 0.5}}'", ws)
 
@@ -164,7 +164,7 @@ def test_snakemake_and_dvc_run_the_same_jobs(tmp_path):
 
 
 def _exp_rows(ws, metric_file):
-    """(train.alpha, J&F) of every experiment ``dvc exp show --json`` lists with that metric."""
+    """(hvc.alpha, J&F) of every experiment ``dvc exp show --json`` lists with that metric."""
     shown = json.loads(_exp_show_json(ws))
     rows = []
     for commit in shown:
@@ -173,7 +173,7 @@ def _exp_rows(ws, metric_file):
             metrics = data.get("metrics", {}).get(metric_file, {}).get("data", {})
             params = data.get("params", {}).get("params.yaml", {}).get("data", {})
             if metrics:
-                rows.append((params["train"]["alpha"], metrics["J&F"]))
+                rows.append((params["hvc"]["alpha"], metrics["J&F"]))
     return rows
 
 
@@ -194,7 +194,7 @@ def test_dvc_repro_and_experiments(tmp_path):
     assert "up to date" in run("dvc repro", ws, package=True)
     run("git add -A && git commit -qm baseline", ws)
 
-    log = run("dvc exp run -S train.alpha=0.5", ws, package=True)
+    log = run("dvc exp run -S hvc.alpha=0.5", ws, package=True)
     assert "Stage 'shards-hvc' didn't change" in log and "Running stage 'train-hvc'" in log
     rows = _exp_rows(ws, "metrics/hvc/demo.json")
     assert sorted(alpha for alpha, _ in rows) == [0.5, 0.5, 1.0], rows  # workspace, the experiment, the baseline
@@ -255,10 +255,10 @@ def test_dvc_repro_on_real_dataset_layouts(tmp_path):
     ws = workspace(tmp_path, tiny_params=True, extra=extra)
     stages = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]
     assert "demo_data" not in stages
-    assert {"fetch-davis2016", "fetch-msra10k", "train-hvc", "train-train_static-false", "train-train_dynamic-false"} <= set(stages)
+    assert {"fetch-davis2016", "fetch-msra10k", "train-hvc", "train-hvc_static-false", "train-hvc_dynamic-false"} <= set(stages)
     run("dvc repro", ws, package=True)
     assert (ws / "data/davis2016/DAVIS").resolve() == (lab / "davis2016/DAVIS").resolve()
-    for key in ("hvc", "random", "train_static-false", "train_dynamic-false"):
+    for key in ("hvc", "random", "hvc_static-false", "hvc_dynamic-false"):
         assert 0 <= json.loads((ws / f"metrics/{key}/davis2016.json").read_text())["J&F"] <= 1, key
     table = (ws / "results/dvc/tables/table6.md").read_text()
     assert len(re.findall(r"\| (\d+\.\d)(?= \|)", table)) >= 3, table  # static only, dynamic only, both
@@ -266,5 +266,27 @@ def test_dvc_repro_on_real_dataset_layouts(tmp_path):
     # each ablation model trained with its own setting, read from params.yaml and its --set
     assert json.loads((ws / "artifacts/dvc/models/hvc/train.json").read_text())["steps"] == 2  # tiny: max_steps 2
     ran = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
-    assert "--set train.static=false" in ran["train-train_static-false"]["cmd"]
-    assert "train" not in ran["train-train_static-false"]["params"]["params.yaml"]  # key by key, less train.static
+    assert "--set hvc.static=false" in ran["train-hvc_static-false"]["cmd"]
+    assert "hvc" not in ran["train-hvc_static-false"]["params"]["params.yaml"]  # key by key, less hvc.static
+
+
+def test_dvc_experiments_retrain_only_the_method_whose_section_changed(tmp_path):
+    """The equal-budget comparison under DVC: `dvc exp run -S liir.<key>` re-trains LIIR's
+    models and no HVC model; `-S hvc.alpha` re-trains HVC's and no LIIR model (each
+    method's section is a param of its own train stages only)."""
+    compare = yaml.safe_load((ROOT / "tests/configs/tiny_compare.yaml").read_text())
+    ws = workspace(tmp_path, tiny_params=True, extra=compare)
+    stages = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]
+    liir_trains = sorted(n for n, st in stages.items() if n.startswith("train-") and "method=liir" in st["cmd"].replace("'", ""))
+    hvc_trains = sorted(n for n in stages if n.startswith("train-") and n not in liir_trains)
+    assert liir_trains == ["train-budget-liir", "train-method-liir"] and hvc_trains == ["train-budget-hvc", "train-hvc"]
+    run("dvc repro", ws, package=True)
+    run("git add -A && git commit -qm baseline", ws)
+
+    def ran(log):
+        return {n for n in stages if n.startswith("train-") and f"Running stage '{n}'" in log}
+
+    log = run("dvc exp run -S liir.bank_frames=4", ws, package=True)
+    assert ran(log) == set(liir_trains), log[-3000:]
+    log = run("dvc exp run -S hvc.alpha=0.5", ws, package=True)
+    assert ran(log) == set(hvc_trains), log[-3000:]

@@ -22,7 +22,7 @@ from hvc.eval.pose import (
     read_pose,
     write_pose,
 )
-from hvc.eval.propagation import PropagationConfig
+from hvc.propagation import PropagationConfig
 
 # --------------------------------------------------------------------------- a fake JHMDB tree
 

@@ -9,7 +9,7 @@ from scipy import ndimage
 from hvc.eval.readers import read_benchmark
 from hvc.eval.metrics import evaluate_sequence, summarize
 from hvc.methods.hvc.model import build_encoder_for_propagation
-from hvc.eval.propagation import PropagationConfig, context_frames, predict_dense, predict_windowed, propagate_video
+from hvc.propagation import PropagationConfig, context_frames, predict_dense, predict_windowed, propagate_video
 
 
 @pytest.mark.parametrize("radius,segment", [(0, 8), (1, 8), (2, 5), (3, 4), (5, 8), (12, 8), (12, 3), (4, 32)])
@@ -186,7 +186,7 @@ def _reference_branches(feats, first, later, k, n, radius, temperature):
 @pytest.mark.parametrize("topk,context,radius", [(15, 50, 12), (5, 3, 6)])
 def test_an_object_appearing_later_gets_its_own_branch(tmp_path, topk, context, radius):
     from hvc.eval.readers import read_ytvos
-    from hvc.eval.propagation import encode, labels_to_onehot, preprocess, propagate_soft, resize_labels
+    from hvc.propagation import encode, labels_to_onehot, preprocess, propagate_soft, resize_labels
 
     bench = _new_objects_benchmark()
     appear = 3

@@ -289,7 +289,7 @@ def test_an_empty_params_file_is_refused(caplog, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override", ["train.lr=.inf", "propagation.temperature=.inf", "train.alpha=.nan", "train.scale=[0, .nan]", "eval.bound_th=.nan"]
+    "override", ["train.lr=.inf", "propagation.temperature=.inf", "hvc.alpha=.nan", "hvc.scale=[0, .nan]", "eval.bound_th=.nan"]
 )
 def test_non_finite_parameters_are_refused(override):
     key = override.split("=")[0]

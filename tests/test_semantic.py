@@ -10,7 +10,7 @@ from torchvision.models import resnet18, resnet50
 
 from hvc.io import DataError
 from hvc.methods.hvc.model import Backbone, build_encoder_for_propagation
-from hvc.eval.propagation import PropagationConfig, merge_features, merged_encoder, propagate_video
+from hvc.propagation import PropagationConfig, merge_features, merged_encoder, propagate_video
 from hvc.eval.semantic import SEMANTIC_CHANNELS, SemanticEncoder, load_semantic_encoder
 
 

@@ -103,7 +103,7 @@ def test_views_record_their_crop_boxes():
 
 def test_training_sets_point_into_the_dataset_registry():
     from hvc.data.download import load_registry
-    from hvc.data.shards import TRAIN_SET_DATASETS, TRAIN_SET_GLOBS
+    from hvc.config.datasets import TRAIN_SET_DATASETS, TRAIN_SET_GLOBS
 
     registry = load_registry()
     datasets = registry if isinstance(registry, dict) else registry.datasets
@@ -114,7 +114,7 @@ def test_training_sets_point_into_the_dataset_registry():
 
 
 def test_benchmarks_point_into_the_dataset_registry():
-    from hvc.eval.registry import BENCHMARKS
+    from hvc.config.benchmarks import BENCHMARKS
     from hvc.config.params import BENCHMARKS as PARAM_BENCHMARKS
     from hvc.data.download import load_registry
 

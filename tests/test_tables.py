@@ -114,8 +114,8 @@ def test_only_the_cells_the_tables_show_are_computed():
 
     p = params("data.benchmarks=[davis2017,vip]", "ablations=[table7c]")
     requests = set(score_requests(p))
-    assert ("train.alpha=0.1", "davis2017") in requests  # an ablation row, on its table's benchmark
-    assert ("train.alpha=0.1", "vip") not in requests  # not on VIP: no table shows that cell
+    assert ("hvc.alpha=0.1", "davis2017") in requests  # an ablation row, on its table's benchmark
+    assert ("hvc.alpha=0.1", "vip") not in requests  # not on VIP: no table shows that cell
     assert {("hvc", "vip"), ("random", "vip"), ("hvc", "train")} <= requests
     assert not any(key.startswith("data.train_set=ytvos") for key, _ in requests)  # HVC-YT: table7e not listed
     with_yt = set(score_requests(params("data.benchmarks=[davis2017,vip]", "ablations=[table7e]")))

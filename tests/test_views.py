@@ -60,7 +60,7 @@ def test_plan_prints_a_table_and_one_line_errors(tmp_path, caplog, monkeypatch):
     assert r.exit_code == 0 and not errors, r.output
     rows = [ln for ln in r.output.splitlines() if ln.startswith("│")]
     assert any("hvc" in ln and "trained HVC" in ln and "base params" in ln for ln in rows)
-    assert any("train.alpha=0.1" in ln and "table7c" in ln for ln in rows)
+    assert any("hvc.alpha=0.1" in ln and "table7c" in ln for ln in rows)
     assert any("random" in ln and "baseline" in ln for ln in rows)
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  batch_size: many\n")

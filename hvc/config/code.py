@@ -25,6 +25,8 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
+from hvc.config.registry import method_package, method_spec
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the hvc/ folder
 PACKAGE = PACKAGE_DIR.name
 
@@ -37,9 +39,9 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "propagation": ("hvc.eval.predict",),
     "evaluation": ("hvc.eval.score",),
     "tables": ("hvc.report.tables",),
-    # the CLI draws Fig. 12 with the method's pseudo-dynamic signals (hvc figures --model)
-    "figures": ("hvc.report.figures", "hvc.methods.hvc.flow", "hvc.eval.readers", "hvc.device"),
-    "flow": ("hvc.methods.hvc.flow", "hvc.eval.readers", "hvc.device"),  # hvc flow: Table 11
+    # the overlays and bars, plus each method-only figure of the trained method (its registry entry)
+    "figures": ("hvc.report.figures",),
+    "flow": ("hvc.eval.flow",),  # hvc flow: Table 11
     # not content-addressed (a dataset is verified by its checksums; an archive is a copy of
     # the predictions); listed so that DVC re-runs them when their code changes
     "fetch": ("hvc.data.download",),
@@ -95,22 +97,38 @@ def _followed(module: str, method: str) -> bool:
     return not (len(parts) > 2 and parts[1] == "methods" and parts[2] not in (method, "base"))
 
 
+def method_entries(stage: str, method: str) -> list[str]:
+    """Modules of ``method`` a stage runs besides its entries, from the registry: training
+    runs the method module; propagation its method module (the encoder is built from it)
+    and its own inference, if any; figures its method-only figures.
+
+    Raises:
+        KeyError: unknown method.
+    """
+    package, spec = method_package(method), method_spec(method)
+    if stage == "model":
+        return [f"{package}.method"]
+    if stage == "propagation":
+        return [f"{package}.method"] + ([spec.inference.partition(":")[0]] if spec.inference else [])
+    if stage == "figures":
+        return [target.partition(":")[0] for target in spec.figures.values()]
+    return []
+
+
 def stage_files(stage: str, method: str = "hvc", root: Path = PACKAGE_DIR) -> list[Path]:
     """Source files of this package that ``stage`` runs, sorted.
 
     Args:
         stage: a key of :data:`STAGE_ENTRIES` (``data``, ``shards``, ``model``, ``propagation``,
             ``evaluation``, ``tables``, ``figures``, ``flow``).
-        method: the trained method (``params.method``); only its package under
-            ``hvc/methods/`` is followed.
+        method: the trained method (``params.method``), or the propagated encoder's; only
+            its package under ``hvc/methods/`` is followed (:func:`method_entries`).
         root: the package folder to read (default: this package; another copy of it, e.g.
             another checkout, to compare).
     Raises:
         KeyError: unknown stage.
     """
-    todo = list(STAGE_ENTRIES[stage])
-    if stage == "model":
-        todo.append(f"{PACKAGE}.methods.{method}")
+    todo = list(STAGE_ENTRIES[stage]) + method_entries(stage, method)
     seen: set[str] = set()
     while todo:
         module = todo.pop()

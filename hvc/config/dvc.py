@@ -29,11 +29,12 @@ from typing import Any
 
 import yaml
 
-from hvc.config.code import PACKAGE_DIR, STAGE_ENTRIES, stage_files
+from hvc.config.benchmarks import benchmark_root, get_benchmark
+from hvc.config.code import PACKAGE_DIR, STAGE_ENTRIES
+from hvc.config.datasets import STAMP_NAME, TRAIN_SET_DATASETS
+from hvc.config.ids import NOT_READ, StageReads, stage_reads
 from hvc.config.params import Params, ParamsError, read_yaml
 from hvc.config.plan import Experiment, flatten, plan, score_requests, shards_owners
-from hvc.data.registry import STAMP_NAME
-from hvc.eval.registry import benchmark_root, get_benchmark
 
 # DVC's own output roots (Snakemake writes artifacts/<kind>/<id>, results/tables, results/figures)
 ARTIFACTS = "artifacts/dvc"
@@ -49,6 +50,7 @@ SUBMISSIONS = "results/dvc/submissions/{benchmark}/{name}.zip"
 SERVER_SCORES = "results/dvc/server_scores/{benchmark}/{name}.txt"  # saved by the user
 TABLES = "results/dvc/tables"
 FIGURES = "results/dvc/figures"
+CLI = PACKAGE_DIR.name  # the console script, named after the package
 PLAN_MESSAGE = "dvc.yaml matches the experiment plan of the parameter files\n"
 
 # The headline number of each scoring, as `dvc exp show` shows it: (column, summary key)
@@ -59,21 +61,9 @@ HEADLINES = {
     "pck": ("PCK@0.1", "PCK@0.1"),
 }
 
-# Parameters each kind of stage reads (dotted keys; a section stands for all its keys).
-STAGE_PARAMS = {
-    "fetch": ("data.root", "data.sources"),
-    "demo_data": ("demo",),
-    "shards": ("data.train_set", "shards"),
-    "train": ("seed", "device", "method", "train"),
-    "propagate": ("seed", "device", "propagation"),
-    "evaluate": ("eval",),
-    "submission": (),
-    "flow": ("device", "propagation.resolution"),
-    "tables": ("data.benchmarks", "ablations", "baselines", "authors_checkpoint", "propagation.semantic_checkpoint"),
-    "figures": ("data.benchmarks", "ablations", "device", "propagation.resolution"),
-}
-# Code stage (hvc.config.code.STAGE_ENTRIES) of each kind of stage: its source files are deps.
-CODE_STAGE = {
+# The stage of hvc.config.ids.stage_reads behind each kind of DVC stage: its parameters
+# are the stage's `params:`, its code files its code `deps:`.
+READS_OF = {
     "fetch": "fetch",
     "demo_data": "data",
     "shards": "shards",
@@ -118,42 +108,33 @@ def headline_metrics(benchmark: str, summary: dict[str, Any]) -> dict[str, float
     return {column: float(summary[key])}
 
 
-def _rel(path: Path) -> str:
-    """A package file relative to the checkout root (where dvc.yaml lives)."""
-    return path.relative_to(PACKAGE_DIR.parent).as_posix()
+def _code(reads: StageReads) -> list[str]:
+    return reads.code_files() if reads.stage in STAGE_ENTRIES else []
 
 
-def _code(kind: str, method: str) -> list[str]:
-    stage = CODE_STAGE[kind]
-    return [_rel(p) for p in stage_files(stage, method)] if stage in STAGE_ENTRIES else []
-
-
-def _params_deps(files: dict[str, dict[str, Any]], keys: tuple[str, ...], overridden: set[str]) -> list[dict[str, list[str]]]:
-    """DVC ``params`` entries: per parameter file, the keys of ``keys`` it sets. A key the
-    stage overrides on its command line (an ablation row) is left out; a section holding
-    one is listed key by key. Keys no file sets take their default; a file that starts
-    setting one makes ``dvc.yaml`` stale (``hvc dvc-yaml --check``)."""
+def _params_deps(files: dict[str, dict[str, Any]], keys: tuple[str, ...], dropped: set[str]) -> list[dict[str, list[str]]]:
+    """DVC ``params`` entries: per parameter file, the keys of ``keys`` it sets. A dropped
+    key (one the stage overrides on its command line, e.g. an ablation row, or one it does
+    not read, :data:`hvc.config.ids.NOT_READ`) is left out; a section holding one is listed
+    key by key. Keys no file sets take their default; a file that starts setting one makes
+    ``dvc.yaml`` stale (``hvc dvc-yaml --check``)."""
     out = []
     for path, data in files.items():
         flat = flatten(data)
         found: list[str] = []
         for key in keys:
-            if key in overridden:
+            if key in dropped:
                 continue
             inside = [k for k in flat if k == key or k.startswith(key + ".")]
             if not inside:
                 continue
-            if any(o.startswith(key + ".") for o in overridden):
-                found += [k for k in inside if k not in overridden and not any(k.startswith(o + ".") for o in overridden)]
+            if any(o.startswith(key + ".") for o in dropped):
+                found += [k for k in inside if k not in dropped and not any(k.startswith(o + ".") for o in dropped)]
             else:
                 found.append(key)
         if found:
             out.append({path: found})
     return out
-
-
-def _method(p: Params) -> str:
-    return getattr(p, "method", "hvc")
 
 
 def _q(s: str) -> str:
@@ -214,13 +195,16 @@ class _Pipeline:
     # helpers
     def hvc(self, sub: str, exp: Experiment | None = None) -> list[str]:
         """``hvc <sub> --params ...`` and, for an ablation row, its ``--set`` overrides."""
-        return ["hvc", sub, *self.params_args, *(f"--set {_q(a)}" for a in (exp.set_args if exp else []))]
+        return [CLI, sub, *self.params_args, *(f"--set {_q(a)}" for a in (exp.set_args if exp else []))]
 
     def _add(self, name: str, kind: str, cmd: list[str], deps: list[str], outs: list, exp: Experiment | None = None, metrics: list | None = None) -> None:
-        """One stage: its command, upstream outputs plus its code files, params and outputs."""
-        method = _method(exp.params if exp is not None else self.p)
-        st: dict[str, Any] = {"cmd": " ".join(cmd), "deps": list(dict.fromkeys(deps + _code(kind, method)))}
-        params = self._params_of(kind, exp)
+        """One stage: its command, upstream outputs plus its code files, params and outputs,
+        all from what the stage reads (:func:`hvc.config.ids.stage_reads`)."""
+        params_ = exp.params if exp is not None else self.p
+        method = exp.encoder_method if exp is not None and kind == "propagate" else params_.method
+        reads = stage_reads(READS_OF[kind], params_, method)
+        st: dict[str, Any] = {"cmd": " ".join(cmd), "deps": list(dict.fromkeys(deps + _code(reads)))}
+        params = self._params_of(kind, reads, exp)
         if params:
             st["params"] = params
         st["outs"] = outs
@@ -228,14 +212,12 @@ class _Pipeline:
             st["metrics"] = metrics
         self.stages[name] = st
 
-    def _params_of(self, kind: str, exp: Experiment | None) -> list:
-        keys = STAGE_PARAMS[kind]
-        if kind == "shards" and exp is not None and exp.params.data.train_set != "demo":
-            keys = keys + ("data.root",)
-        if kind == "propagate" and exp is not None and exp.key.removesuffix("+semantic") == "authors":
-            keys = keys + ("authors_checkpoint",)
+    def _params_of(self, kind: str, reads: StageReads, exp: Experiment | None) -> list:
+        keys = reads.keys
+        if kind == "propagate":
+            keys = (*keys, "device") + (("authors_checkpoint",) if exp is not None and exp.key.removesuffix("+semantic") == "authors" else ())
         overridden = set(flatten(exp.overrides)) if exp is not None else set()
-        return _params_deps(self.files, keys, overridden)
+        return _params_deps(self.files, keys, overridden | set(reads.exclude) | NOT_READ)
 
     def _dataset_of(self, benchmark: str) -> str:
         return get_benchmark(benchmark).folder.split("/")[0]
@@ -255,7 +237,7 @@ class _Pipeline:
         """The staleness check: re-run whenever a parameter file or the package changes; its
         output (constant text) is a dependency of every first stage."""
         self.stages["plan"] = {
-            "cmd": " ".join(["hvc", "dvc-yaml", *self.params_args, "--check", "--stamp", PLAN_STAMP]),
+            "cmd": " ".join([CLI, "dvc-yaml", *self.params_args, "--check", "--stamp", PLAN_STAMP]),
             "deps": [PACKAGE_DIR.name],
             "params": [{f: []} for f in param_files],
             "outs": [PLAN_STAMP],  # cached: `dvc pull` restores it in a clone, so nothing re-runs there
@@ -263,8 +245,6 @@ class _Pipeline:
 
     def _fetch_stages(self) -> None:
         """One per dataset (the Snakemake `fetch` rule); its stamp is what later stages depend on."""
-        from hvc.data.shards import TRAIN_SET_DATASETS
-
         p = self.p
         datasets = {self._dataset_of(b) for b in p.data.benchmarks if b != "demo"}
         datasets |= {TRAIN_SET_DATASETS[e.params.data.train_set] for e in self.trained if e.params.data.train_set != "demo"}
@@ -276,13 +256,11 @@ class _Pipeline:
                     "it and name datasets you already have elsewhere in data.sources (linked, not copied)"
                 )
             source = p.data.sources.get(d)
-            cmd = ["hvc", "fetch", d, "--root", _q(p.data.root)] + (["--from", _q(source)] if source else [])
+            cmd = [CLI, "fetch", d, "--root", _q(p.data.root)] + (["--from", _q(source)] if source else [])
             self._add(f"fetch-{d}", "fetch", cmd, [PLAN_STAMP], [{stamp: {"cache": False, "persist": True}}])
 
     def _shards_stages(self) -> None:
         """One per distinct training-set setting, named by the experiment that owns it."""
-        from hvc.data.shards import TRAIN_SET_DATASETS
-
         owners = shards_owners(self.experiments)
         self.shards_of = {e.key: SHARDS.format(name=self.names[owners[e.ids["shards"]].key]) for e in self.trained}
         for owner in owners.values():
@@ -302,7 +280,7 @@ class _Pipeline:
             out = MODEL.format(name=self.names[e.key])
             self.model_of[e.key] = out
             n = e.params.train.gpus
-            launcher = ["hvc"]
+            launcher = [CLI]
             if n > 1 and e.params.device != "cpu":  # DDP, as the Snakemake rule's launcher
                 launcher = ["torchrun", "--standalone", "--nproc_per_node", str(n), "-m", "hvc.cli"]
             cmd = launcher + self.hvc("train", e)[1:] + ["--shards", self.shards_of[e.key], "--out", out]
@@ -376,10 +354,10 @@ class _Pipeline:
         p, requests = self.p, set(score_requests(self.p))
         overlays = [
             (key, b, PREDICTIONS.format(name=self.names[key], benchmark=b))
-            for key in ("hvc", "random") if key in self.experiments
+            for key in (p.method, "random") if key in self.experiments
             for b in p.data.benchmarks if (key, b) in requests and get_benchmark(b).task != "pose"
         ]  # fmt: skip
-        model = self.model_of["hvc"]
+        model = self.model_of[p.method]
         cmd = self.hvc("figures") + [f"--predictions {_q(f'{k}:{b}={d}')}" for k, b, d in overlays]
         cmd += (["--demo", DATA] if self.need_demo else []) + ["--tables", TABLES, "--model", model, "--out", FIGURES]
         deps = [d for _, _, d in overlays] + [x for b in p.data.benchmarks for x in self.bench_deps(b)] + [TABLES, model]
@@ -402,9 +380,10 @@ def dvc_yaml_text(param_files: list[str], p: Params) -> str:
     package, same text). Raises as :func:`dvc_stages`."""
     stages = dvc_stages(param_files, p)
     doc: dict[str, Any] = {"stages": stages}
-    if "train-hvc" in stages:  # training curves (dvclive) and the training summary of the base model
-        doc["plots"] = [{f"{MODEL.format(name='hvc')}/dvclive/plots/metrics": {"x": "step"}}]
-        doc["metrics"] = [f"{MODEL.format(name='hvc')}/train.json"]
+    base = slug(p.method)
+    if f"train-{base}" in stages:  # training curves (dvclive) and the training summary of the base model
+        doc["plots"] = [{f"{MODEL.format(name=base)}/dvclive/plots/metrics": {"x": "step"}}]
+        doc["metrics"] = [f"{MODEL.format(name=base)}/train.json"]
     body = yaml.safe_dump(doc, sort_keys=False, width=100_000, default_flow_style=False)
     return HEADER.format(command=regenerate_command(param_files), files=", ".join(param_files)) + body
 

@@ -1,21 +1,132 @@
-"""Content ids: each stage's output is addressed by a hash of exactly what that stage reads
-and of the code it runs (:func:`hvc.config.code.code_hash`).
+"""What each stage reads, and the content ids that follow from it.
 
-Changing a training parameter, or the code of training (e.g. ``hvc/methods/hvc/loss.py``),
-gives a new model id and re-runs training and what follows, never the data or shard stages.
+:func:`stage_reads` is the one place that says which parameter keys and which code each
+stage reads. Everything else derives from it: the content id that names a stage's output
+(:func:`stage_ids`: a hash of those parameters' values, the stage's code hash
+(:func:`hvc.config.code.code_hash`) and the id of the output it reads, data → shards →
+model), the code hash the workflow's rules carry as params, and the ``params:`` and
+``deps:`` of each generated DVC stage (:mod:`hvc.config.dvc`).
+
+A method's own section (``hvc:``, ``liir:``, ...; :mod:`hvc.config.registry`) is read by the
+stages of that method's experiments only: changing ``liir.bank_frames`` re-trains LIIR and
+never HVC, and the other way round.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
-from hvc.config.code import code_hash
-from hvc.config.params import METHODS, Params
+from hvc.config.code import code_hash, stage_files
+from hvc.config.params import BaseParams, propagation_for
+from hvc.config.registry import method_spec
 
-# Demo parameters read only when the method trains on clips (the demo's training videos).
+# Demo parameters read only when a method of the plan trains on clips (the demo's training videos).
 DEMO_VIDEO_FIELDS = ("train_videos", "train_video_frames")
+# Keys of a listed section that do not change the stage's output.
+NOT_READ = {"train.log_every"}
+# Propagation keys that name the semantic encoder: part of the encoder's identity
+# (:func:`semantic_id`), not of the propagation settings.
+SEMANTIC_KEYS = ("propagation.semantic_checkpoint", "propagation.semantic_weight")
+STAGES = ("fetch", "data", "shards", "model", "propagation", "evaluation", "submission", "flow", "tables", "figures")
+
+
+@dataclass(frozen=True)
+class StageReads:
+    """What one stage reads.
+
+    Attributes:
+        stage: the stage (:data:`STAGES`).
+        keys: dotted parameter keys; a section name stands for every key in it, less
+            :data:`NOT_READ` and ``exclude``.
+        exclude: keys inside a listed section that the stage does not read.
+        method: the method whose package the stage's code follows (the trained method, or
+            the method of the encoder that is propagated).
+        derived: values computed from the parameters that the keys alone do not show
+            (e.g. a method's propagation preset as applied), hashed into the id.
+    """
+
+    stage: str
+    keys: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    method: str = "hvc"
+    derived: dict[str, Any] = field(default_factory=dict)
+
+    def values(self, p: BaseParams) -> dict[str, Any]:
+        """{key: value} of every key read (sections expanded), JSON-ready."""
+        dump = p.model_dump(mode="json")
+        out: dict[str, Any] = {}
+        for key in self.keys:
+            node: Any = dump
+            for part in key.split("."):
+                node = node[part]
+            if isinstance(node, dict):
+                out.update({f"{key}.{k}": v for k, v in node.items()})
+            else:
+                out[key] = node
+        skip = set(self.exclude) | NOT_READ
+        return {k: v for k, v in out.items() if k not in skip}
+
+    def code_files(self) -> list[str]:
+        """The package files the stage runs, relative to the checkout (DVC ``deps``)."""
+        from hvc.config.code import PACKAGE_DIR
+
+        return [f.relative_to(PACKAGE_DIR.parent).as_posix() for f in stage_files(self.stage, self.method)]
+
+    def code_hash(self) -> str:
+        """:func:`hvc.config.code.code_hash` of the stage's code."""
+        return code_hash(self.stage, self.method)
+
+
+def methods_in_plan(p: BaseParams) -> list[str]:
+    """The trained method and every method of ``compare``, in order, once each."""
+    return list(dict.fromkeys([p.method, *p.compare]))
+
+
+def demo_videos(p: BaseParams) -> bool:
+    """Whether the demo data also renders training videos: when a method of the plan trains
+    on clips (:attr:`hvc.config.registry.MethodSpec.kinds`)."""
+    return any(method_spec(m).reads_clips for m in methods_in_plan(p))
+
+
+def stage_reads(stage: str, p: BaseParams, method: str | None = None) -> StageReads:
+    """What ``stage`` reads under the parameters ``p``.
+
+    Args:
+        stage: one of :data:`STAGES`.
+        p: the experiment's resolved parameters.
+        method: for ``propagation``, the method of the encoder propagated (its preset and
+            inference apply; default ``p.method``); elsewhere ``p.method``.
+    Raises:
+        KeyError: unknown stage or method.
+    """
+    method = method or p.method
+    spec = method_spec(method)
+    section = (method,) if spec.section is not None else ()
+    if stage == "data":
+        exclude = () if demo_videos(p) else tuple(f"demo.{k}" for k in DEMO_VIDEO_FIELDS)
+        return StageReads(stage, ("demo",), exclude, method)
+    if stage == "shards":
+        real = ("data.root",) if p.data.train_set != "demo" else ()
+        return StageReads(stage, ("method", "data.train_set", "shards", *real), (), method)
+    if stage == "model":
+        return StageReads(stage, ("seed", "method", "train", *section), (), method)
+    if stage == "propagation":
+        own = tuple(f"{method}.{k}" for k in spec.inference_keys)
+        effective = propagation_for(p, method).model_dump(mode="json", exclude={"semantic_checkpoint", "semantic_weight"})
+        derived = {"method": method, "propagation": effective}
+        return StageReads(stage, ("seed", "propagation", *own), SEMANTIC_KEYS, method, derived)
+    simple = {
+        "fetch": ("data.root", "data.sources"),
+        "evaluation": ("eval",),
+        "submission": (),
+        "flow": ("device", "propagation.resolution"),
+        "tables": ("method", "compare", "data.benchmarks", "ablations", "baselines", "authors_checkpoint", "propagation.semantic_checkpoint"),
+        "figures": ("method", "data.benchmarks", "ablations", "device", "propagation.resolution"),
+    }
+    return StageReads(stage, simple[stage], (), method)
 
 
 def content_id(obj: Any, length: int = 12) -> str:
@@ -24,64 +135,25 @@ def content_id(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def data_config(p: Params) -> dict[str, Any]:
-    """What the demo-data stage reads: the demo section, less the training-video settings
-    unless the method trains on clips (then the demo also renders training videos)."""
-    out: dict[str, Any] = {"demo": p.demo.model_dump(exclude=set(DEMO_VIDEO_FIELDS))}
-    if METHODS[p.method] == "clips":
-        out["videos"] = {k: getattr(p.demo, k) for k in DEMO_VIDEO_FIELDS}
-    return out
+def _config(stage: str, p: BaseParams, method: str | None = None) -> dict[str, Any]:
+    reads = stage_reads(stage, p, method)
+    return {"params": reads.values(p), **({"derived": reads.derived} if reads.derived else {})}
 
 
-def shards_config(p: Params) -> dict[str, Any]:
-    """What the shard stage reads (and its input's identity)."""
-    upstream = data_config(p) if p.data.train_set == "demo" else {"root": p.data.root}
-    out = {"train_set": p.data.train_set, "shards": p.shards.model_dump(), "upstream": upstream}
-    if METHODS[p.method] == "clips":
-        out["unit"] = "video"
-    return out
+def train_config(p: BaseParams) -> dict[str, Any]:
+    """What the train stage reads (:func:`stage_reads`), with its shards' identity: the
+    checkpoint's ``config_id`` (a checkpoint of another setting is not resumed)."""
+    return {**_config("model", p), "shards": content_id(_config("shards", p))}
 
 
-def train_config(p: Params) -> dict[str, Any]:
-    """What the train stage reads: shards identity, seed, the method and the train section
-    (less ``log_every``, which only changes how often metrics are logged), plus the clips
-    section for methods trained on clips and the method's own section (``liir``)."""
-    out = {
-        "seed": p.seed,
-        "method": p.method,
-        "train": p.train.model_dump(exclude={"log_every"}),
-        "shards": content_id(shards_config(p)),
-    }
-    if METHODS[p.method] == "clips":
-        out["clips"] = p.clips.model_dump()
-    if p.method == "liir":
-        out["liir"] = p.liir.model_dump()
-    return out
-
-
-def propagation_config(p: Params) -> dict[str, Any]:
-    """What the propagate stage reads (besides the encoder): the propagation section and the
-    seed (the random-init baseline is drawn from it). The semantic encoder is part of the
-    encoder's identity (:func:`semantic_id`), not of the propagation settings."""
-    return {
-        "seed": p.seed,
-        "propagation": p.propagation.model_dump(exclude={"semantic_checkpoint", "semantic_weight"}),
-    }
-
-
-def evaluation_config(p: Params) -> dict[str, Any]:
-    """What the evaluate stage reads besides the predictions: the eval section."""
-    return {"eval": p.eval.model_dump()}
-
-
-def authors_id(p: Params) -> str | None:
+def authors_id(p: BaseParams) -> str | None:
     """Content id of the authors' released checkpoint (its path), None when unset."""
     if p.authors_checkpoint is None:
         return None
     return content_id({"checkpoint": p.authors_checkpoint}, length=8)
 
 
-def semantic_id(p: Params) -> str | None:
+def semantic_id(p: BaseParams) -> str | None:
     """Content id of the semantic encoder (checkpoint path and merge weight), None when unset."""
     q = p.propagation
     if q.semantic_checkpoint is None:
@@ -89,20 +161,22 @@ def semantic_id(p: Params) -> str | None:
     return content_id({"checkpoint": q.semantic_checkpoint, "weight": q.semantic_weight}, length=8)
 
 
-def stage_ids(p: Params) -> dict[str, str]:
+def stage_ids(p: BaseParams, encoder_method: str | None = None) -> dict[str, str]:
     """Content ids of every stage output, keyed by stage: data, shards, model, propagation,
     evaluation.
 
-    Each hashes the stage's parameters (the ``*_config`` functions above), the hash of the
-    code it runs (:func:`hvc.config.code.code_hash`) and the id of the stage output it reads
-    (data → shards → model), so a change upstream gives new ids downstream. Propagation and
-    evaluation outputs are named by their encoder (a trained model's id) as well.
+    Each hashes what the stage reads (:func:`stage_reads`: parameter values and code hash)
+    and the id of the stage output it reads (data → shards → model), so a change upstream
+    gives new ids downstream. Propagation and evaluation outputs are named by their
+    encoder (a trained model's id) as well. ``encoder_method``: the method of the encoder
+    the propagation id is for (default ``p.method``; HVC for the ImageNet, semantic and
+    authors' encoders, which are HVC's backbone).
     """
-    code = {stage: code_hash(stage, p.method) for stage in ("data", "shards", "model", "propagation", "evaluation")}
-    ids = {"data": content_id({"params": data_config(p), "code": code["data"]})}
+    ids = {"data": content_id({**_config("data", p), "code": code_hash("data", p.method)})}
     from_demo = ids["data"] if p.data.train_set == "demo" else None  # a real set: data.root, in the params
-    ids["shards"] = content_id({"params": shards_config(p), "code": code["shards"], "data": from_demo})
-    ids["model"] = content_id({"params": train_config(p), "code": code["model"], "shards": ids["shards"]})
-    ids["propagation"] = content_id({"params": propagation_config(p), "code": code["propagation"]})
-    ids["evaluation"] = content_id({"params": evaluation_config(p), "code": code["evaluation"]})
+    ids["shards"] = content_id({**_config("shards", p), "code": code_hash("shards", p.method), "data": from_demo})
+    ids["model"] = content_id({**_config("model", p), "code": code_hash("model", p.method), "shards": ids["shards"]})
+    prop = stage_reads("propagation", p, encoder_method)
+    ids["propagation"] = content_id({"params": prop.values(p), "derived": prop.derived, "code": prop.code_hash()})
+    ids["evaluation"] = content_id({**_config("evaluation", p), "code": code_hash("evaluation", p.method)})
     return ids

@@ -10,21 +10,22 @@ Content ids of the stages that read these parameters: :mod:`hvc.config.ids`.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
+from hvc.config import registry
+from hvc.config.benchmarks import BENCHMARKS as _BENCHMARK_ENTRIES
+from hvc.config.datasets import TRAIN_SET_GLOBS, load_registry
 from hvc.config.published import published_tables
-from hvc.data.registry import load_registry
+from hvc.config.section import ParamsError, Section
 
-
-class _Section(BaseModel):
-    # allow_inf_nan=False: every float parameter is finite (.inf and .nan are YAML floats)
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+_Section = Section
 
 
 class DemoParams(_Section):
@@ -48,19 +49,15 @@ class DemoParams(_Section):
     train_video_frames: int = Field(24, ge=2, le=500, description="Frames per demo training video.")
 
 
-# Trainable methods (packages of hvc/methods/) and what each trains on: "views" (two views of
-# one static image) or "clips" (T frames of one video). Here, not in the methods' packages,
-# so that the data and shard stages know what to prepare without importing model code.
-METHODS: dict[str, str] = {"hvc": "views", "liir": "clips"}
-TRAIN_SETS = ("demo", "coco", "voc", "msra10k", "ytvos")
-BENCHMARKS = ("demo", "davis2016", "davis2017", "davis2017_testdev", "ytvos2018", "ytvos2019", "vost", "vip", "jhmdb")
+TRAIN_SETS = tuple(TRAIN_SET_GLOBS)
+BENCHMARKS = tuple(_BENCHMARK_ENTRIES)
 
 
 class DataParams(_Section):
     """Where data comes from and what is trained and evaluated on."""
 
     root: str = Field("data", description="Folder holding downloaded and extracted datasets (real runs).")
-    train_set: Literal["demo", "coco", "voc", "msra10k", "ytvos"] = Field(
+    train_set: Literal[TRAIN_SETS] = Field(  # type: ignore[valid-type]
         "demo", description="Static training set (Table 7e): demo, coco, voc, msra10k or ytvos (frames as images)."
     )
     benchmarks: list[Literal[BENCHMARKS]] = Field(  # type: ignore[valid-type]
@@ -99,39 +96,16 @@ class ShardParams(_Section):
 
 
 class TrainParams(_Section):
-    """HVC training (paper §3.3, Tables 6-7; the authors' train_img.py where the paper is silent)."""
+    """The training loop of every method (``hvc.train``): optimisation budget, batch,
+    precision, workers, checkpoints. Each method's own knobs are in its section (``hvc:``,
+    ``liir:``, ...; :mod:`hvc.config.registry`)."""
 
-    # loss (Eqs. 6-10, Table 6, 7c, 7d)
-    static: bool = Field(True, description="Use the static term L_static (Table 6).")
-    dynamic: bool = Field(True, description="Use the pseudo-dynamic term L_dynamic (Table 6).")
-    alpha: float = Field(1.0, ge=0, description="Weight of L_dynamic in L_hybrid (Table 7c: 0.1/0.5/1/2).")
-    radius: float = Field(0.1, gt=0, description="Positive radius r of Eq. 8 (Table 7d: 0.01/0.1/0.3/0.7).")
-    radius_unit: Literal["image", "cell"] = Field(
-        "cell",
-        description="'cell': D in feature-cell diagonals, A = D < r (the authors' code; matches the "
-        "positive counts of the paper's Fig. 8); 'image': D in normalised image units, A = D <= r.",
+    crop_size: int = Field(
+        256,
+        ge=16,
+        description="Side of the square training input, pixels: HVC's views after RandomResizedCrop (paper §3.3: 256), "
+        "the frames LIIR resizes its pairs to (Li et al. §3.3: 256).",
     )
-    # model (§3.1, Table 7f)
-    proj_dim: int = Field(256, ge=1, description="Hidden and output channels of projector/predictor (Table 7f: 128/256/512/1024).")
-    head: Literal["paper", "official"] = Field(
-        "paper",
-        description="'paper': conv-BN-ReLU x2 + conv (paper §3.1); 'official': the authors' ProjBlock, "
-        "LeakyReLU(0.01), BN over a residual middle conv, biased convs.",
-    )
-    # data and views (Table 7b)
-    crop_size: int = Field(256, ge=16, description="Side of each square view after RandomResizedCrop, pixels.")
-    scale: tuple[float, float] = Field((0.0, 1.0), description="RandomResizedCrop area range (official code: 0..1).")
-    ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="RandomResizedCrop aspect-ratio range.")
-    augment: Literal["crop", "affine", "color", "blur"] = Field(
-        "crop",
-        description="Table 7b, cumulative: crop; crop+affine/perspective; +colour jitter; +Gaussian blur.",
-    )
-    normalization: Literal["imagenet", "cifar"] = Field(
-        "imagenet",
-        description="Mean/std of the training input normalisation: imagenet, or cifar "
-        "(the authors' train_img.py: mean 0.4914/0.4822/0.4465, std 0.2023/0.1994/0.2010).",
-    )
-    # optimisation (§3.3)
     batch_size: int = Field(128, ge=1, description="Global batch size (split across GPUs).")
     epochs: int = Field(20, ge=1, description="Passes over the training shards.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (overrides epochs when set).")
@@ -139,11 +113,11 @@ class TrainParams(_Section):
         None,
         gt=0,
         description="Also stop once this much training wall time has passed (a wall-clock budget; the result then "
-        "depends on the machine's speed, so is not reproducible).",
+        "depends on the machine's speed, so is not reproducible). A method with several training phases splits "
+        "this time between them by their shares.",
     )
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate (constant).")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (constant; methods with their own schedule set theirs).")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
-    momentum: float = Field(0.99, ge=0, le=1, description="Initial EMA momentum m_0; cosine schedule to 1 (Eq. 1).")
     # engineering
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32",
@@ -160,77 +134,33 @@ class TrainParams(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> TrainParams:
-        if not (self.static or self.dynamic):
-            raise ValueError(
-                "train.static and train.dynamic are both false: nothing to train "
-                "(the 'neither' row of Table 6 is the semantic baseline alone; set propagation.semantic_checkpoint)"
-            )
-        lo, hi = self.scale
-        if not 0 <= lo <= hi <= 1:
-            raise ValueError(f"train.scale = {self.scale!r}: need 0 <= min <= max <= 1")
-        lo, hi = self.ratio
-        if not 0 < lo <= hi:
-            raise ValueError(f"train.ratio = {self.ratio!r}: need 0 < min <= max")
         if self.batch_size % self.gpus:
             raise ValueError(f"train.batch_size = {self.batch_size} is not divisible by train.gpus = {self.gpus}")
         return self
 
 
 # propagation.preset: the values a preset gives to the keys the parameter files leave out
-# (CRW: Jabri et al. 2020, its label-propagation settings; official: the HVC code's defaults)
+# (CRW: Jabri et al. 2020, its label-propagation settings; official: the HVC code's defaults).
+# A method's own preset (its registry entry) fills what is still left, for its encoders only.
 PROPAGATION_PRESETS: dict[str, dict[str, Any]] = {
     "crw": {"topk": 10, "context": 20, "temperature": 0.05, "radius": 12},
     "official": {"topk": 15, "context": 50, "temperature": 0.1, "radius": 12},
-    # LIIR (Li et al., CVPR 2022, §3.3; LIIR_pytorch mast_momen.py R = 14 at stride 4): its own
-    # propagation (hvc/eval/liir_propagation.py), of which only the window radius is a key here
-    "liir": {"radius": 14},
 }
 
-
-class ClipParams(_Section):
-    """Training clips of video methods (read only when ``method`` trains on clips)."""
-
-    length: int = Field(2, ge=1, le=64, description="Frames per training clip, T.")
-    gap: int = Field(1, ge=1, le=100, description="Index step between consecutive clip frames (1 = adjacent frames).")
-    size: int = Field(256, ge=16, le=2048, description="Side of the square crop each clip is resized to, pixels.")
-
-
-class LIIRParams(_Section):
-    """LIIR training (Li et al., CVPR 2022, §3.3; github.com/shasha521/LIIR_pytorch where the
-    paper is silent). Read only when ``method: liir``. One train stage runs both phases:
-    phase 1 (intra-video reconstruction) for the first steps, then phase 2 (inter-video
-    negatives + compactness) continuing from phase 1's weights with a fresh Adam state, as
-    the authors' second run does. Both phases use ``train.batch_size`` pairs per step (the
-    paper: 32, then 12); frames are resized to ``clips.size`` (paper: 256); ``clips.length``
-    and ``clips.gap`` are not read (LIIR draws the query gap from ``frame_gaps``)."""
-
-    phase2_share: float = Field(
-        5 / 35,
-        ge=0,
-        le=1,
-        description="Share of the training steps spent in phase 2 (paper §3.3: 30 epochs phase 1 + 5 epochs phase 2 = 5/35).",
-    )
-    lr1: float = Field(1e-3, gt=0, description="Adam learning rate of phase 1 (paper §3.3: 1e-3).")
-    lr2: float = Field(1e-4, gt=0, description="Adam learning rate of phase 2 (paper §3.3: 1e-4).")
-    frame_gaps: list[int] = Field(
-        default_factory=lambda: [2, 5, 8],
-        min_length=1,
-        description="Reference-to-query frame gaps of a training pair, in stored frames (LIIR_pytorch YouTubeVOSTrain.py: 2, 5, 8).",
-    )
-    frame_gap_probs: list[float] = Field(
-        default_factory=lambda: [0.4, 0.4, 0.2],
-        min_length=1,
-        description="Probability of each of frame_gaps (LIIR_pytorch YouTubeVOSTrain.py: 0.4, 0.4, 0.2).",
-    )
-    bank_frames: int = Field(1440, ge=1, description="Frames of other videos in the memory bank (paper §3.3: 1,440).")
-
-    @model_validator(mode="after")
-    def _check(self) -> LIIRParams:
-        if len(self.frame_gaps) != len(self.frame_gap_probs) or abs(sum(self.frame_gap_probs) - 1.0) > 1e-6:
-            raise ValueError(f"liir.frame_gap_probs must match liir.frame_gaps and sum to 1, got {self.frame_gaps}, {self.frame_gap_probs}")
-        if min(self.frame_gaps) < 1:
-            raise ValueError(f"liir.frame_gaps must be >= 1, got {self.frame_gaps}")
-        return self
+# Keys that moved: old dotted key -> its new key (None: removed, the message says why).
+MOVED_KEYS: dict[str, str | None] = {
+    **{f"train.{k}": f"hvc.{k}" for k in (
+        "static", "dynamic", "alpha", "radius", "radius_unit", "proj_dim", "head", "momentum", "scale", "ratio",
+        "augment", "normalization",
+    )},
+    "clips.size": "train.crop_size",
+    "clips.length": None,
+    "clips.gap": None,
+}  # fmt: skip
+MOVED_WHY = {
+    "clips.length": "each method draws its own clips from its own section (e.g. liir.frame_gaps)",
+    "clips.gap": "each method draws its own clips from its own section (e.g. liir.frame_gaps)",
+}
 
 
 class PropagationParams(_Section):
@@ -250,12 +180,16 @@ class PropagationParams(_Section):
         None, description="MoCo-v1 ResNet-50 checkpoint to merge (official code); None = HVC features alone."
     )
     semantic_weight: float = Field(1.05, gt=0, description="Weight of HVC features before the merge (official: 1.05).")
-    preset: Literal["official", "crw", "liir", "none"] = Field(
+    preset: Literal["official", "crw", "none"] = Field(
         "none",
-        description="'crw': top-k 10, 20 frames, temperature 0.05; 'official': the defaults; 'liir': LIIR's own "
-        "propagation (references 0, 5, t-5, t-3, t-1, window radius 14, compact affinity; topk, context and "
-        "temperature unused; pose keeps the standard propagation); 'none': nothing. "
-        "A preset fills only keys the files leave out: an explicitly set key wins.",
+        description="'crw': top-k 10, 20 frames, temperature 0.05; 'official': the defaults; 'none': nothing. "
+        "A preset fills only keys the files leave out: an explicitly set key wins. Each method's encoders also "
+        "get that method's own preset for the keys still left out (e.g. LIIR's window radius).",
+    )
+    inference: Literal["method", "generic"] = Field(
+        "method",
+        description="'method': an encoder of a method with its own inference (LIIR) is propagated with it; "
+        "'generic': every encoder with the generic label propagation (pose always uses it).",
     )
 
     @model_validator(mode="after")
@@ -290,22 +224,16 @@ class BudgetParams(_Section):
     )
 
 
-class Params(_Section):
-    """Every parameter of the pipeline; ``params.yaml`` is an instance of this."""
+class BaseParams(_Section):
+    """The pipeline's sections; :func:`params_model` adds ``method``, ``compare`` and one
+    section per registered method (:mod:`hvc.config.registry`)."""
 
     seed: int = Field(0, description="Global random seed.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available.")
-    method: Literal["hvc", "liir"] = Field(
-        "hvc",
-        description="Self-supervised method trained (a package of hvc/methods/): hvc trains on two views of "
-        "static images (the paper); liir (Li et al., CVPR 2022) trains on frame pairs of training videos.",
-    )
     data: DataParams = Field(default_factory=DataParams)
     demo: DemoParams = Field(default_factory=DemoParams)
     shards: ShardParams = Field(default_factory=ShardParams)
     train: TrainParams = Field(default_factory=TrainParams)
-    clips: ClipParams = Field(default_factory=ClipParams)
-    liir: LIIRParams = Field(default_factory=LIIRParams)
     propagation: PropagationParams = Field(default_factory=PropagationParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     ablations: list[str] = Field(
@@ -317,19 +245,15 @@ class Params(_Section):
         description="The authors' released HVC checkpoint (official model zoo, e.g. hvc_coco.pth): when set, "
         "the tables add 'HVC (authors' weights)' rows, propagated and scored like ours.",
     )
-    compare: list[Literal["liir"]] = Field(
-        default_factory=list,
-        description="Methods trained here beside HVC: their rows in Tables 1, 2, 5 and 8 (trained on data.train_set when "
-        "it has videos, else on ytvos) and the equal-budget table (budget section); configs/compare.yaml.",
-    )
     budget: BudgetParams = Field(default_factory=BudgetParams)
     baselines: list[Literal["random", "imagenet"]] = Field(
         default_factory=lambda: ["random"],
-        description="Baseline encoders propagated beside HVC: random init, ImageNet-supervised ResNet-18.",
+        description="Baseline encoders propagated beside the trained method: random init (of the trained method's "
+        "encoder), ImageNet-supervised ResNet-18.",
     )
 
     @model_validator(mode="after")
-    def _check(self) -> Params:
+    def _check(self) -> BaseParams:
         allowed = sorted(t for t in published_tables() if t.startswith("table6") or t.startswith("table7"))
         unknown = [t for t in self.ablations if t not in allowed]
         if unknown:
@@ -337,8 +261,65 @@ class Params(_Section):
         return self
 
 
-class ParamsError(ValueError):
-    """params.yaml is malformed or violates the schema."""
+@functools.cache
+def params_model() -> type[BaseParams]:
+    """The model of every parameter: :class:`BaseParams` plus ``method`` and ``compare``
+    (choices: the registered methods) and each registered method's own section under its
+    name (:attr:`hvc.config.registry.MethodSpec.section`). Built once per registry state.
+
+    Raises:
+        ValueError: a method's name is taken by a section of the pipeline.
+    """
+    names = registry.method_names()
+    specs = [registry.method_spec(n) for n in names]
+    listing = "; ".join(f"{s.name} ({s.display}, trains on {'/'.join(dict.fromkeys(s.kinds))})" for s in specs)
+    fields: dict[str, Any] = {
+        "method": (
+            Literal[names],  # type: ignore[valid-type]
+            Field(registry.DEFAULT_METHOD, description=f"Self-supervised method trained (hvc/config/registry.py): {listing}."),
+        ),
+        "compare": (
+            list[Literal[names]],  # type: ignore[valid-type]
+            Field(
+                default_factory=list,
+                description="Methods trained here beside `method`: their rows in the paper's tables (trained on "
+                "data.train_set when it has videos or they train on images, else on their video training set) and the "
+                "equal-budget table (budget section); configs/compare.yaml.",
+            ),
+        ),
+    }
+    for spec in specs:
+        if spec.section is None:
+            continue
+        if spec.name in BaseParams.model_fields:
+            raise ValueError(f"method {spec.name!r}: its name is a section of the pipeline; rename the method")
+        fields[spec.name] = (spec.section, Field(default_factory=spec.section, description=f"{spec.display}: {spec.section.__doc__.splitlines()[0]}"))
+    return create_model("Params", __base__=BaseParams, **fields)
+
+
+registry.on_change(params_model.cache_clear)
+
+# The model of the built-in methods (annotations); validate with :func:`validate_params`,
+# which follows the registry.
+Params = params_model()
+
+
+def propagation_for(p: BaseParams, method: str) -> PropagationParams:
+    """The propagation section as the encoders of ``method`` use it: the method's own preset
+    (:attr:`hvc.config.registry.MethodSpec.preset`, e.g. LIIR's window radius) fills the keys
+    that neither the parameter files nor ``propagation.preset`` set. Other methods' encoders
+    never see it.
+
+    Raises:
+        KeyError: unknown method.
+    """
+    q = p.propagation
+    generic = PROPAGATION_PRESETS.get(q.preset, {})
+    fill = {k: v for k, v in registry.method_spec(method).preset.items() if k not in q.model_fields_set and k not in generic}
+    if not fill:
+        return q
+    out = q.model_copy(update=fill)
+    return out
 
 
 def check_data_root(p: Params) -> None:
@@ -470,16 +451,37 @@ def load_params(
     return validate_params(merged, source=", ".join(str(p) for p in paths))
 
 
-def validate_params(data: dict[str, Any], source: str = "params") -> Params:
-    """Validate a nested dict against :class:`Params`; raises :class:`ParamsError`."""
+def moved_key_error(data: dict[str, Any], source: str) -> str | None:
+    """One line naming the first key of ``data`` that moved (:data:`MOVED_KEYS`) and its new
+    key, or why it is gone; None when every key is current."""
+    for old, new in MOVED_KEYS.items():
+        section, leaf = old.split(".")
+        if isinstance(data.get(section), dict) and leaf in data[section]:
+            if new is None:
+                return f"{source}: {old} is no longer a parameter: {MOVED_WHY[old]}; remove it"
+            return f"{source}: {old} moved to {new} (the method's own section or the training loop's); rename it"
+    return None
+
+
+def validate_params(data: dict[str, Any], source: str = "params") -> BaseParams:
+    """Validate a nested dict against :func:`params_model`.
+
+    Raises:
+        ParamsError: a moved key (one line naming its new key), or the schema's messages
+            (:func:`load_params`).
+    """
+    moved = moved_key_error(data, source) if isinstance(data, dict) else None
+    if moved is not None:
+        raise ParamsError(moved)
     try:
-        return Params.model_validate(data)
+        return params_model().model_validate(data)
     except ValidationError as e:
         raise ParamsError(_format_validation_error(e, source)) from None
 
 
-def schema_rows(model: type[BaseModel] = Params, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def schema_rows(model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(key, type, default, description) for every leaf parameter, for ``hvc params``."""
+    model = model or params_model()
     rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
@@ -504,7 +506,7 @@ def allowed_values(key: str) -> str:
     """
     import typing
 
-    model: type[BaseModel] = Params
+    model: type[BaseModel] = params_model()
     *sections, leaf = key.split(".")
     for part in sections:
         model = model.model_fields[part].annotation  # type: ignore[assignment]
@@ -561,7 +563,7 @@ def effective_rows(paths: list[str | os.PathLike[str]]) -> list[tuple[str, str, 
 
 def _leaf_keys(data: dict[str, Any]) -> list[str]:
     """Dotted keys a raw parameter mapping sets: the keys inside each section, top-level leaves."""
-    sections = {n for n, f in Params.model_fields.items() if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
+    sections = {n for n, f in params_model().model_fields.items() if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
     keys = []
     for k, v in data.items():
         keys += [f"{k}.{leaf}" for leaf in v] if k in sections and isinstance(v, dict) else [k]
@@ -592,7 +594,7 @@ def params_json_schema() -> dict[str, Any]:
     server). ``hvc params --schema`` writes it to ``workflow/schemas/params.schema.json``;
     a test fails when that file is stale.
     """
-    schema = Params.model_json_schema(mode="validation")
+    schema = params_model().model_json_schema(mode="validation")
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 

@@ -15,12 +15,15 @@ from typing import Any
 
 import yaml
 
+from hvc.config.benchmarks import get_benchmark
+from hvc.config.datasets import TRAIN_VIDEO_GLOBS
 from hvc.config.ids import authors_id, semantic_id, stage_ids
-from hvc.config.params import METHODS, Params, deep_merge, validate_params
-from hvc.config.published import published_tables  # noqa: F401 (re-exported)
-from hvc.eval.registry import get_benchmark
+from hvc.config.params import Params, deep_merge, validate_params
+from hvc.config.published import TRAINED, published_tables
+from hvc.config.registry import encoder_provider, method_spec
 
 BASELINE_ENCODERS = ("random", "imagenet", "semantic", "authors")
+
 # Encoders whose weights come from a file named in params, and the key naming it.
 CHECKPOINT_KEYS = {"semantic": "propagation.semantic_checkpoint", "authors": "authors_checkpoint"}
 
@@ -46,10 +49,10 @@ class Experiment:
     """One trained model (or one baseline encoder) and where its artifacts live.
 
     Attributes:
-        key: ``"hvc"`` for the base setting, the override string for an ablation
-            (``"train.alpha=0.1"``), or an encoder not trained here (``"random"``,
-            ``"imagenet"``, ``"semantic"``, ``"authors"``); ``+semantic`` when merged with
-            the semantic encoder.
+        key: the trained method's name (``"hvc"``) for the base setting, the override
+            string for an ablation (``"hvc.alpha=0.1"``), or an encoder not trained here
+            (``"random"``, ``"imagenet"``, ``"semantic"``, ``"authors"``); ``+semantic``
+            when merged with the semantic encoder.
         overrides: nested overrides of the base params.
         params: the resolved parameters.
         ids: content ids (data, shards, model, propagation).
@@ -65,6 +68,26 @@ class Experiment:
     def trained(self) -> bool:
         """Whether a model of ours is trained for it (not a baseline encoder)."""
         return self.key.removesuffix("+semantic") not in BASELINE_ENCODERS
+
+    @property
+    def encoder_method(self) -> str:
+        """The method of the encoder propagated: the trained method (also for its random
+        initialisation), or the method that provides a baseline encoder (its registry entry)."""
+        name = self.key.removesuffix("+semantic")
+        if self.trained or name == "random":
+            return self.params.method
+        return encoder_provider(name) or self.params.method
+
+    @property
+    def display(self) -> str:
+        """What the experiment is, for plans and tables: the method's display name (and the
+        overrides of an ablation), or the baseline encoder."""
+        name = method_spec(self.params.method).display
+        if self.key.removesuffix("+semantic") == "random":
+            return f"{name} random init"
+        if not self.trained:
+            return self.key
+        return name if self.key == self.params.method else f"{name} {self.key}"
 
     @property
     def encoder(self) -> str:
@@ -115,24 +138,24 @@ def table_names(p: Params) -> list[str]:
 
 
 def with_video_train_set(p: Params, overrides: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A row's overrides, plus ``data.train_set: ytvos`` when the row trains a method on
-    clips (``method`` override, e.g. LIIR) and the base training set has no videos (COCO):
-    LIIR trains on YouTube-VOS videos (Li et al., CVPR 2022, §3.3)."""
+    """A row's overrides, plus the method's video training set (``data.train_set``, its
+    registry entry's ``video_train_set``) when the row trains a method on clips
+    (``method`` override, e.g. LIIR) and the base training set has no videos (COCO): LIIR
+    trains on YouTube-VOS videos (Li et al., CVPR 2022, §3.3)."""
     method = (overrides or {}).get("method")
-    if method is None or METHODS[method] != "clips" or "train_set" in (overrides or {}).get("data", {}):
+    if method is None or "train_set" in (overrides or {}).get("data", {}):
         return overrides
-    from hvc.data.shards import TRAIN_VIDEO_GLOBS
-
-    if p.data.train_set in TRAIN_VIDEO_GLOBS:
+    spec = method_spec(method)
+    if not spec.reads_clips or p.data.train_set in TRAIN_VIDEO_GLOBS:
         return overrides
-    return deep_merge(overrides or {}, {"data": {"train_set": "ytvos"}})
+    return deep_merge(overrides or {}, {"data": {"train_set": spec.video_train_set}})
 
 
 def resolve(p: Params, overrides: dict[str, Any] | None) -> Params:
     """Base params with a row's overrides applied (validated)."""
     if not overrides:
         return p
-    # only the keys the files set: a preset a row turns on (propagation.preset: liir) fills the rest
+    # only the keys the files set: a preset a row turns on fills the rest
     return validate_params(deep_merge(p.model_dump(exclude_unset=True), overrides), source="ablation row")
 
 
@@ -140,7 +163,7 @@ def missing_checkpoint(p: Params, row: dict[str, Any]) -> str | None:
     """The params key a row needs but these params leave unset (``authors_checkpoint`` for
     the authors' weights, ``propagation.semantic_checkpoint`` for the semantic encoder,
     alone or merged), or None."""
-    encoder = row.get("encoder", "hvc")
+    encoder = row.get("encoder", TRAINED)
     if encoder == "authors" and p.authors_checkpoint is None:
         return CHECKPOINT_KEYS["authors"]
     if (encoder == "semantic" or row.get("merge_semantic")) and p.propagation.semantic_checkpoint is None:
@@ -148,22 +171,31 @@ def missing_checkpoint(p: Params, row: dict[str, Any]) -> str | None:
     return None
 
 
+def baseline(key: str, p: Params, merge: bool = False) -> Experiment:
+    """The experiment of an encoder not trained here (``random``, ``imagenet``, ``semantic``,
+    ``authors``), its propagation id for that encoder's method."""
+    exp = Experiment(key, {}, p, {}, merge_semantic=merge)
+    exp.ids = stage_ids(p, exp.encoder_method)
+    return exp
+
+
 def row_experiment(p: Params, row: dict[str, Any]) -> Experiment | None:
     """The experiment behind a table row, or None for a row we cannot compute (see
-    :func:`missing_checkpoint`)."""
-    encoder = row.get("encoder", "hvc")
+    :func:`missing_checkpoint`). A row's ``encoder`` is ``trained`` (the default: a model
+    trained here, with the row's overrides) or a baseline encoder."""
+    encoder = row.get("encoder", TRAINED)
     if encoder in ("random", "imagenet"):
-        return Experiment(encoder, {}, p, stage_ids(p))
+        return baseline(encoder, p)
     if missing_checkpoint(p, row) is not None:
         return None
     merge = bool(row.get("merge_semantic"))
     if encoder in ("semantic", "authors"):
-        return Experiment(encoder + ("+semantic" if merge else ""), {}, p, stage_ids(p), merge_semantic=merge)
+        return baseline(encoder + ("+semantic" if merge else ""), p, merge)
     row_overrides = with_video_train_set(p, row.get("overrides")) or {}
     rp = resolve(p, row_overrides)
     ids = stage_ids(rp)
     base_model = stage_ids(p)["model"]
-    key = "hvc" if ids["model"] == base_model else ",".join(override_args(row_overrides))
+    key = p.method if ids["model"] == base_model else ",".join(override_args(row_overrides))
     if merge:
         key += "+semantic"
     overrides = row_overrides if ids["model"] != base_model else {}
@@ -201,25 +233,26 @@ def run_rows(p: Params) -> Iterator[tuple[str, dict[str, Any], Experiment]]:
             if exp is None:
                 continue
             method = row.get("overrides", {}).get("method")
-            if method is not None:  # another method (LIIR): trained when `compare` lists it
-                if method in p.compare:
+            if method is not None:  # a method's own row (LIIR): trained when `compare` lists it
+                if method in p.compare and method != p.method:  # (the trained method's base rows show it)
                     yield name, row, exp
                 continue
-            if row.get("overrides") and name not in p.ablations and exp.key not in ablation_keys | {"hvc"}:
+            if row.get("overrides") and name not in p.ablations and exp.key not in ablation_keys | {p.method}:
                 continue  # e.g. HVC-YT in Table 1: trained only when an ablation table lists it (table7e)
             yield name, row, exp
 
 
 def plan(p: Params) -> dict[str, Experiment]:
     """Every experiment the tables of these params need, keyed by :attr:`Experiment.key`."""
-    out: dict[str, Experiment] = {"hvc": Experiment("hvc", {}, p, stage_ids(p))}
+    base = p.method
+    out: dict[str, Experiment] = {base: Experiment(base, {}, p, stage_ids(p))}
     for b in p.baselines:
-        out[b] = Experiment(b, {}, p, stage_ids(p))
-    if p.propagation.semantic_checkpoint is not None:  # HVC with and without the merge, and MoCo alone
-        out["hvc+semantic"] = Experiment("hvc+semantic", {}, p, stage_ids(p), merge_semantic=True)
-        out["semantic"] = Experiment("semantic", {}, p, stage_ids(p))
+        out[b] = baseline(b, p)
+    if p.propagation.semantic_checkpoint is not None:  # the trained model with and without the merge, and MoCo alone
+        out[f"{base}+semantic"] = Experiment(f"{base}+semantic", {}, p, stage_ids(p), merge_semantic=True)
+        out["semantic"] = baseline("semantic", p)
     if p.authors_checkpoint is not None:  # the authors' released weights, scored like ours
-        out["authors"] = Experiment("authors", {}, p, stage_ids(p))
+        out["authors"] = baseline("authors", p)
     for _, _, exp in run_rows(p):
         out.setdefault(exp.key, exp)
     out.update(budget_experiments(p))
@@ -238,18 +271,16 @@ def budget_benchmark(p: Params) -> str | None:
 
 
 def budget_overrides(p: Params, method: str) -> dict[str, Any]:
-    """Overrides of the base params for ``method`` in the equal-budget table: the method,
-    its own propagation (LIIR: ``propagation.preset: liir``), the budget as ``train.max_steps``
-    = ceil(budget.images / train.batch_size) or ``train.max_seconds`` = budget.seconds, and,
-    when a compared method trains on clips, a training set with videos for every method
-    (the same data: images of its frames for HVC, clips for LIIR)."""
+    """Overrides of the base params for ``method`` in the equal-budget table: the method
+    (its encoders then get its own propagation preset and inference), the budget as
+    ``train.max_steps`` = ceil(budget.images / train.batch_size) or ``train.max_seconds`` =
+    budget.seconds, and, when a compared method trains on clips, a training set with videos
+    for every method (the same data: images of its frames for HVC, clips for LIIR)."""
     t = p.train
     train = (
         {"max_steps": -(-p.budget.images // t.batch_size)} if p.budget.unit == "images" else {"max_seconds": p.budget.seconds}
     )
     out: dict[str, Any] = {"method": method, "train": train}
-    if method == "liir":
-        out["propagation"] = {"preset": "liir"}
     for peer in p.compare:
         filled = with_video_train_set(p, {"method": peer}) or {}
         if "data" in filled:
@@ -258,12 +289,13 @@ def budget_overrides(p: Params, method: str) -> dict[str, Any]:
 
 
 def budget_experiments(p: Params) -> dict[str, Experiment]:
-    """``budget-<method>`` for HVC and every method of ``compare`` (none when ``compare`` is
-    empty): each trained on the same data for the same budget (:func:`budget_overrides`)."""
+    """``budget-<method>`` for the trained method and every method of ``compare`` (none when
+    ``compare`` is empty): each trained on the same data for the same budget
+    (:func:`budget_overrides`)."""
     if not p.compare:
         return {}
     out = {}
-    for method in ["hvc", *p.compare]:
+    for method in dict.fromkeys([p.method, *p.compare]):
         overrides = budget_overrides(p, method)
         rp = resolve(p, overrides)
         out[BUDGET_PREFIX + method] = Experiment(BUDGET_PREFIX + method, overrides, rp, stage_ids(rp))
@@ -293,6 +325,6 @@ def shards_owners(experiments: dict[str, Experiment]) -> dict[str, Experiment]:
     (ties by key), so its ``--set`` arguments are only the ones that change the shards."""
     owners: dict[str, Experiment] = {}
     trained = [e for e in experiments.values() if e.trained]
-    for e in sorted(trained, key=lambda e: (e.key != "hvc", len(e.set_args), e.key)):
+    for e in sorted(trained, key=lambda e: (bool(e.overrides), len(e.set_args), e.key)):
         owners.setdefault(e.ids["shards"], e)
     return owners

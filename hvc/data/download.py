@@ -1,6 +1,6 @@
 """Get the datasets: registry, resumable download, verification, safe extraction.
 
-The registry (``hvc/data/datasets.yaml``) lists, per dataset, the archive files with URL,
+The registry (``hvc/config/datasets.yaml``) lists, per dataset, the archive files with URL,
 size and checksum (and where each checksum came from), the licence, and the folders that
 must exist after extraction. :func:`fetch` turns one registry entry into a verified,
 extracted folder::
@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from urllib3.util import Retry
 
 from hvc.data.extract import extract_archives
-from hvc.data.registry import REGISTRY_PATH, STAMP_NAME, DatasetSpec, FileSpec, dataset_rows, load_registry, resolve_spec  # noqa: F401 (re-exported)
+from hvc.config.datasets import REGISTRY_PATH, STAMP_NAME, DatasetSpec, FileSpec, dataset_rows, load_registry, resolve_spec  # noqa: F401 (re-exported)
 from hvc.io import DataError, atomic_dir, file_digests, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -444,7 +444,7 @@ def _warn_unchecked(spec: DatasetSpec, records: list[dict[str, Any]], archive_di
         if f.checksum is None:  # now true: the stamp holds it
             log.warning(
                 "%s: no checksum in the registry, verified size only; its sha256 %s is recorded in %s "
-                "(add 'sha256:%s' to hvc/data/datasets.yaml once confirmed)",
+                "(add 'sha256:%s' to hvc/config/datasets.yaml once confirmed)",
                 archive_dir / f.filename, r["sha256"], stamp_path, r["sha256"],
             )  # fmt: skip
 

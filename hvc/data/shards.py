@@ -5,7 +5,7 @@ order, to ``{dataset}-{split}-{index:06d}.tar`` with an ``index.json`` giving ea
 shard's sample count and SHA-256. Every image is decoded once to check it; an unreadable
 one fails the stage or is skipped and listed in the report (``shards.on_bad_image``).
 
-Videos (for methods trained on clips, :data:`hvc.methods.METHODS`): one sample per video
+Videos (for methods trained on clips, :mod:`hvc.config.registry`): one sample per video
 holding its frames' original bytes as ``00000.jpg``, ``00001.jpg``, ... in time order, the
 index marked ``"unit": "video"`` with each shard's shortest video (``min_frames``).
 
@@ -33,34 +33,11 @@ from hvc.io import DataError, atomic_dir, decode_image, read_bytes, read_json, s
 from hvc.methods import batch_kind
 from hvc.methods.base import DataSpec
 from hvc.config.code import provenance
+from hvc.config.datasets import TRAIN_SET_GLOBS, TRAIN_VIDEO_GLOBS
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-# Each training set: its dataset in the registry (hvc/data/datasets.yaml; `hvc fetch NAME`
-# extracts it to data.root/NAME) and where its images lie below data.root. YouTube-VOS
-# frames are separate images (HVC-YT).
-TRAIN_SET_DATASETS = {
-    "coco": "coco2017_train",
-    "voc": "voc2012_trainval",
-    "msra10k": "msra10k",
-    "ytvos": "ytvos2018_train",
-}
-TRAIN_SET_GLOBS = {
-    "demo": "train/*",
-    "coco": "coco2017_train/train2017/*.jpg",
-    "voc": "voc2012_trainval/VOCdevkit/VOC2012/JPEGImages/*.jpg",
-    "msra10k": "msra10k/MSRA10K_Imgs_GT/Imgs/*.jpg",
-    "ytvos": "ytvos2018_train/train_all_frames/JPEGImages/*/*.jpg",
-}
-# Training sets that have videos: the folders (one per video, frames in name order) below
-# data.root (for demo, the demo-data output folder, built with its training videos).
-TRAIN_VIDEO_GLOBS = {
-    "demo": "train_videos/*",
-    "ytvos": "ytvos2018_train/train_all_frames/JPEGImages/*",
-}
-
 
 def list_training_images(root: Path, train_set: str, step: int = 1) -> list[Path]:
     """Sorted image files of a training set, keeping every ``step``-th (Table 7a).
@@ -345,7 +322,9 @@ class TrainStream(IterableDataset):
     round-robin over workers is fixed and a resumed epoch can skip batches without
     decoding them (``skip_batches``).
 
-    ``kind="views"`` (image shards): ``views`` gets each decoded image (3, H, W) uint8.
+    ``kind="views"``: ``views`` gets each decoded image (3, H, W) uint8; from video shards
+    (a method whose phases read images, then clips), one frame per video and epoch, drawn
+    uniformly after seeding.
     ``kind="clips"`` (video shards, :func:`write_video_shards`): one clip per video and
     epoch, frames ``s, s + frame_gap, ..., s + (clip_length - 1) * frame_gap`` for a start
     ``s`` drawn uniformly (after seeding) among those that fit; ``views`` gets them as
@@ -404,9 +383,10 @@ class TrainStream(IterableDataset):
             )
 
     def _check_unit(self, index: dict) -> None:
-        """Image shards for views, video shards long enough for one clip for clips."""
-        unit = index.get("unit", "image")
-        wanted = "video" if self.spec.kind == "clips" else "image"
+        """Video shards long enough for one clip for clips; image shards, or video shards
+        (one frame of a video is an image), for views."""
+        unit = self.unit = index.get("unit", "image")
+        wanted = "video" if self.spec.kind == "clips" else unit
         if unit != wanted:
             raise DataError(
                 self.shard_dir / "index.json",
@@ -439,10 +419,13 @@ class TrainStream(IterableDataset):
         """One training example: seed torch by (seed, epoch, key), decode, transform."""
         where = f"{sample.get('__url__')}:{sample['__key__']}"
         torch.manual_seed(_seed(self.seed, self.epoch, sample["__key__"]))
+        names = sorted(k for k in sample if not k.startswith("__"))
         if self.spec.kind == "views":
+            if self.unit == "video":  # one frame of the video, drawn after seeding
+                name = names[int(torch.randint(len(names), ()))]
+                return self.views(torch.from_numpy(decode_image(sample[name], f"{where}/{name}")).permute(2, 0, 1))
             data = sample.get("jpg", sample.get("png"))
             return self.views(torch.from_numpy(decode_image(data, where)).permute(2, 0, 1))
-        names = sorted(k for k in sample if not k.startswith("__"))
         if len(names) < self.spec.span:
             raise DataError(where, f"{len(names)} frames, fewer than one clip spans ({self.spec.span})")
         start = int(torch.randint(len(names) - self.spec.span + 1, ()))

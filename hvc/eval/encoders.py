@@ -16,50 +16,84 @@ from hvc.io import (
     read_json,
     state_dict_differences,
 )
-from hvc.methods import get_method
-from hvc.methods.base import NORMALIZATION, EncoderSpec, normalize_input
-from hvc.methods.hvc.model import Backbone, backbone_key, backbone_shapes, build_encoder_for_propagation
 from hvc.config.params import Params, ParamsError
+from hvc.config.registry import DEFAULT_METHOD, encoder_provider, load_function, method_spec
+from hvc.inputs import NORMALIZATION, normalize_input
+from hvc.methods import get_method
+from hvc.methods.base import EncoderSpec
+from hvc.methods.hvc.model import Backbone, backbone_shapes, build_encoder_for_propagation
 from hvc.eval.released import load_authors_encoder
 from hvc.eval.semantic import load_semantic_encoder
 
 log = logging.getLogger(__name__)
 
 
-def load_encoder(spec: str, seed: int = 0) -> torch.nn.Module:
-    """The frozen encoder named by ``spec``.
+def load_encoder(spec: str, seed: int = 0, method: str | None = None, p: Params | None = None) -> torch.nn.Module:
+    """The frozen encoder named by ``spec``, through its method's interface
+    (:class:`~hvc.methods.base.Method`, :mod:`hvc.config.registry`).
 
     Args:
         spec: path of an ``encoder.pt`` (encoder state dict written by the train stage;
-            the ``encoder.json`` beside it, when present, names the method and its input
-            normalisation: see :func:`load_method_encoder`; without it, HVC's backbone);
-            ``"random"``: a randomly initialised backbone (seeded by ``seed``);
-            ``"imagenet"``: torchvision's ImageNet-supervised ResNet-18 weights (downloaded
-            to the torch hub cache on first use) in the stride-8 backbone.
+            the ``encoder.json`` beside it names the method and its input normalisation,
+            see :func:`load_method_encoder`; without it, the default method's encoder);
+            ``"random"``: the encoder of ``method`` at random initialisation (seeded by
+            ``seed``); another name: a baseline encoder a method provides (its registry
+            entry's ``encoders``, e.g. ``"imagenet"``: torchvision's ImageNet-supervised
+            ResNet-18 in HVC's stride-8 backbone, downloaded to the torch hub cache on first use).
+        method: the method of ``"random"`` (default: the registry's default method).
+        p: the parameters, for encoders loaded from a file they name (``"semantic"``:
+            ``propagation.semantic_checkpoint``, ``"authors"``: ``authors_checkpoint``).
     Raises:
         DataError: the file is missing, truncated, or holds another model's weights; for
             ``"imagenet"``, naming the torch hub cache file, when the weights are neither
             cached nor downloadable (no network) or the download is corrupt.
+        ParamsError: an encoder name no registered method provides.
     """
     if spec == "random":
+        cls = get_method(method or DEFAULT_METHOD)
         torch.manual_seed(seed)
-        return build_encoder_for_propagation(None)
-    if spec == "imagenet":
-        state = _imagenet_resnet18_state()
-        return build_encoder_for_propagation({backbone_key(k): v for k, v in state.items() if not k.startswith("fc.")})
+        return _fed(cls.load_encoder(None, cls.encoder_spec()), cls.encoder_spec())
+    provider = encoder_provider(spec)
+    if provider is not None:
+        return load_function(method_spec(provider).encoders[spec])(p, seed)
     path = Path(spec)
+    if not path.suffix and not path.exists():
+        raise ParamsError(f"--encoder {spec!r}: not an encoder.pt and not an encoder a method provides (random, {', '.join(_provided())})")
     hint = " (checkpoint.pt is the training state)" if path.name == "checkpoint.pt" else ""
     state = load_torch(path, "encoder checkpoint", "the encoder.pt written by `hvc train`", hint)
     if not isinstance(state, dict):
         raise DataError(path, f"expected a state dict, found {type(state).__name__}")
-    method_spec = _encoder_spec(path)
-    if method_spec is not None and method_spec.method != "hvc":
-        return load_method_encoder(path, state, method_spec)
+    method_spec_ = _encoder_spec(path)
+    if method_spec_ is not None and method_spec_.method != DEFAULT_METHOD:
+        return load_method_encoder(path, state, method_spec_)
     _check_backbone_state(path, state)
     try:
         return build_encoder_for_propagation(state)
     except (ValueError, RuntimeError) as e:
         raise DataError(path, first_line(e)) from None
+
+
+def encoder_method(spec: str, p: Params) -> str:
+    """The method whose inference and propagation preset an encoder gets: ``p.method`` for
+    ``"random"``, the providing method for a baseline name, the method in ``encoder.json``
+    for a trained ``encoder.pt`` (the default method without one).
+
+    Raises:
+        DataError: a malformed ``encoder.json``.
+    """
+    if spec == "random":
+        return p.method
+    provider = encoder_provider(spec)
+    if provider is not None:
+        return provider
+    found = _encoder_spec(Path(spec))
+    return found.method if found is not None else DEFAULT_METHOD
+
+
+def _provided() -> list[str]:
+    from hvc.config.registry import method_names
+
+    return sorted({name for m in method_names() for name in method_spec(m).encoders})
 
 
 def _encoder_spec(path: Path) -> EncoderSpec | None:
@@ -107,27 +141,16 @@ def load_method_encoder(path: Path, state: dict, spec: EncoderSpec) -> torch.nn.
         raise DataError(path.with_name("encoder.json"), first_line(e)) from None
     except (ValueError, RuntimeError) as e:
         raise DataError(path, first_line(e)) from None
+    return _fed(encoder, spec)
+
+
+def _fed(encoder: torch.nn.Module, spec: EncoderSpec) -> torch.nn.Module:
+    """``encoder`` in eval mode, fed ImageNet-normalised RGB (wrapped in :class:`Renormalized`
+    unless that is its own input)."""
     encoder = encoder.eval()
     if (spec.normalization, spec.colour_space) == ("imagenet", "rgb"):
         return encoder
     return Renormalized(encoder, spec).eval()
-
-
-def _imagenet_resnet18_state() -> dict:
-    """torchvision's ImageNet ResNet-18 state dict (IMAGENET1K_V1), from the torch hub
-    cache or downloaded into it; a DataError naming the cache file when that fails."""
-    from torchvision.models import ResNet18_Weights, resnet18
-
-    weights = ResNet18_Weights.IMAGENET1K_V1
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
-    try:
-        return resnet18(weights=weights).state_dict()
-    except Exception as e:  # noqa: BLE001 - URLError, OSError, RuntimeError (hash), EOFError...
-        raise DataError(
-            cached,
-            f"ImageNet ResNet-18 weights unavailable ({type(e).__name__}: {first_line(e)}); without network, "
-            f"download {weights.url} elsewhere and put it here",
-        ) from None
 
 
 def _check_backbone_state(path: Path, state: dict) -> None:
@@ -152,7 +175,7 @@ def _check_backbone_state(path: Path, state: dict) -> None:
 
 def semantic_features(p: Params, device: torch.device):
     """The frozen semantic encoder of ``propagation.semantic_checkpoint``: (1, 3, h, w) →
-    (1, 1024, h/8, w/8) for :func:`hvc.eval.propagation.merged_encoder`.
+    (1, 1024, h/8, w/8) for :func:`hvc.propagation.merged_encoder`.
 
     Raises:
         ParamsError: ``propagation.semantic_checkpoint`` is not set.
@@ -163,7 +186,24 @@ def semantic_features(p: Params, device: torch.device):
     return load_semantic_encoder(Path(p.propagation.semantic_checkpoint)).to(device)
 
 
-def authors_encoder(p: Params) -> Backbone:
+def semantic_encoder(p: Params, seed: int = 0) -> torch.nn.Module:
+    """The semantic encoder alone as an encoder (``encoder(x, layer)``, the layer ignored):
+    :func:`semantic_features` on the CPU (the caller moves it). Raises as that."""
+    return _AnyLayer(semantic_features(p, torch.device("cpu")))
+
+
+class _AnyLayer(torch.nn.Module):
+    """``forward(x, layer)`` of an encoder that has one output (the layer is ignored)."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+        return self.encoder(x)
+
+
+def authors_encoder(p: Params, seed: int = 0) -> Backbone:
     """Our backbone with the authors' released weights of ``authors_checkpoint``.
 
     Raises:

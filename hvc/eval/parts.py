@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from hvc.eval.video import Video, match_masks
 from hvc.io import DataError, frame_order, read_lines, read_mask
-from hvc.eval.propagation import PropagationConfig, propagate_video
+from hvc.propagation import PropagationConfig, propagate_video
 
 VIP_FOLDER = "VIP_Fine"
 VOID = 255  # ground-truth label that is never scored
@@ -55,7 +55,7 @@ def vip_folder(root: str | Path) -> Path:
     """The ``VIP_Fine`` folder for ``root``.
 
     ``root`` is the folder that holds ``VIP_Fine/`` (where the dataset's zip is
-    extracted; hvc/data/datasets.yaml lists ``VIP_Fine/Images`` below it). ``VIP_Fine``
+    extracted; hvc/config/datasets.yaml lists ``VIP_Fine/Images`` below it). ``VIP_Fine``
     itself is accepted too: it is used as is when it has no ``VIP_Fine`` child.
     """
     root = Path(root)
@@ -139,7 +139,7 @@ def propagate_parts(
     """Propagate a part map through a video at ``size`` x ``size`` (paper §4.1; UVC).
 
     Frames are resized to size x size (bilinear) and the first part map (nearest), then
-    :func:`hvc.eval.propagation.propagate_video` runs at that input size: one channel per part
+    :func:`hvc.propagation.propagate_video` runs at that input size: one channel per part
     id from 0 to the largest id in the first frame, so a part absent from the first
     frame is never predicted (the protocol: UVC's one-hot has max+1 channels too). The
     size x size predictions are resized back to the frames' size (nearest).
@@ -152,7 +152,7 @@ def propagate_parts(
         cfg: propagation hyper-parameters.
         size: side of the square network input in pixels (560 for VIP).
         num_classes: number of part ids, background included (20 for VIP).
-        layer, device, bf16: as for :func:`~hvc.eval.propagation.propagate_video`.
+        layer, device, bf16: as for :func:`~hvc.propagation.propagate_video`.
     Returns:
         (T, H, W) uint8 part ids; frame 0 is ``first_labels`` (void set to 0).
     Raises:

@@ -3,7 +3,7 @@
 In the order it runs: read the split-1 test videos and their 15 joints
 (:func:`read_jhmdb`) → resize every frame to 320 x 320 and turn the first frame's joints
 into Gaussian maps at feature resolution (:func:`joints_to_heatmaps`) → propagate the
-maps with :func:`hvc.eval.propagation.propagate_soft` → read each joint out of its map by the
+maps with :func:`hvc.propagation.propagate_soft` → read each joint out of its map by the
 top-3 weighted argmax (:func:`heatmaps_to_joints`) and map it back to the original frame
 (:func:`propagate_pose`) → score PCK@0.1 and PCK@0.2 (:func:`pck`, :func:`evaluate_pose`).
 
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from scipy.io.matlab import MatReadError
 
 from hvc.io import DataError, read_image, read_json, read_lines, write_json
-from hvc.eval.propagation import PropagationConfig, encode, preprocess, propagate_soft
+from hvc.propagation import PropagationConfig, encode, preprocess, propagate_soft
 
 NUM_JOINTS = 15
 TEST_SPLIT_SUFFIX = "_test_split1.txt"  # JHMDB splits/<action>_test_split1.txt, label 2 = test
@@ -264,7 +264,7 @@ def propagate_pose(
 
     Every frame is resized to size x size (aspect ratio not kept, as CRW's ``JhmdbSet``)
     and encoded; frame 0's joints become Gaussian maps at feature resolution
-    (:func:`joints_to_heatmaps`), propagated with :func:`hvc.eval.propagation.propagate_soft`,
+    (:func:`joints_to_heatmaps`), propagated with :func:`hvc.propagation.propagate_soft`,
     read out per frame by the top-k weighted argmax (:func:`heatmaps_to_joints`) and
     mapped back to the original frame's pixels.
 

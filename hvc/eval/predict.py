@@ -1,6 +1,6 @@
 """The ``hvc propagate`` stage: label propagation of the first-frame labels through every
 video of a benchmark, with one frozen encoder; predictions written as the benchmark's files.
-The algorithm itself is :mod:`hvc.eval.propagation` (and :mod:`hvc.eval.parts`,
+The algorithm itself is :mod:`hvc.propagation` (and :mod:`hvc.eval.parts`,
 :mod:`hvc.eval.pose` for part labels and joints).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hvc.eval.registry import get_benchmark
+from hvc.config.benchmarks import get_benchmark
 from hvc.eval.readers import read_benchmark
 from hvc.eval.video import Video
 from hvc.io import (
@@ -22,12 +22,13 @@ from hvc.io import (
     write_json,
     write_mask,
 )
-from hvc.config.params import Params
+from hvc.config.params import Params, propagation_for
+from hvc.config.registry import load_function, method_spec
 from hvc.eval.parts import propagate_parts
 from hvc.eval.pose import propagate_pose, write_pose
-from hvc.eval.propagation import PropagationConfig, merged_encoder, propagate_video
+from hvc.propagation import PropagationConfig, merged_encoder, propagate_video
 from hvc.device import device_label, pick_device
-from hvc.eval.encoders import authors_encoder, load_encoder, semantic_features
+from hvc.eval.encoders import encoder_method, load_encoder, semantic_features
 from hvc.config.code import provenance
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,10 @@ def propagate_benchmark(
 
     task = get_benchmark(benchmark).task
     device = pick_device(p.device)
+    method = encoder_method(encoder_spec, p)
+    p = p.model_copy(update={"propagation": propagation_for(p, method)})  # the method's preset, for its encoders only
     encode = feature_function(p, encoder_spec, device, merge_semantic)
+    infer = _method_inference(p, method, task)
     videos = read_benchmark(benchmark, root)
     for video in tqdm(videos, desc=f"check {benchmark}", unit="video", mininterval=2.0):
         video.check()  # every frame decoded once before any work: a bad file costs seconds
@@ -83,17 +87,19 @@ def propagate_benchmark(
         for video in tqdm(videos, desc=f"propagate {benchmark}", unit="video"):
             frames = video.read_frames()
             tic = time.perf_counter()
-            _propagate_video(p, task, encode, video, frames, device, tmp)
+            _propagate_video(p, task, encode, video, frames, device, tmp, infer)
             seconds += time.perf_counter() - tic
             frames_done += len(frames) - 1
         info = {
             "benchmark": benchmark,
             "encoder": encoder_spec,
             "merge_semantic": merge_semantic,
+            "method": method,
+            "inference": "generic" if infer is None else method_spec(method).inference,
             "videos": len(videos),
             "frames": frames_done,
             "seconds_per_frame": seconds / max(frames_done, 1),
-            "provenance": provenance("propagation", p.method, device_label(device)),
+            "provenance": provenance("propagation", method, device_label(device)),
         }
         write_json(tmp / "propagation.json", info)
     return info
@@ -107,35 +113,44 @@ def feature_function(p: Params, encoder_spec: str, device: torch.device, merge_s
     Raises:
         DataError: a missing or malformed checkpoint (names the file).
     """
-    if encoder_spec == "semantic":
-        semantic = semantic_features(p, device)
-        return lambda x, layer: semantic(x)
-    if encoder_spec == "authors":
-        encoder = authors_encoder(p).to(device)
-    else:
-        encoder = load_encoder(encoder_spec, p.seed).to(device)
+    encoder = load_encoder(encoder_spec, p.seed, p.method, p).to(device)
     encode: Encode = lambda x, layer: encoder(x, layer)  # noqa: E731
     if merge_semantic:
         encode = merged_encoder(encode, semantic_features(p, device), p.propagation.semantic_weight)
     return encode
 
 
+def _method_inference(p: Params, method: str, task: str) -> Callable | None:
+    """The method's own inference (its registry entry's ``inference``) when it has one,
+    ``propagation.inference`` is ``method`` and the task is masks or parts; else None (the
+    generic label propagation)."""
+    target = method_spec(method).inference
+    if target is None or p.propagation.inference != "method" or task == "pose":
+        return None
+    return load_function(target)
+
+
 def _propagate_video(
-    p: Params, task: str, encode: Encode, video: Video, frames: list[np.ndarray], device: torch.device, out: Path
+    p: Params,
+    task: str,
+    encode: Encode,
+    video: Video,
+    frames: list[np.ndarray],
+    device: torch.device,
+    out: Path,
+    infer: Callable | None = None,
 ) -> None:
     """Propagate one video's first labels (joints for ``pose``, part or object labels
-    otherwise) and write its predictions under ``out``."""
+    otherwise) with the method's own inference ``infer`` or the generic label propagation,
+    and write its predictions under ``out``."""
     cfg = propagation_config(p)
     common = dict(layer=p.propagation.feature_layer, device=device, bf16=p.propagation.precision == "bf16")
     if task == "pose":
         joints = propagate_pose(encode, frames, video.joints[0], cfg, **common)
         write_pose(out / f"{video.name}.json", joints)
         return
-    if p.propagation.preset == "liir":  # LIIR's own inference (hvc/eval/liir_propagation.py)
-        from hvc.eval.liir_propagation import LIIRInference, propagate_video_liir
-
-        cfg_liir = LIIRInference(radius=p.propagation.radius)
-        pred = propagate_video_liir(encode, frames, video.first_labels(), cfg_liir, video.later_labels(), device)
+    if infer is not None:
+        pred = infer(encode, frames, video.first_labels(), video.later_labels(), p, device)
     elif task == "parts":
         pred = propagate_parts(encode, frames, video.first_labels(), cfg, **common)
     else:

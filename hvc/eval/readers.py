@@ -1,6 +1,6 @@
 """Benchmark readers: each returns videos in one common form, :class:`Video`.
 
-Benchmarks stay in their official folder layouts; :data:`hvc.eval.registry.BENCHMARKS` says, per benchmark,
+Benchmarks stay in their official folder layouts; :data:`hvc.config.benchmarks.BENCHMARKS` says, per benchmark,
 where its folder is, which reader reads it, what is propagated and how it is scored:
 
 - DAVIS 2016 (greyscale 0/255 masks, ``ImageSets/480p/val.txt`` listing frame/mask
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from hvc.eval.parts import read_vip
 from hvc.eval.pose import read_jhmdb
-from hvc.eval.registry import get_benchmark
+from hvc.config.benchmarks import get_benchmark
+from hvc.config.registry import load_function
 from hvc.eval.video import Video, list_frames, match_masks
 from hvc.io import DataError, read_json, read_lines
 
@@ -166,27 +167,31 @@ def read_vost(root: Path, split: str = "val") -> list[Video]:
 
 def read_benchmark(name: str, root: Path) -> list:
     """The videos of benchmark ``name`` found in ``root`` (its folder, see
-    :func:`hvc.eval.registry.benchmark_root`), in the benchmark's order.
+    :func:`hvc.config.benchmarks.benchmark_root`), in the benchmark's order.
 
     Returns :class:`~hvc.eval.video.Video` objects (:class:`hvc.eval.pose.PoseVideo` for JHMDB).
     Raises:
         ParamsError: ``name`` is not a benchmark.
         DataError: naming the file or folder that is missing or malformed.
     """
-    reader = get_benchmark(name).reader
-    root = Path(root)
-    if reader == "davis2017":
-        return read_davis(root, "ImageSets/2017/val.txt", "davis2017")
-    if reader == "davis2017_testdev":
-        return read_davis(root, "ImageSets/2017/test-dev.txt", "davis2017")
-    if reader == "davis2016":
-        return read_davis(root, "ImageSets/480p/val.txt", "davis2016")
-    if reader == "ytvos":
-        return read_ytvos(root, "valid")
-    if reader == "vost":
-        return read_vost(root)
-    if reader == "vip":
-        return read_vip(root)
-    if reader == "jhmdb":
-        return read_jhmdb(root)
-    raise ValueError(f"unknown reader {reader!r}")
+    return load_function(get_benchmark(name).reader)(Path(root))
+
+
+def read_davis2017_val(root: Path) -> list[Video]:
+    """DAVIS 2017 val (ImageSets/2017/val.txt); also the demo benchmark's layout."""
+    return read_davis(root, "ImageSets/2017/val.txt", "davis2017")
+
+
+def read_davis2017_testdev(root: Path) -> list[Video]:
+    """DAVIS 2017 test-dev (ImageSets/2017/test-dev.txt; first-frame masks only)."""
+    return read_davis(root, "ImageSets/2017/test-dev.txt", "davis2017")
+
+
+def read_davis2016_val(root: Path) -> list[Video]:
+    """DAVIS 2016 val (ImageSets/480p/val.txt; single-object masks)."""
+    return read_davis(root, "ImageSets/480p/val.txt", "davis2016")
+
+
+def read_ytvos_valid(root: Path) -> list[Video]:
+    """YouTube-VOS 2018/2019 valid (objects appearing later start from their first annotation)."""
+    return read_ytvos(root, "valid")

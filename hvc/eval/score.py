@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 
-from hvc.eval.registry import Benchmark, get_benchmark
+from hvc.config.benchmarks import Benchmark, get_benchmark
 from hvc.eval.readers import read_benchmark
 from hvc.eval.video import Video
 from hvc.io import (

@@ -4,7 +4,7 @@ infer_vos.py TEST.MERGE, models/encoder.py ``mocov1``; paper Table 6).
 The authors' inference code (NUST-Machine-Intelligence-Laboratory/HVC, ``infer_vos.py``
 with ``models/encoder.py`` and ``models/resnet.py``) by default matches frames on
 ``cat(1.05 * l2n(HVC layer3), l2n(MoCo layer3))``, L2-normalised again
-(:func:`hvc.eval.propagation.merge_features`). The MoCo half is built there as follows, and
+(:func:`hvc.propagation.merge_features`). The MoCo half is built there as follows, and
 here the same way:
 
 - a torchvision-layout ResNet-50 loaded from facebookresearch/moco's

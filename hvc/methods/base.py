@@ -1,19 +1,26 @@
 """What every trainable correspondence method gives the harness (training loop, checkpoints,
 label propagation), and the input normalisations they share.
 
-A method is an ``nn.Module`` subclass of :class:`Method`. The harness (``hvc.train``):
+A method is an ``nn.Module`` subclass of :class:`Method`, named in the registry
+(:mod:`hvc.config.registry`). The harness (``hvc.train``):
 
 1. builds it with ``Method.build(params)`` (weights seeded by ``params.seed`` beforehand);
-2. asks :meth:`Method.data_spec` what one training sample is (:class:`DataSpec`: two views of
-   an image, or a clip of T frames of a video, and the per-sample transform) and streams
-   batches of it from the shards;
-3. per step: :meth:`Method.before_step` (training phases), ``losses = method(batch)`` (``forward`` calls :meth:`Method.loss`, so a
-   DistributedDataParallel wrapper sees every trained module inside one forward),
-   back-propagates ``losses["loss"]``, steps the optimizer of
-   :meth:`Method.make_optimizer`, then calls :meth:`Method.after_step` (EMA updates, memory
-   queues, re-clustering) and logs every loss term and every value it returns;
-4. at the end saves ``encoder().state_dict()`` as ``encoder.pt`` and
-   :meth:`Method.encoder_spec` (how to feed that encoder) as ``encoder.json``.
+   the method reads its own section (``params.<name>``) and the loop's keys (``params.train``);
+2. runs its training phases (:meth:`Method.phases`) in order, each for its share of the
+   budget (steps, or seconds under ``train.max_seconds``); at the start of phase i it calls
+   :meth:`Method.start_phase` (also on resume, before the checkpoint is loaded), builds a
+   fresh optimizer (:meth:`Method.make_optimizer`) and streams batches of the phase's
+   :meth:`Method.data_spec` (:class:`DataSpec`: two views of an image, or a clip of T frames
+   of a video, the per-sample transform and, optionally, the phase's batch size);
+3. per step: sets the learning rate of :meth:`Method.lr_at`, ``losses = method(batch)``
+   (``forward`` calls :meth:`Method.loss`, so a DistributedDataParallel wrapper sees every
+   trained module inside one forward), back-propagates ``losses["loss"]``, steps the
+   optimizer, then calls :meth:`Method.after_step` (EMA updates, memory queues,
+   re-clustering) and logs every loss term and every value it returns;
+4. at the end saves ``encoder().state_dict()`` as ``encoder.pt``, :meth:`Method.encoder_spec`
+   (how to feed that encoder) as ``encoder.json``, and each of
+   :meth:`Method.inference_modules` as ``<name>.pt`` (what the method's own inference needs
+   besides the encoder).
 
 Batches are dicts of tensors, the per-sample transform's dict with a leading batch
 dimension: ``{"view1", "view2", "box1", "box2"}`` for HVC, ``{"frames": (B, T, 3, S, S), ...}``
@@ -27,9 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from torch import nn
+
+from hvc.inputs import COLOUR_SPACE_OF, NORMALIZATION, normalize_input
 
 if TYPE_CHECKING:
     from hvc.config.params import Params
@@ -37,54 +45,6 @@ if TYPE_CHECKING:
 BatchKind = Literal["views", "clips"]
 BATCH_KINDS: tuple[str, ...] = ("views", "clips")
 ColourSpace = Literal["rgb", "lab"]
-
-# Input mean/std per colour channel. RGB entries are for images scaled to [0, 1]: "imagenet"
-# is ImageNet's pair (the authors' HVC inference); "cifar" is the pair the authors' HVC
-# training script uses (github.com/NUST-Machine-Intelligence-Laboratory/HVC, train_img.py:
-# Normalize(mean=[0.4914, 0.4822, 0.4465], std=[0.2023, 0.1994, 0.2010])). "lab" is for CIE
-# Lab input (L in [0, 100], a and b about [-128, 127]) as in MAST and LIIR
-# (github.com/shasha521/LIIR_pytorch, functional/feeder/dataset: mean (50, 0, 0),
-# std (50, 127, 127)).
-NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    "lab": ((50.0, 0.0, 0.0), (50.0, 127.0, 127.0)),
-}
-COLOUR_SPACE_OF = {"imagenet": "rgb", "cifar": "rgb", "lab": "lab"}
-
-
-def normalize_input(x: torch.Tensor, normalization: str = "imagenet", colour_space: str | None = None) -> torch.Tensor:
-    """uint8 or [0, 1] float RGB (..., 3, H, W) → normalised float input of the same shape.
-
-    ``colour_space="lab"`` converts to CIE Lab (D65, skimage.color.rgb2lab) before the
-    mean/std of ``normalization``; by default the colour space is the normalisation's
-    (:data:`COLOUR_SPACE_OF`).
-    Raises:
-        ValueError: unknown normalisation or colour space, or a normalisation of the other
-            colour space.
-    """
-    if normalization not in NORMALIZATION:
-        raise ValueError(f"normalization must be one of {sorted(NORMALIZATION)}, got {normalization!r}")
-    space = colour_space or COLOUR_SPACE_OF[normalization]
-    if space != COLOUR_SPACE_OF[normalization]:
-        raise ValueError(f"normalization {normalization!r} is for {COLOUR_SPACE_OF[normalization]} input, not {space!r}")
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    if space == "lab":
-        x = rgb_to_lab(x)
-    mean, std = NORMALIZATION[normalization]
-    shape = (3, 1, 1)
-    return (x - torch.tensor(mean, dtype=x.dtype).view(shape)) / torch.tensor(std, dtype=x.dtype).view(shape)
-
-
-def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] RGB (..., 3, H, W) float → CIE Lab (..., 3, H, W) float32 (L in [0, 100]),
-    D65 white point, via ``skimage.color.rgb2lab`` (on the CPU)."""
-    from skimage.color import rgb2lab
-
-    rgb = x.detach().cpu().movedim(-3, -1).clamp(0, 1).numpy()
-    lab = rgb2lab(rgb.astype(np.float64), channel_axis=-1).astype(np.float32)
-    return torch.from_numpy(lab).movedim(-1, -3).to(x.device)
-
 
 @torch.no_grad()
 def ema_parameters_(target: nn.Module, online: nn.Module, momentum: float) -> None:
@@ -184,6 +144,29 @@ class EncoderSpec:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """One training phase of a method.
+
+    Attributes:
+        name: what the phase is (``"intra"``, ``"spatial"``, ...), for logs and ``train.json``.
+        kind: ``"views"`` (decoded images) or ``"clips"`` (frames of a video) it trains on.
+        share: its fraction of the training budget: of the steps (``train.max_steps``, or
+            ``train.epochs`` passes of the phase's own stream), and of the wall time under
+            ``train.max_seconds``. A phase of share 0 is skipped.
+    """
+
+    name: str
+    kind: str
+    share: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in BATCH_KINDS:
+            raise ValueError(f"phase {self.name!r}: kind must be one of {BATCH_KINDS}, got {self.kind!r}")
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"phase {self.name!r}: share must be in [0, 1], got {self.share!r}")
+
+
+@dataclass(frozen=True)
 class DataSpec:
     """What one training sample is, for the stream the training loop builds
     (:func:`hvc.data.shards.make_stream`).
@@ -198,18 +181,22 @@ class DataSpec:
             which the stream seeds per sample from (seed, epoch, sample key): reproducible.
         clip_length: T, frames per clip (clips only).
         frame_gap: index step between consecutive clip frames (clips only; 1 = adjacent).
+        batch_size: global batch of the phase; None = ``train.batch_size``.
     """
 
     kind: str
     transform: Callable[[torch.Tensor], dict[str, torch.Tensor]]
     clip_length: int = 1
     frame_gap: int = 1
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in BATCH_KINDS:
             raise ValueError(f"kind must be one of {BATCH_KINDS}, got {self.kind!r}")
         if self.clip_length < 1 or self.frame_gap < 1:
             raise ValueError(f"clip_length and frame_gap must be >= 1, got {self.clip_length}, {self.frame_gap}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
 
     @property
     def span(self) -> int:
@@ -220,10 +207,12 @@ class DataSpec:
 class Method(nn.Module):
     """Base class of a trainable self-supervised correspondence method.
 
-    Subclasses set :attr:`name` and :attr:`batch_kind` and implement :meth:`build`,
-    :meth:`data_spec`, :meth:`loss`, :meth:`encoder` and :meth:`encoder_spec`; they may
-    override :meth:`after_step` and :meth:`make_optimizer`. The state dict of the module is
-    what the training checkpoint stores; keep its keys stable.
+    Subclasses set :attr:`name` (their registry name) and :attr:`batch_kind` and implement
+    :meth:`build`, :meth:`data_spec`, :meth:`loss`, :meth:`encoder`, :meth:`encoder_spec`
+    and :meth:`load_encoder`; they may override :meth:`phases`, :meth:`start_phase`,
+    :meth:`after_step`, :meth:`make_optimizer`, :meth:`lr_at` and
+    :meth:`inference_modules`. The state dict of the module is what the training checkpoint
+    stores (loaded weights-only: tensors and plain containers); keep its keys stable.
     """
 
     name: ClassVar[str] = ""
@@ -235,8 +224,18 @@ class Method(nn.Module):
         torch first). Raises ParamsError for settings the method cannot use."""
         raise NotImplementedError
 
-    def data_spec(self, params: Params) -> DataSpec:
-        """The training sample of this method (its ``kind`` must equal :attr:`batch_kind`)."""
+    def phases(self) -> tuple[Phase, ...]:
+        """The training phases, in order (shares sum to 1). Default: one phase of
+        :attr:`batch_kind`."""
+        return (Phase("train", self.batch_kind, 1.0),)
+
+    def start_phase(self, phase: int) -> None:
+        """Called before the first step of phase ``phase`` (index into :meth:`phases`), and
+        when a run resumes inside it, before the checkpoint's state is loaded (so what is
+        set up here is then overwritten by the saved state). Default: nothing."""
+
+    def data_spec(self, params: Params, phase: int = 0) -> DataSpec:
+        """The training sample of phase ``phase`` (its ``kind`` must be the phase's)."""
         raise NotImplementedError
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -248,29 +247,28 @@ class Method(nn.Module):
         """= :meth:`loss` (the training loop calls the module, possibly DDP-wrapped)."""
         return self.loss(batch)
 
-    def before_step(self, step: int, total_steps: int) -> bool:
-        """Called before optimizer step ``step`` (0-based) of ``total_steps``, also after a
-        resume: a method with training phases switches here. Returns True when step
-        ``step`` starts a phase that begins with a fresh optimizer (the loop then calls
-        :meth:`make_optimizer` again). Default: one phase, False."""
-        return False
-
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         """Called after optimizer step ``step`` (0-based) of ``total_steps``: EMA updates,
         memory queues, re-clustering. Returns scalars to log (e.g. ``{"momentum": m}``)."""
         return {}
 
     def make_optimizer(self, params: Params, fused: bool = False) -> torch.optim.Optimizer:
-        """The optimizer: by default Adam over the parameters that require gradients, with
+        """The optimizer of the current phase (called after each :meth:`start_phase`): by default Adam over the parameters that require gradients, with
         ``train.lr`` and ``train.weight_decay``. ``fused``: PyTorch's fused kernel (CUDA)."""
         t = params.train
         trainable = [q for q in self.parameters() if q.requires_grad]
         return torch.optim.Adam(trainable, lr=t.lr, weight_decay=t.weight_decay, fused=fused)
 
     def lr_at(self, step: int, total_steps: int, base_lr: float) -> float:
-        """Learning rate of step ``step`` (0-based); the loop sets it before each step.
-        Default: constant ``base_lr``."""
+        """Learning rate of step ``step`` (0-based, counted from the start of the current
+        phase) of the phase's ``total_steps``; the loop sets it before each step.
+        Default: constant ``base_lr`` (``train.lr``)."""
         return base_lr
+
+    def inference_modules(self) -> dict[str, nn.Module]:
+        """Modules besides the encoder that the method's own inference needs (e.g. a mask
+        decoder); each is saved as ``<name>.pt`` beside ``encoder.pt``. Default: none."""
+        return {}
 
     def encoder(self) -> nn.Module:
         """The module label propagation runs, frozen: ``encoder(x, layer)`` maps the
@@ -278,7 +276,8 @@ class Method(nn.Module):
         ``layer`` of :meth:`encoder_spec`. Its state dict is saved as ``encoder.pt``."""
         raise NotImplementedError
 
-    def encoder_spec(self) -> EncoderSpec:
+    @classmethod
+    def encoder_spec(cls) -> EncoderSpec:
         """Normalisation, colour space, stride and layers of :meth:`encoder`."""
         raise NotImplementedError
 

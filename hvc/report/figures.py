@@ -5,7 +5,8 @@
 - :func:`budget_plot`: J&F against training time of the equal-budget table (``budget.png``).
 - :func:`bar_chart`: one PNG per ablation table (and the demo table): our value beside
   the published one for each row, per benchmark column;
-- pseudo-dynamic signals in flow colours (Fig. 12) are drawn by :func:`hvc.methods.hvc.flow.flow_figure`.
+- each method's own figures (HVC: pseudo-dynamic signals in flow colours, Fig. 12,
+  :mod:`hvc.report.pseudo_dynamic`) through its registry entry (:func:`method_figures`).
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def budget_plot(table: dict, out_png: Path) -> bool:
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for q in points:
         ax.scatter(q["seconds"], 100 * q["jf"], s=40)
-        ax.annotate(q["method"].upper(), (q["seconds"], 100 * q["jf"]), textcoords="offset points", xytext=(5, 5), fontsize=9)
+        ax.annotate(q.get("display", q["method"]), (q["seconds"], 100 * q["jf"]), textcoords="offset points", xytext=(5, 5), fontsize=9)
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("J&F (%)")
     ax.set_title(table["title"], fontsize=9)
@@ -169,3 +170,28 @@ def budget_plot(table: dict, out_png: Path) -> bool:
     plt.close(fig)
     return True
 
+
+def method_figures(p, model_dir: Path, benchmarks: list[tuple[str, Path]], out: Path) -> list[Path]:
+    """The method-only figures of a trained model (its method's registry entry,
+    :attr:`hvc.config.registry.MethodSpec.figures`), drawn into ``out``; none for a method
+    that declares none.
+
+    Args:
+        p: the parameters; model_dir: the model folder (its ``encoder.json`` names the method);
+        benchmarks: (name, folder) of the benchmarks to draw from.
+    Returns:
+        the files written.
+    Raises:
+        DataError: the model folder has no readable ``encoder.json``.
+    """
+    from hvc.config.registry import load_function, method_spec
+    from hvc.io import DataError, read_json
+
+    try:
+        method = read_json(Path(model_dir) / "encoder.json")["method"]
+    except (KeyError, TypeError):
+        raise DataError(Path(model_dir) / "encoder.json", "names no method: not a model folder written by `hvc train`") from None
+    written: list[Path] = []
+    for target in method_spec(method).figures.values():
+        written += load_function(target)(p, Path(model_dir), benchmarks, out)
+    return written

@@ -15,7 +15,9 @@ from typing import Any
 from hvc.config.plan import columns, missing_checkpoint, published_tables, row_experiment, run_rows, source_available, table_names
 from hvc.io import atomic_dir, write_json, write_text
 from hvc.config.params import Params
+from hvc.config.benchmarks import get_benchmark
 from hvc.config.code import provenance
+from hvc.config.registry import DEFAULT_METHOD, method_spec
 
 # metric → (column label, how a value is shown); fractions are shown in percent
 METRICS = {
@@ -42,20 +44,16 @@ METRICS = {
     "forward_epe": ("forward EPE", "number"),
     "backward_epe": ("backward EPE", "number"),
 }
-BENCHMARK_NAMES = {
-    "demo": "Demo",
-    "davis2017": "DAVIS17",
-    "davis2016": "DAVIS16",
-    "davis2017_testdev": "DAVIS17 test-dev",
-    "ytvos2018": "YT-VOS18",
-    "ytvos2019": "YT-VOS19",
-    "vost": "VOST",
-    "vip": "VIP",
-    "jhmdb": "JHMDB",
-    "train": "Training",
-    "flow_davis2017": "DAVIS17",
-    "flow_ytvos2018": "YT-VOS18",
-}
+# column names of the sources that are not benchmarks (benchmarks: their registry entry's display)
+SOURCE_NAMES = {"train": "Training"}
+
+
+def source_name(source: str) -> str:
+    """A column source's name in the tables: a benchmark's display name (``flow_<benchmark>``:
+    the benchmark's), or "Training"."""
+    if source in SOURCE_NAMES:
+        return SOURCE_NAMES[source]
+    return get_benchmark(source.removeprefix("flow_")).display
 
 
 def _format(metric: str, value: float | None) -> str:
@@ -99,16 +97,20 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
     cols = columns(table, p)
     header = ["Setting"]
     for src, m, has_pub in cols:
-        label = f"{BENCHMARK_NAMES.get(src, src)} {METRICS[m][0]}"
+        label = f"{source_name(src)} {METRICS[m][0]}"
         header.append(f"{label} (ours)")
         if has_pub and src != "demo":
             header.append(f"{label} (paper)")
     trained = {exp.key for _, _, exp in run_rows(p)}
     rows, notes = [], []
+    display = method_spec(p.method).display
     for row in table["rows"]:
+        if row.get("overrides", {}).get("method") == p.method:
+            continue  # the trained method's own rows: its base rows show it
         exp = row_experiment(p, row)
-        published = row.get("published") or []
-        cells = [row["label"]]
+        ours = "{method}" in row["label"]  # a row of the trained method; its published values are the paper's (HVC's)
+        published = row.get("published") or [] if not ours or p.method == DEFAULT_METHOD else []
+        cells = [row["label"].format(method=display) if ours else row["label"]]
         for i, (src, m, has_pub) in enumerate(cols):
             summary = scores.get((exp.key, src)) if exp is not None else None
             if src == "train" and summary is not None and "train_seconds" in summary:
@@ -143,7 +145,7 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
     return {"title": table["title"], "header": header, "rows": rows, "notes": _not_run_notes(header, rows) + notes}
 
 
-BUDGET_HEADER = ["Method", "J&F", "training time (s)", "images/s", "peak memory (GB)", "steps", "samples seen", "device"]
+BUDGET_HEADER = ["Method", "J&F", "training time (s)", "images/s", "peak memory (GB)", "steps", "samples seen", "phases run (steps)", "device"]
 
 
 def budget_points(p: Params, scores: dict[tuple[str, str], dict]) -> list[dict[str, Any]]:
@@ -151,7 +153,8 @@ def budget_points(p: Params, scores: dict[tuple[str, str], dict]) -> list[dict[s
     ``method``, ``jf`` (fraction, None when not scored), ``seconds`` (training wall time),
     ``images_per_s``, ``peak_gb`` (GPU peak when trained on a GPU, else the training
     process's peak resident memory) and ``memory_kind`` ("GPU"/"host"), ``steps``,
-    ``samples``, ``device``; None for what a file lacks."""
+    ``samples``, ``phases`` (each phase's name and steps run, from ``train.json``),
+    ``device``, ``display`` (the method's display name); None for what a file lacks."""
     from hvc.config.plan import BUDGET_PREFIX, budget_benchmark, budget_experiments
 
     bench = budget_benchmark(p)
@@ -163,6 +166,7 @@ def budget_points(p: Params, scores: dict[tuple[str, str], dict]) -> list[dict[s
         out.append(
             {
                 "method": key.removeprefix(BUDGET_PREFIX),
+                "display": method_spec(key.removeprefix(BUDGET_PREFIX)).display,
                 "jf": (score or {}).get("JF_mean"),
                 "seconds": train.get("train_seconds"),
                 "images_per_s": train.get("images_per_s"),
@@ -170,6 +174,7 @@ def budget_points(p: Params, scores: dict[tuple[str, str], dict]) -> list[dict[s
                 "memory_kind": "GPU" if gpu is not None else "host",
                 "steps": train.get("steps"),
                 "samples": None if train.get("steps") is None else train["steps"] * train.get("global_batch", exp.params.train.batch_size),
+                "phases": [(ph["name"], ph["steps"]) for ph in train.get("phases", [])] or None,
                 "device": train.get("device"),
             }
         )
@@ -185,29 +190,30 @@ def build_budget_table(p: Params, scores: dict[tuple[str, str], dict]) -> dict[s
     bench = budget_benchmark(p)
     b = p.budget
     amount = f"{b.images:,} training samples" if b.unit == "images" else f"{b.seconds:g} s of training"
-    title = f"Equal budget: {amount} per method on {p.data.train_set}, scored on {BENCHMARK_NAMES.get(bench, bench)}"
+    title = f"Equal budget: {amount} per method on {p.data.train_set}, scored on {source_name(bench) if bench else '–'}"
     points = budget_points(p, scores)
-    names = {"hvc": "HVC", "liir": "LIIR"}
 
     def num(v: float | None, fmt: str) -> str:
         return "–" if v is None else format(v, fmt)
 
     rows = [
         [
-            names.get(r["method"], r["method"]),
+            r["display"],
             "–" if r["jf"] is None else f"{100 * r['jf']:.1f}",
             num(r["seconds"], ".1f"),
             num(r["images_per_s"], ".1f"),
             "–" if r["peak_gb"] is None else f"{r['peak_gb']:.2f} ({r['memory_kind']})",
             num(r["steps"], ",d"),
             num(r["samples"], ",d"),
+            "–" if r["phases"] is None else ", ".join(f"{name} {steps:,d}" for name, steps in r["phases"]),
             r["device"] or "–",
         ]
         for r in points
     ]
     notes = [
         "Each method trains on the same training set, data.train_set (HVC on its images, clip methods on its videos; on the demo both are made from the same training photographs) "
-        "with train.batch_size samples per step; LIIR runs both of its phases in the budget (liir.phase2_share).",
+        "with train.batch_size samples per step (or its phase's own batch); a method with several training phases splits "
+        "the budget between them by their shares, and 'phases run' gives the steps each phase got.",
         "Peak memory: the GPU's peak allocation when trained on a GPU, else the training process's peak resident memory.",
     ]
     if bench is None:

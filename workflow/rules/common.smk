@@ -4,11 +4,11 @@ import shlex
 
 import yaml
 
-from hvc.eval.registry import benchmark_root, get_benchmark
+from hvc.config.benchmarks import benchmark_root, get_benchmark
 from hvc.data.download import STAMP_NAME
 from hvc.config.plan import override_args, plan, shards_owners
 from hvc.config.params import deep_merge, validate_params
-from hvc.data.shards import TRAIN_SET_DATASETS
+from hvc.config.datasets import TRAIN_SET_DATASETS
 from snakemake.utils import validate
 
 
@@ -47,7 +47,7 @@ PARAMS = " ".join(f"--params {shlex.quote(f)}" for f in PARAMS_FILES) + "".join(
 )
 
 EXPERIMENTS = plan(P)  # key -> Experiment (overrides, resolved params, content ids)
-BASE = EXPERIMENTS["hvc"]
+BASE = EXPERIMENTS[P.method]  # the base setting of the trained method
 TRAINED = [e for e in EXPERIMENTS.values() if e.trained]
 BY_MODEL = {e.ids["model"]: e for e in sorted(TRAINED, key=lambda e: not e.merge_semantic)}  # unmerged wins
 BY_SHARDS = shards_owners(EXPERIMENTS)  # the base, else the fewest overrides: --set names the shards setting

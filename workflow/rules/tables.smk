@@ -1,5 +1,5 @@
 # The paper's tables from every experiment's scores, training logs and flow comparisons.
-from hvc.config.code import code_hash
+from hvc.config.ids import stage_reads
 from hvc.config.plan import published_tables, score_requests
 
 FLOW = "artifacts/flow/{model}/{benchmark}.json"
@@ -30,7 +30,7 @@ rule pseudo_dynamic:
         FLOW,
     params:
         data=lambda wc: bench_root(wc.benchmark),
-        code=code_hash("flow", P.method),  # the path holds the model's id only: re-run when this code changes
+        code=stage_reads("flow", P).code_hash(),  # the path holds the model's id only: re-run when this code changes
     log:
         f"{LOGS}/pseudo_dynamic/{{model}}/{{benchmark}}.log",
     benchmark:
@@ -63,7 +63,7 @@ rule tables:
     params:
         scores=" ".join(f"--score '{k}:{b}={path}'" for (k, b), path in SCORE_FILES.items()),
         titles={name: t["title"] for name, t in published_tables().items()},  # for the report's captions
-        code=code_hash("tables", P.method),  # not content-addressed: re-run when this code changes
+        code=stage_reads("tables", P).code_hash(),  # not content-addressed: re-run when this code changes
     log:
         f"{LOGS}/tables/tables.log",
     resources:
@@ -76,7 +76,7 @@ rule tables:
 PREDICTION_DIRS = {
     (e.key, b): PREDICTIONS.format(encoder=e.encoder, propagation=e.ids["propagation"], benchmark=b)
     for e in EXPERIMENTS.values()
-    if e.key in ("hvc", "random")
+    if e.key in (P.method, "random")
     for b in P.data.benchmarks
     if (e.key, b) in SCORE_FILES and get_benchmark(b).task != "pose"  # overlays of masks and parts
 }
@@ -98,7 +98,7 @@ rule figures:
     params:
         predictions=" ".join(f"--predictions '{k}:{b}={path}'" for (k, b), path in PREDICTION_DIRS.items()),
         demo=lambda wc, input: DATA.format(data=BASE.ids["data"]),  # the demo's frames (Fig. 12 on the demo)
-        code=code_hash("figures", P.method),  # not content-addressed: re-run when this code changes
+        code=stage_reads("figures", P).code_hash(),  # not content-addressed: re-run when this code changes
     log:
         f"{LOGS}/figures/figures.log",
     threads: COMPUTE_THREADS

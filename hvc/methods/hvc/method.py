@@ -39,7 +39,7 @@ class HVCMethod(HVC, Method):
 
     Batch: ``{"view1", "view2"}`` (B, 3, S, S) normalised views and ``{"box1", "box2"}``
     (B, 4) crop boxes. Loss dict: ``loss``, ``static``, ``dynamic`` (Eq. 10). The base EMA
-    momentum (``train.momentum``) follows the cosine schedule of :func:`momentum_at`.
+    momentum (``hvc.momentum``) follows the cosine schedule of :func:`momentum_at`.
     """
 
     name = "hvc"
@@ -51,23 +51,24 @@ class HVCMethod(HVC, Method):
 
     @classmethod
     def build(cls, params: Params) -> HVCMethod:
-        """The HVC model of the train section's settings (Tables 6, 7c, 7d, 7f)."""
-        t = params.train
+        """The HVC model of the ``hvc`` section (Tables 6, 7c, 7d, 7f)."""
+        h = params.hvc
         return cls(
-            proj_dim=t.proj_dim,
-            head=t.head,
-            radius=t.radius,
-            radius_unit=t.radius_unit,
-            alpha=t.alpha,
-            static=t.static,
-            dynamic=t.dynamic,
-            base_momentum=t.momentum,
+            proj_dim=h.proj_dim,
+            head=h.head,
+            radius=h.radius,
+            radius_unit=h.radius_unit,
+            alpha=h.alpha,
+            static=h.static,
+            dynamic=h.dynamic,
+            base_momentum=h.momentum,
         )
 
-    def data_spec(self, params: Params) -> DataSpec:
-        """Two RandomResizedCrop views of one image (§3.2.2, Table 7b) with their boxes."""
-        t = params.train
-        return DataSpec("views", ViewsDict(TwoViews(t.crop_size, t.scale, t.ratio, t.augment, t.normalization)))
+    def data_spec(self, params: Params, phase: int = 0) -> DataSpec:
+        """Two RandomResizedCrop views of one image (§3.2.2, Table 7b) with their boxes,
+        ``train.crop_size`` pixels square."""
+        h = params.hvc
+        return DataSpec("views", ViewsDict(TwoViews(params.train.crop_size, h.scale, h.ratio, h.augment, h.normalization)))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Symmetric hybrid loss (Eq. 10) of one batch of two views."""
@@ -87,12 +88,15 @@ class HVCMethod(HVC, Method):
         """The online ResNet-18 backbone (stride 8; layer3/layer4), as the paper propagates with."""
         return self.online.backbone
 
-    def encoder_spec(self) -> EncoderSpec:
+    @classmethod
+    def encoder_spec(cls) -> EncoderSpec:
         """RGB input with ImageNet mean/std at inference, as the authors' infer_vos.py
-        (whatever ``train.normalization`` was used in training); stride 8."""
-        return EncoderSpec(method=self.name, normalization="imagenet", colour_space="rgb", stride=8)
+        (whatever ``hvc.normalization`` was used in training); stride 8."""
+        return EncoderSpec(method=cls.name, normalization="imagenet", colour_space="rgb", stride=8)
 
     @classmethod
     def load_encoder(cls, state: dict[str, torch.Tensor] | None, spec: EncoderSpec) -> nn.Module:
         """:func:`build_encoder_for_propagation` (raises ValueError for another architecture)."""
         return build_encoder_for_propagation(state)
+
+METHOD = HVCMethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-from hvc.methods.base import NORMALIZATION
+from hvc.inputs import NORMALIZATION
 
 AUGMENTATIONS = ("crop", "affine", "color", "blur")
 

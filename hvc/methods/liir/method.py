@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, ema_parameters_
+from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, Phase, ema_parameters_
 from hvc.methods.liir.colour import drop_colour_channel
 from hvc.methods.liir.config import PHASE1, PHASE2, PHASES, LIIRConfig
 from hvc.methods.liir.loss import (
@@ -87,7 +87,7 @@ class LIIR(Method):
             (default: the phase's batch size).
         phase2_share: when set, the harness's training loop runs both phases in one run:
             phase 1 for the first ``round(total_steps * (1 - phase2_share))`` steps, then
-            phase 2 from those weights with a fresh Adam (:meth:`before_step`); None keeps
+            phase 2 from those weights with a fresh Adam (:meth:`phases`); None keeps
             ``phase`` throughout.
     Raises:
         ValueError: phase not 1 or 2, or phase2_share outside [0, 1].
@@ -120,19 +120,19 @@ class LIIR(Method):
 
     @classmethod
     def build(cls, params: Params) -> LIIR:
-        """LIIR of the parameters: :class:`LIIRConfig` with frames resized to ``clips.size``,
+        """LIIR of the parameters: :class:`LIIRConfig` with frames resized to ``train.crop_size``,
         the gaps, bank size and learning rates of the ``liir`` section, ``train.batch_size``
         pairs per step in both phases, the phases split by ``liir.phase2_share``.
 
         Raises:
-            ParamsError: ``clips.size`` is not a multiple of the stride 4.
+            ParamsError: ``train.crop_size`` is not a multiple of the stride 4.
         """
         from hvc.config.params import ParamsError
 
         q, batch = params.liir, params.train.batch_size
         try:
             config = LIIRConfig(
-                image_size=params.clips.size,
+                image_size=params.train.crop_size,
                 frame_gaps=tuple(q.frame_gaps),
                 frame_gap_probs=tuple(q.frame_gap_probs),
                 bank_frames=q.bank_frames,
@@ -140,28 +140,33 @@ class LIIR(Method):
                 phase2=dataclasses.replace(PHASE2, lr=q.lr2, batch_size=batch),
             )
         except ValueError as err:
-            raise ParamsError(f"method liir: {err} (clips.size, liir section)") from None
+            raise ParamsError(f"method liir: {err} (train.crop_size, liir section)") from None
         return cls(config, phase=1, batch_size=batch, phase2_share=q.phase2_share)
 
     def phase1_steps(self, total_steps: int) -> int:
         """Steps of phase 1 in a run of ``total_steps`` that holds both phases:
-        ``round(total_steps * (1 - phase2_share))`` (all of them when ``phase2_share`` is None)."""
+        ``round(total_steps * (1 - phase2_share))`` (all of them when ``phase2_share`` is None).
+        The training loop splits a step budget this way (:meth:`phases`)."""
         if self.phase2_share is None:
             return total_steps
         return round(total_steps * (1.0 - self.phase2_share))
 
-    def before_step(self, step: int, total_steps: int) -> bool:
-        """Set the phase of step ``step`` (also right after a resume); True at the first step
-        of phase 2, whose Adam starts afresh (the authors' phase 2 is a new run loading
-        phase 1's weights, [U] README step 2 ``--resume``). Without ``phase2_share`` the
-        phase given at construction is kept."""
+    def phases(self) -> tuple[Phase, ...]:
+        """Phase 1 (intra-video, share 1 - ``phase2_share``) then phase 2 (inter-video +
+        compactness, share ``phase2_share``), both on clips, the second from the first's
+        weights with a fresh Adam (the authors' phase 2 is a new run loading phase 1's
+        weights, [U] README step 2 ``--resume``). Without ``phase2_share``: the phase given
+        at construction alone."""
         if self.phase2_share is None:
-            return False
-        first2 = self.phase1_steps(total_steps)
-        self.phase = 1 if step < first2 else 2
-        return step == first2
+            return (Phase(f"phase{self.phase}", "clips", 1.0),)
+        return (Phase("phase1", "clips", 1.0 - self.phase2_share), Phase("phase2", "clips", self.phase2_share))
 
-    def data_spec(self, params: Params) -> DataSpec:
+    def start_phase(self, phase: int) -> None:
+        """Enter phase ``phase`` (index into :meth:`phases`)."""
+        if self.phase2_share is not None:
+            self.phase = PHASES[phase]
+
+    def data_spec(self, params: Params, phase: int = 0) -> DataSpec:
         """Clips of max(gap) + 1 consecutive frames, reduced to one (reference, query) pair
         by :class:`PairTransform`."""
         return DataSpec("clips", PairTransform(self.config), clip_length=max(self.config.frame_gaps) + 1, frame_gap=1)
@@ -244,16 +249,14 @@ class LIIR(Method):
         return {"bank_frames": float(self.bank.filled.sum())}
 
     def lr_at(self, step: int, total_steps: int, base_lr: float) -> float:
-        """``base_lr`` × the phase's step factor at step × batch samples seen
-        (:meth:`PhaseConfig.lr_factor`, [U] main_dis.py ``adjust_lr``). When the run holds
-        both phases (``phase2_share``), ``base_lr`` is replaced by the phase's own rate
-        (:attr:`PhaseConfig.lr`: 1e-3, then 1e-4, [P] §3.3) and samples are counted from
-        the start of the phase."""
-        if self.phase2_share is None:
-            return base_lr * self.config.phase(self.phase).lr_factor(step * self.batch_size)
+        """The rate of step ``step`` of the current phase: the phase's step factor at step ×
+        batch samples seen in the phase (:meth:`PhaseConfig.lr_factor`, [U] main_dis.py
+        ``adjust_lr``) times ``base_lr`` or, when the run holds both phases
+        (``phase2_share``), times the phase's own rate (:attr:`PhaseConfig.lr`: 1e-3, then
+        1e-4, [P] §3.3)."""
         phase = self.config.phase(self.phase)
-        start = 0 if self.phase == 1 else self.phase1_steps(total_steps)
-        return phase.lr * phase.lr_factor((step - start) * self.batch_size)
+        base = base_lr if self.phase2_share is None else phase.lr
+        return base * phase.lr_factor(step * self.batch_size)
 
     def make_optimizer(self, params: Params, fused: bool = False) -> torch.optim.Optimizer:
         """Adam over the online encoder with the config's betas ([U] main_dis.py
@@ -267,10 +270,11 @@ class LIIR(Method):
         """The online :class:`LIIREncoder` (stride 4; ``post_conv`` 64-d or ``layer4`` 256-d)."""
         return self.online
 
-    def encoder_spec(self) -> EncoderSpec:
+    @classmethod
+    def encoder_spec(cls) -> EncoderSpec:
         """Lab input, mean (50, 0, 0) std (50, 127, 127), stride 4, post-conv features by default."""
         return EncoderSpec(
-            method=self.name, normalization="lab", colour_space="lab", stride=STRIDE, layers=LAYERS, default_layer="post_conv"
+            method=cls.name, normalization="lab", colour_space="lab", stride=STRIDE, layers=LAYERS, default_layer="post_conv"
         )
 
     @classmethod
@@ -289,3 +293,5 @@ class LIIR(Method):
         for p in enc.parameters():
             p.requires_grad_(False)
         return enc.eval()
+
+METHOD = LIIR

@@ -1,4 +1,4 @@
-"""The dataset registry (``hvc/data/datasets.yaml``): what each dataset's archives are and
+"""The dataset registry (``hvc/config/datasets.yaml``): what each dataset's archives are and
 where they come from, validated on load.
 
 Kept apart from :mod:`hvc.data.download` (HTTP, extraction) so that reading parameters,
@@ -129,13 +129,13 @@ def load_registry(path: str | os.PathLike[str] = REGISTRY_PATH) -> dict[str, Dat
     """Read and validate the dataset registry.
 
     Args:
-        path: the registry YAML; defaults to the packaged ``hvc/data/datasets.yaml``.
+        path: the registry YAML; defaults to the packaged ``hvc/config/datasets.yaml``.
     Returns:
         dataset name -> :class:`DatasetSpec`, in file order.
     Raises:
         DataError: naming the file when it is missing or not YAML, and naming each bad key
             (e.g. ``datasets.davis2016.files.0.checksum``) when it breaks the schema.
-    Matches the layout of ``hvc/data/datasets.yaml`` (``version: 1``, ``datasets: {...}``).
+    Matches the layout of ``hvc/config/datasets.yaml`` (``version: 1``, ``datasets: {...}``).
     """
     path = Path(path)
     try:
@@ -188,3 +188,27 @@ def dataset_rows(registry: Mapping[str, DatasetSpec] | None = None) -> list[dict
             }
         )
     return rows
+
+
+# Each training set: its dataset in the registry (hvc/config/datasets.yaml; `hvc fetch NAME`
+# extracts it to data.root/NAME) and where its images lie below data.root. YouTube-VOS
+# frames are separate images (HVC-YT).
+TRAIN_SET_DATASETS = {
+    "coco": "coco2017_train",
+    "voc": "voc2012_trainval",
+    "msra10k": "msra10k",
+    "ytvos": "ytvos2018_train",
+}
+TRAIN_SET_GLOBS = {
+    "demo": "train/*",
+    "coco": "coco2017_train/train2017/*.jpg",
+    "voc": "voc2012_trainval/VOCdevkit/VOC2012/JPEGImages/*.jpg",
+    "msra10k": "msra10k/MSRA10K_Imgs_GT/Imgs/*.jpg",
+    "ytvos": "ytvos2018_train/train_all_frames/JPEGImages/*/*.jpg",
+}
+# Training sets that have videos: the folders (one per video, frames in name order) below
+# data.root (for demo, the demo-data output folder, built with its training videos).
+TRAIN_VIDEO_GLOBS = {
+    "demo": "train_videos/*",
+    "ytvos": "ytvos2018_train/train_all_frames/JPEGImages/*",
+}

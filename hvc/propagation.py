@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc.methods.base import NORMALIZATION
+from hvc.inputs import NORMALIZATION
 
 NEG = float("-inf")
 

@@ -14,7 +14,7 @@ standard flow colours (Fig. 12). In the order it runs:
 3. :func:`raft_flow` runs torchvision's RAFT (``raft_large``, ``Raft_Large_Weights.DEFAULT``).
 4. :func:`endpoint_error` and :func:`angular_error` compare the two;
    :func:`table11_scores` averages them over the consecutive pairs of the videos.
-5. :func:`flow_figure` draws the Fig. 12 grid.
+5. :func:`hvc.report.pseudo_dynamic.flow_figure` draws the Fig. 12 grid.
 
 **Our reading of the EPE (the paper does not define it).** M is a 2-channel field
 L2-normalised over its channels (Eq. 6), one unit vector per feature cell of stride 8, while
@@ -55,7 +55,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torchvision.models.optical_flow import (
     Raft_Large_Weights,
@@ -63,19 +62,16 @@ from torchvision.models.optical_flow import (
     raft_large,
     raft_small,
 )
-from torchvision.utils import flow_to_image
 
-from hvc.io import DataError, atomic_path, load_torch, read_image
+from hvc.io import DataError, load_torch, read_image
+from hvc.methods import get_method
 from hvc.methods.hvc.model import HVC
 from hvc.config.params import Params
-from hvc.eval.propagation import preprocess
-from hvc.train import build_model
+from hvc.propagation import preprocess
 
 Frame = np.ndarray | str | os.PathLike  # (H, W, 3) uint8, or an image file
 
 RAFT_MIN_SIDE = 128  # torchvision's RAFT needs H, W >= 8 * 2 * 2**(4 - 1) (its correlation pyramid)
-FIGURE_GAP = 4  # pixels between tiles (and around the grid) in flow_figure
-FIGURE_HEADER = 18  # height of flow_figure's column-title row, pixels
 
 
 # --------------------------------------------------------------------------- the HVC model
@@ -107,16 +103,18 @@ def load_hvc(checkpoint: str | os.PathLike[str], params: Params | None = None, d
         raise DataError(
             path, "not a training checkpoint: expected the train stage's checkpoint.pt with 'model' and 'params' entries"
         )
-    recorded = state["params"].get("train") or {}
+    recorded = state["params"].get(state["params"].get("method")) or {}  # the trained method's own section
     if params is None:
         try:
             params = Params.model_validate(state["params"])
         except ValueError as e:  # pydantic's ValidationError
             raise DataError(path, f"its recorded parameters are not valid ({str(e).splitlines()[0]})") from None
     for key in ("proj_dim", "head"):  # the architecture; loss settings do not matter here
-        if key in recorded and recorded[key] != getattr(params.train, key):
-            raise DataError(path, f"made with train.{key} = {recorded[key]!r}, but the parameters say {getattr(params.train, key)!r}")
-    model = build_model(params)
+        if key in recorded and recorded[key] != getattr(params.hvc, key):
+            raise DataError(path, f"made with hvc.{key} = {recorded[key]!r}, but the parameters say {getattr(params.hvc, key)!r}")
+    model = get_method(params.method).build(params)
+    if not isinstance(model, HVC):
+        raise DataError(path, f"a model of method {params.method!r}, which has no pseudo-dynamic signal (Table 11 is HVC's)")
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
@@ -145,7 +143,7 @@ def pseudo_dynamic(
         model: a trained :class:`~hvc.methods.hvc.model.HVC` (see :func:`load_hvc`).
         frame_a, frame_b: (H, W, 3) uint8 frames of equal size, or image files.
         resolution: resize each frame so its short side has this many pixels (None: native),
-            as :func:`hvc.eval.propagation.preprocess`.
+            as :func:`hvc.propagation.preprocess`.
         device: where the model and frames run.
         normalization: input mean/std (``hvc.methods.hvc.views.NORMALIZATION``).
     Returns:
@@ -394,77 +392,3 @@ def _add_pair_scores(sums: dict[str, list[float]], signals, angle_min_flow: floa
         sums[f"{name}_epe"].append(endpoint_error(m, flow))
         sums[f"{name}_angle"].append(angular_error(m, flow, angle_min_flow))
         sums[f"{name}_flow_norm"].append(float(torch.linalg.vector_norm(flow.double(), dim=0).mean()))
-
-
-# --------------------------------------------------------------------------- Fig. 12
-
-
-def flow_colours(field: Any, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A (2, h, w) signal or flow as an (h, w, 3) uint8 image in the standard flow colours.
-
-    ``torchvision.utils.flow_to_image`` (the Middlebury colour wheel, paper's ref. [102]):
-    hue = direction, saturation = length relative to the field's longest vector. ``size``
-    = (H, W) enlarges the image by nearest-neighbour (feature cells stay visible).
-    """
-    img = flow_to_image(torch.as_tensor(field).float()).permute(1, 2, 0).numpy()
-    if size is not None and img.shape[:2] != tuple(size):
-        img = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.NEAREST))
-    return img
-
-
-def flow_figure(
-    frames_a: Sequence[Frame],
-    frames_b: Sequence[Frame],
-    signals: Sequence[tuple[Any, Any]],
-    flows: Sequence[Any] | None,
-    out_png: str | os.PathLike[str],
-    tile_height: int = 120,
-    titles: bool = True,
-) -> None:
-    """Write a grid like the paper's Fig. 12: one row per pair.
-
-    Columns: frame a | frame b | forward signal | backward signal (| RAFT flow a → b when
-    ``flows`` is given), colours by :func:`flow_colours`. Every tile is ``tile_height``
-    pixels high and as wide as the first frame's aspect gives; tiles are ``FIGURE_GAP``
-    pixels apart on white, under a ``FIGURE_HEADER``-pixel row of column titles when
-    ``titles``. Written atomically (:func:`hvc.io.atomic_path`).
-
-    Args:
-        frames_a, frames_b: the pairs' frames, (H, W, 3) uint8 arrays or image files.
-        signals: per pair, (forward (2, h, w), backward (2, h, w)) from :func:`pseudo_dynamic`.
-        flows: per pair, a (2, H, W) flow (:func:`raft_flow`), or None for no flow column.
-        out_png: the PNG to write.
-    Raises:
-        ValueError: the sequences differ in length or are empty.
-        DataError: a frame file is missing or unreadable.
-    """
-    n = len(frames_a)
-    if n == 0 or len(frames_b) != n or len(signals) != n or (flows is not None and len(flows) != n):
-        raise ValueError("flow_figure needs as many frames_a, frames_b, signals (and flows) as pairs, at least one")
-    names = ["frame t", "frame t+1", "forward", "backward"] + (["RAFT t->t+1"] if flows is not None else [])
-    resample = [Image.BILINEAR, Image.BILINEAR, Image.NEAREST, Image.NEAREST, Image.BILINEAR]
-    rows = []
-    tile = None
-    for i in range(n):
-        a, b = _frame(frames_a[i]), _frame(frames_b[i])
-        if tile is None:
-            tile = (tile_height, max(1, round(tile_height * a.shape[1] / a.shape[0])))
-        cells = [a, b, flow_colours(signals[i][0]), flow_colours(signals[i][1])]
-        if flows is not None:
-            cells.append(flow_colours(flows[i]))
-        rows.append([np.asarray(Image.fromarray(c).resize((tile[1], tile[0]), r)) for c, r in zip(cells, resample)])
-    th, tw = tile
-    cols, gap, head = len(names), FIGURE_GAP, FIGURE_HEADER if titles else 0
-    canvas = np.full((head + n * th + (n + 1) * gap, cols * tw + (cols + 1) * gap, 3), 255, np.uint8)
-    for r, row in enumerate(rows):
-        y = head + gap + r * (th + gap)
-        for c, cell in enumerate(row):
-            x = gap + c * (tw + gap)
-            canvas[y : y + th, x : x + tw] = cell
-    image = Image.fromarray(canvas)
-    if titles:
-        draw, font = ImageDraw.Draw(image), ImageFont.load_default()
-        for c, name in enumerate(names):
-            draw.text((gap + c * (tw + gap) + 2, 3), name, fill=(0, 0, 0), font=font)
-    with atomic_path(out_png) as tmp:
-        image.save(tmp, format="PNG")

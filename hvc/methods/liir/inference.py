@@ -1,4 +1,4 @@
-"""LIIR's own label propagation (``propagation.preset: liir``).
+"""LIIR's own label propagation (its inference in the harness: :func:`propagate`).
 
 Li et al., CVPR 2022, §3.3 and §3.2 ("we replace A with Ã during inference"); the numbers
 where the paper is silent from github.com/shasha521/LIIR_pytorch (evaluate_davis.py,
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc.eval.propagation import labels_to_onehot, video_objects
-from hvc.methods.base import normalize_input
+from hvc.propagation import labels_to_onehot, video_objects
+from hvc.inputs import normalize_input
 from hvc.methods.liir.config import LIIRConfig
 from hvc.methods.liir.loss import window_gaussians, window_size
 
@@ -219,3 +219,12 @@ def propagate_video_liir(
             if i not in keep and feats[i] is not None and i not in (0, 5):
                 feats[i] = labels[i] = None
     return out
+
+
+def propagate(encode, frames, first_labels, later_labels, p, device, extras=None) -> np.ndarray:
+    """The method's inference as the harness calls it (:class:`hvc.config.registry.MethodSpec`
+    ``inference``): :func:`propagate_video_liir` with the window radius of
+    ``p.propagation.radius`` (LIIR's preset: 14 cells). ``extras`` (inference modules
+    besides the encoder) are not used. Returns and raises as :func:`propagate_video_liir`."""
+    cfg = LIIRInference(radius=p.propagation.radius)
+    return propagate_video_liir(encode, frames, first_labels, cfg, later_labels, device)

@@ -1,6 +1,7 @@
-"""The benchmarks: where each one's folder is, which reader reads it, what is propagated on
-it and how it is scored (:data:`BENCHMARKS`). Data only: the readers are in
-:mod:`hvc.eval.readers`, so the experiment plan can consult this without importing them.
+"""The benchmarks, one registry entry each (:data:`BENCHMARKS`): where its folder is, which
+reader reads it, what is propagated on it, how it is scored and its name in the tables.
+Data only: readers are named ``"module:function"`` and imported when used, so the
+experiment plan can consult this without importing them.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvc.config.params import ParamsError
+from hvc.config.section import ParamsError
 
 
 @dataclass(frozen=True)
@@ -17,9 +18,9 @@ class Benchmark:
 
     Attributes:
         folder: its folder below ``data.root``; the first part is the dataset's name in
-            ``hvc/data/datasets.yaml`` (``hvc fetch NAME`` extracts it to data.root/NAME).
-        reader: ``"davis2017"``, ``"davis2017_testdev"``, ``"davis2016"``, ``"ytvos"``,
-            ``"vost"``, ``"vip"`` or ``"jhmdb"``; see :func:`hvc.eval.readers.read_benchmark`.
+            ``hvc/config/datasets.yaml`` (``hvc fetch NAME`` extracts it to data.root/NAME).
+        reader: ``"module:function"`` that reads its videos from its folder (e.g.
+            ``"hvc.eval.readers:read_davis2016_val"``), :func:`hvc.eval.readers.read_benchmark`.
         task: what is propagated: ``"vos"`` object masks, ``"parts"`` part labels at
             560x560 (VIP), ``"pose"`` joints at 320x320 (JHMDB) (paper §4.1).
         scoring: ``"davis"`` J&F (DAVIS toolkit), ``"vost"`` J and J on the last 25% of
@@ -29,6 +30,7 @@ class Benchmark:
         server: where the submission archive is uploaded (server scoring).
         archive_prefix: folder inside the submission archive that holds
             ``<video>/<frame>.png`` (YouTube-VOS: ``Annotations``; DAVIS: none).
+        display: its name in the tables (``"DAVIS17"``).
     """
 
     folder: str
@@ -38,29 +40,31 @@ class Benchmark:
     annotations: str = ""
     server: str = ""
     archive_prefix: str = ""
+    display: str = ""
 
 
 _CODALAB = "https://codalab.lisn.upsaclay.fr"
+_READERS = "hvc.eval.readers"
 # name → how to find, read, propagate and score it (params: data.benchmarks)
 BENCHMARKS: dict[str, Benchmark] = {
-    "demo": Benchmark("", "davis2017", annotations="Annotations/480p"),
-    "davis2017": Benchmark("davis2017_trainval/DAVIS", "davis2017", annotations="Annotations/480p"),
-    "davis2016": Benchmark("davis2016/DAVIS", "davis2016", annotations="Annotations/480p"),
+    "demo": Benchmark("", f"{_READERS}:read_davis2017_val", annotations="Annotations/480p", display="Demo"),
+    "davis2017": Benchmark("davis2017_trainval/DAVIS", f"{_READERS}:read_davis2017_val", annotations="Annotations/480p", display="DAVIS17"),
+    "davis2016": Benchmark("davis2016/DAVIS", f"{_READERS}:read_davis2016_val", annotations="Annotations/480p", display="DAVIS16"),
     "davis2017_testdev": Benchmark(
-        "davis2017_testdev/DAVIS", "davis2017_testdev", scoring="server",
-        server=f"{_CODALAB} (DAVIS Challenge, semi-supervised, test-dev phase)",
+        "davis2017_testdev/DAVIS", f"{_READERS}:read_davis2017_testdev", scoring="server",
+        server=f"{_CODALAB} (DAVIS Challenge, semi-supervised, test-dev phase)", display="DAVIS17 test-dev",
     ),
     "ytvos2018": Benchmark(
-        "ytvos2018_val", "ytvos", scoring="server", archive_prefix="Annotations",
-        server=f"{_CODALAB} (YouTube-VOS 2018, semi-supervised VOS, valid phase)",
+        "ytvos2018_val", f"{_READERS}:read_ytvos_valid", scoring="server", archive_prefix="Annotations",
+        server=f"{_CODALAB} (YouTube-VOS 2018, semi-supervised VOS, valid phase)", display="YT-VOS18",
     ),
     "ytvos2019": Benchmark(
-        "ytvos2019_val", "ytvos", scoring="server", archive_prefix="Annotations",
-        server=f"{_CODALAB} (YouTube-VOS 2019, semi-supervised VOS, valid phase)",
+        "ytvos2019_val", f"{_READERS}:read_ytvos_valid", scoring="server", archive_prefix="Annotations",
+        server=f"{_CODALAB} (YouTube-VOS 2019, semi-supervised VOS, valid phase)", display="YT-VOS19",
     ),
-    "vost": Benchmark("vost/VOST", "vost", scoring="vost", annotations="Annotations"),
-    "vip": Benchmark("vip", "vip", task="parts", scoring="miou"),
-    "jhmdb": Benchmark("jhmdb", "jhmdb", task="pose", scoring="pck"),
+    "vost": Benchmark("vost/VOST", f"{_READERS}:read_vost", scoring="vost", annotations="Annotations", display="VOST"),
+    "vip": Benchmark("vip", f"{_READERS}:read_vip", task="parts", scoring="miou", display="VIP"),
+    "jhmdb": Benchmark("jhmdb", f"{_READERS}:read_jhmdb", task="pose", scoring="pck", display="JHMDB"),
 }  # fmt: skip
 
 
