@@ -63,10 +63,14 @@ def test_a_stage_runs_the_files_it_imports_and_no_other():
     assert PACKAGE_DIR / "methods/hvc/model.py" in stage_files("propagation")
 
 
-def test_another_method_is_not_followed(tmp_path):
+def test_another_method_is_not_followed(tmp_path, monkeypatch):
+    from hvc.config import registry
+
+    monkeypatch.setitem(registry.METHODS, "other", "hvc.methods.other")
     pkg = copy_package(tmp_path)
     (pkg / "methods" / "other").mkdir()
-    (pkg / "methods" / "other" / "__init__.py").write_text('"""Another method."""\nfrom hvc.methods.other import loss\n')
+    (pkg / "methods" / "other" / "__init__.py").write_text('"""Another method."""\n')
+    (pkg / "methods" / "other" / "method.py").write_text('"""Its method."""\nfrom hvc.methods.other import loss\n')
     (pkg / "methods" / "other" / "loss.py").write_text("def loss():\n    return 0\n")
     hvc_model = stage_files("model", "hvc", root=pkg)
     other_model = stage_files("model", "other", root=pkg)

@@ -270,8 +270,8 @@ def test_a_gap_in_object_ids_is_a_warning_in_the_scores_and_the_log(caplog, tmp_
 
 def test_a_duplicate_section_is_refused_naming_the_key_and_both_lines(caplog, tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text((ROOT / "params.yaml").read_text() + "train:\n  alpha: 0.5\n")
-    first = next(n for n, line in enumerate(params.read_text().splitlines(), 1) if line == "train:")
+    params.write_text((ROOT / "params.yaml").read_text() + "train:\n  lr: 0.5\n")
+    first = next(n for n, line in enumerate(params.read_text().splitlines(), 1) if line.startswith("train:"))
     last = len(params.read_text().splitlines()) - 1
     code, _, errors = hvc_cli(caplog, "params", "--check", "--params", params)
     assert code == 2 and len(errors) == 1, errors

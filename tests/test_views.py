@@ -42,7 +42,7 @@ def test_params_shows_effective_values_their_origin_and_choices(tmp_path, caplog
     assert " 5 " in line and "wins over preset crw: 10" in line
     assert "one of crop, affine, color, blur" in r.output and "[demo]" in r.output
     r, _ = invoke(caplog, "params")  # the schema: defaults and choices
-    assert "one of official, crw, liir, none" in r.output and "['demo']" in r.output
+    assert "one of official, crw, none" in r.output and "['demo']" in r.output
 
 
 def test_params_schema_writes_the_json_schema(tmp_path, caplog):

@@ -99,15 +99,17 @@ def _followed(module: str, method: str) -> bool:
 
 def method_entries(stage: str, method: str) -> list[str]:
     """Modules of ``method`` a stage runs besides its entries, from the registry: training
-    runs the method module; propagation its method module (the encoder is built from it)
+    runs the method module and its registry entry (its parameter section, its phases' data
+    kinds); propagation its method module (the encoder is built from it)
     and its own inference, if any; figures its method-only figures.
 
     Raises:
         KeyError: unknown method.
     """
-    package, spec = method_package(method), method_spec(method)
+    package = method_package(method)
     if stage == "model":
-        return [f"{package}.method"]
+        return [f"{package}.method", f"{package}.spec"]
+    spec = method_spec(method)
     if stage == "propagation":
         return [f"{package}.method"] + ([spec.inference.partition(":")[0]] if spec.inference else [])
     if stage == "figures":

@@ -87,7 +87,10 @@ class Experiment:
             return f"{name} random init"
         if not self.trained:
             return self.key
-        return name if self.key == self.params.method else f"{name} {self.key}"
+        if self.key.startswith(BUDGET_PREFIX):
+            return f"{name} (equal budget)"
+        rest = [a for a in self.set_args if not a.startswith("method=")]
+        return f"{name} {', '.join(rest)}" if rest else name
 
     @property
     def encoder(self) -> str:
