@@ -41,7 +41,7 @@ from hvc.config.code import provenance
 from hvc.config.params import Params, ParamsError
 from hvc.data.shards import TrainStream, make_stream, verify_shards
 from hvc.device import Dist, convert_sync_batchnorm, device_label, init_distributed, pick_device
-from hvc.io import DataError, atomic_dir, atomic_path, write_json
+from hvc.io import DataError, atomic_dir, atomic_path, first_line, load_torch, write_json
 from hvc.methods import get_method
 from hvc.methods.base import Method
 
@@ -189,19 +189,43 @@ def _setup(p: Params, shard_dir: Path, out_dir: Path, verify: str) -> _Run:
     )
 
 
+_STATE_KEYS = ("config_id", "model", "optimizer", "step", "elapsed", "rng")
+
+
 def _resume(run: _Run) -> None:
-    """Load the run's checkpoint when one of the same configuration exists."""
-    if not run.ckpt_path.exists():
+    """Load the run's checkpoint when one of the same configuration exists.
+
+    The checkpoint lies in a work folder beside the output (often on a disk shared with
+    other people), so it is loaded weights-only (:func:`hvc.io.load_torch`): nothing in it
+    is executed. A checkpoint of another configuration is ignored (training starts over).
+
+    Raises:
+        DataError: naming the checkpoint and saying to delete it, when it is corrupt, holds
+            Python objects a weights-only load refuses, is not a training state of this
+            loop, or does not fit the model.
+    """
+    path = run.ckpt_path
+    if not path.exists():
         return
-    state = torch.load(run.ckpt_path, map_location=run.device, weights_only=False)
-    if state.get("config_id") != run.config_id:
-        log.warning("%s belongs to another configuration; starting over", run.ckpt_path)
+    delete = f"; delete {path} (or its folder {run.work}) to start this training over"
+    try:
+        state = load_torch(path, "training checkpoint", "a checkpoint.pt written by `hvc train`", numpy_state=True)
+    except DataError as e:
+        raise DataError(path, f"cannot resume: {e.problem}{delete}") from None
+    if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
+        found = sorted(map(str, state))[:5] if isinstance(state, dict) else type(state).__name__
+        raise DataError(path, f"cannot resume: not a training state of `hvc train` (found {found}){delete}")
+    if state["config_id"] != run.config_id:
+        log.warning("%s belongs to another configuration; starting over", path)
         return
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.step, run.elapsed = state["step"], state["elapsed"]
-    _set_rng_state(state["rng"])
-    log.info("resuming from %s at step %d/%d", run.ckpt_path, run.step, run.total_steps)
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.step, run.elapsed = int(state["step"]), float(state["elapsed"])
+        _set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise DataError(path, f"cannot resume: the state does not fit this model ({type(e).__name__}: {first_line(e)}){delete}") from None
+    log.info("resuming from %s at step %d/%d", path, run.step, run.total_steps)
 
 
 def _save_checkpoint(run: _Run) -> None:

@@ -1,0 +1,72 @@
+"""Security and data safety: nothing in a shared file runs as code, no stage writes outside its
+outputs or replaces a file or folder it did not write, no input is destroyed, and a changed
+dataset is never mistaken for the one a stage's output was built from.
+
+Each test stages one hostile or careless use through the real entry point (the ``hvc`` CLI
+in-process, Snakemake in a subprocess, or the module's API where there is no CLI) and asserts
+what must not happen did not (no code ran, no file changed) and what the user sees (one line,
+exit code 2, naming the file or key).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from hvc.data.shards import list_training_images, write_shards
+from test_bad_input import PARAMS, assert_fails, hvc_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tree_digest(folder: Path) -> dict[str, bytes]:
+    """{relative path: bytes} of every file below ``folder`` (symbolic links as their target)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def shard_dir(demo_dir, tmp_path) -> Path:
+    out = tmp_path / "shards"
+    write_shards(list_training_images(demo_dir, "demo"), demo_dir, out, "demo-train", max_count=8)
+    return out
+
+
+# --------------------------------------------------------------------------- 1. the resumable checkpoint is loaded weights-only
+
+
+class _RunsCode:
+    """A pickle that runs ``touch <marker>`` when loaded with a full (not weights-only) unpickler."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(ckpt: Path, kind: str, marker: Path) -> None:
+    ckpt.parent.mkdir(parents=True)
+    if kind == "code":
+        torch.save({"config_id": _RunsCode(marker)}, ckpt)
+    elif kind == "not_a_dict":
+        torch.save(torch.zeros(3), ckpt)
+    elif kind == "foreign_dict":
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, ckpt)
+    else:  # corrupt
+        ckpt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+
+
+@pytest.mark.parametrize("kind", ["code", "not_a_dict", "foreign_dict", "corrupt"])
+def test_train_never_runs_code_from_a_planted_checkpoint(caplog, tmp_path, shard_dir, kind):
+    out = tmp_path / "model"
+    ckpt = tmp_path / ".model.work" / "checkpoint.pt"
+    marker = tmp_path / "owned"
+    _plant(ckpt, kind, marker)
+    args = ["train", *PARAMS, "--shards", shard_dir, "--out", out]
+    message = assert_fails(caplog, args, ckpt, "delete", out=out)
+    assert not marker.exists(), "loading the checkpoint ran code"
+    assert "cannot resume" in message
