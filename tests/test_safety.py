@@ -70,3 +70,37 @@ def test_train_never_runs_code_from_a_planted_checkpoint(caplog, tmp_path, shard
     message = assert_fails(caplog, args, ckpt, "delete", out=out)
     assert not marker.exists(), "loading the checkpoint ran code"
     assert "cannot resume" in message
+
+
+# --------------------------------------------------------------------------- 3. sequence names from a list file stay inside --out
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "nested"])
+def test_propagate_refuses_an_image_set_line_that_leaves_the_output(caplog, tmp_path, bench, how):
+    """A bring-your-own val.txt naming ``../victim`` or an absolute path (each a real sequence
+    folder, so only the name check stops it) must not make propagate write PNGs outside
+    --out; one line naming the list file and the line."""
+    first = sorted((bench / "JPEGImages" / "480p").iterdir())[0]
+    victim = tmp_path / "pred" / "victim"
+    if how == "dotdot":  # JPEGImages/480p/../victim is a sequence; <out>/../victim is another folder
+        listed = "../victim"
+        shutil.copytree(first, bench / "JPEGImages" / "victim")
+        shutil.copytree(bench / "Annotations" / "480p" / first.name, bench / "Annotations" / "victim")
+        victim.mkdir(parents=True)
+        (victim / "00000.png").write_bytes(b"precious")
+    elif how == "absolute":  # an absolute name is the frame, mask and output folder at once
+        listed = str(victim)
+        shutil.copytree(first, victim)
+        for mask in (bench / "Annotations" / "480p" / first.name).iterdir():
+            shutil.copy(mask, victim / mask.name)
+    else:
+        listed = f"{first.name}/inner"
+        shutil.copytree(first, first / "inner")
+        shutil.copytree(bench / "Annotations" / "480p" / first.name, bench / "Annotations" / "480p" / listed)
+    before = tree_digest(victim) if victim.exists() else {}
+    split = bench / "ImageSets" / "2017" / "val.txt"
+    split.write_text(f"{first.name}\n{listed}\n")
+    out = tmp_path / "pred" / "out"
+    args = ["propagate", *PARAMS, "--encoder", "random", "--benchmark", "demo", "--data", bench, "--out", out]
+    assert_fails(caplog, args, split, "line 2", out=out)
+    assert (tree_digest(victim) if victim.exists() else {}) == before

@@ -25,7 +25,7 @@ from pathlib import Path
 from hvc.eval.parts import read_vip
 from hvc.eval.pose import read_jhmdb
 from hvc.eval.registry import get_benchmark
-from hvc.eval.video import Video, list_frames, match_masks
+from hvc.eval.video import Video, check_sequence_name, list_frames, match_masks
 from hvc.io import DataError, read_json, read_lines
 
 
@@ -54,7 +54,7 @@ def read_davis(root: Path, image_set: str, layout: str, resolution: str = "480p"
         _check_listed_pairs(root, split, lines, resolution)
         names = list(dict.fromkeys(Path(ln.split()[0]).parent.name for ln in lines))
     elif layout == "davis2017":
-        names = lines
+        names = [check_sequence_name(split, n, name) for n, name in enumerate(lines, 1)]
     else:
         raise ValueError(f"unknown layout {layout!r}")
     videos = []
@@ -77,6 +77,10 @@ def _check_listed_pairs(root: Path, split: Path, lines: list[str], resolution: s
         listed = line.split()
         if len(listed) != 2:
             raise DataError(split, f"line {n}: expected '<frame.jpg> <mask.png>', got {line!r}")
+        for rel in listed:  # /JPEGImages/480p/<sequence>/<frame>: no way out of the benchmark
+            if any(part in ("..", ".") for part in rel.split("/")) or "\\" in rel:
+                raise DataError(split, f"line {n}: path {rel!r} holds '..' or '.'; expected /JPEGImages/480p/<sequence>/<frame>.jpg")
+        check_sequence_name(split, n, Path(listed[0]).parent.name)
         for rel in listed:
             path = root / rel.lstrip("/")
             if path.is_file():
@@ -117,7 +121,8 @@ def read_ytvos(root: Path, split: str = "valid") -> list[Video]:
     if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
         raise DataError(meta_path, 'expected {"videos": {name: {"objects": {id: {"category", "frames"}}}}}')
     videos = []
-    for name in sorted(meta["videos"]):
+    for n, name in enumerate(sorted(meta["videos"]), 1):
+        check_sequence_name(meta_path, n, name, "video")
         entry = meta["videos"][name]
         objects = entry.get("objects") if isinstance(entry, dict) else None
         if not isinstance(objects, dict):
