@@ -18,7 +18,10 @@ import pytest
 import torch
 
 from hvc.data.shards import list_training_images, write_shards
+from hvc.data.download import STAMP_NAME
+from hvc.io import read_json
 from test_bad_input import PARAMS, assert_fails, hvc_cli
+from test_existing_data import make_davis
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,3 +107,37 @@ def test_propagate_refuses_an_image_set_line_that_leaves_the_output(caplog, tmp_
     args = ["propagate", *PARAMS, "--encoder", "random", "--benchmark", "demo", "--data", bench, "--out", out]
     assert_fails(caplog, args, split, "line 2", out=out)
     assert (tree_digest(victim) if victim.exists() else {}) == before
+
+
+# --------------------------------------------------------------------------- 6, 13. `hvc fetch --from` never deletes data, recovers its own leftovers
+
+
+def test_fetch_from_another_folder_keeps_a_dataset_adopted_in_place(caplog, tmp_path):
+    """`--from data/<name>` adopts the folder in place; a later `--from OTHER` must not
+    replace that folder (the only copy) with links: one line saying how to proceed."""
+    root = tmp_path / "data"
+    own = make_davis(root / "davis2017_trainval" / "DAVIS")
+    other = make_davis(tmp_path / "lab" / "DAVIS", sequences=("cow",))
+    code, _, errors = hvc_cli(caplog, "fetch", "davis2017_trainval", "--root", root, "--from", root / "davis2017_trainval")
+    assert code == 0, errors
+    before = tree_digest(own)
+    code, _, errors = hvc_cli(caplog, "fetch", "davis2017_trainval", "--root", root, "--from", other)
+    assert code == 2 and len(errors) == 1, errors
+    assert str(root / "davis2017_trainval") in errors[0] and "move" in errors[0] and "--from" in errors[0]
+    assert not (root / "davis2017_trainval" / "DAVIS").is_symlink()
+    assert tree_digest(own) == before
+
+
+def test_fetch_from_recovers_the_links_of_a_killed_run(caplog, tmp_path):
+    """A run killed after making the links but before the stamp (or two runs at once)
+    leaves links without a stamp; the next run links again instead of refusing."""
+    root = tmp_path / "data"
+    lab = make_davis(tmp_path / "lab" / "DAVIS")
+    target = root / "davis2017_trainval"
+    target.mkdir(parents=True)
+    (target / "DAVIS").symlink_to(lab, target_is_directory=True)  # the state a kill leaves
+    before = tree_digest(lab)
+    code, _, errors = hvc_cli(caplog, "fetch", "davis2017_trainval", "--root", root, "--from", lab)
+    assert code == 0, errors
+    assert read_json(target / STAMP_NAME)["source"] == str(lab.resolve())
+    assert (target / "DAVIS").resolve() == lab.resolve() and tree_digest(lab) == before

@@ -730,8 +730,20 @@ def _link_stamp(name: str, target: Path, source: Path, in_place: bool) -> dict[s
         stamp = read_json(stamp_path) if stamp_path.exists() else None
     except DataError:
         stamp = None
+    if not isinstance(stamp, dict):
+        stamp = None
     empty = target.is_dir() and not target.is_symlink() and not any(target.iterdir())  # e.g. made by Snakemake for the stamp
     if not in_place and target.exists() and not empty:
+        if stamp is not None and stamp.get("linked") is False:
+            raise DataError(
+                target,
+                f"holds the data of {name} itself (adopted in place from {stamp.get('source')}, not linked): linking "
+                f"{source} would replace it; to use {source}, first move {target} away (e.g. to {target}.own); "
+                f"to keep using it, run `hvc fetch {name} --from {target}`",
+            )
+        if stamp is None and _only_links(target):
+            log.warning("%s: links without a stamp, left by an interrupted `hvc fetch --from`; linking again", target)
+            return None
         if stamp is None or "source" not in stamp:
             raise DataError(
                 target,
@@ -742,6 +754,15 @@ def _link_stamp(name: str, target: Path, source: Path, in_place: bool) -> dict[s
             log.info("%s: linked to %s before; linking %s now", target, stamp["source"], source)
             stamp = None
     return stamp
+
+
+def _only_links(target: Path) -> bool:
+    """Whether ``target`` (a folder) holds nothing but symbolic links and our own
+    ``.hvc-*`` files: what :func:`fetch_from` makes before it writes the stamp, so such a
+    folder without a stamp is an interrupted link run (no data is lost by linking again)."""
+    if target.is_symlink() or not target.is_dir():
+        return False
+    return all(e.is_symlink() or e.name.startswith(".hvc-") for e in target.iterdir())
 
 
 def linked_source(name: str, root: str | os.PathLike[str]) -> Path | None:
