@@ -10,16 +10,21 @@ exit code 2, naming the file or key).
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hvc.data.shards import list_training_images, write_shards
 from hvc.data.download import STAMP_NAME
-from hvc.io import read_json
+from hvc.config.params import ParamsError, load_params, parse_overrides
+from hvc.io import read_json, read_mask, write_mask
 from test_bad_input import PARAMS, assert_fails, hvc_cli
 from test_existing_data import make_davis
 
@@ -141,3 +146,33 @@ def test_fetch_from_recovers_the_links_of_a_killed_run(caplog, tmp_path):
     assert code == 0, errors
     assert read_json(target / STAMP_NAME)["source"] == str(lab.resolve())
     assert (target / "DAVIS").resolve() == lab.resolve() and tree_digest(lab) == before
+
+
+# --------------------------------------------------------------------------- 11. silently wrong: greyscale predictions, bools for numbers
+
+
+def test_greyscale_predictions_of_a_multi_object_sequence_are_a_warning(caplog, tmp_path, bench):
+    """0/255 greyscale predictions hold one object: on a sequence of two objects the second
+    is scored as missed; the scores and the log say so."""
+    seq = bench / "Annotations/480p/demo-00"
+    for png in sorted(seq.glob("*.png")):  # two objects in every frame: the demo's and a square
+        labels = read_mask(png)
+        labels[labels > 0] = 1
+        labels[:6, :6] = 2
+        write_mask(png, labels)
+    pred = Path(shutil.copytree(bench / "Annotations/480p", tmp_path / "pred"))
+    for png in (pred / "demo-00").glob("*.png"):
+        Image.fromarray(np.where(read_mask(png) > 0, 255, 0).astype(np.uint8), mode="L").save(png)
+    out = tmp_path / "scores.json"
+    with caplog.at_level(logging.WARNING):
+        code, _, errors = hvc_cli(caplog, "evaluate", *PARAMS, "--benchmark", "demo", "--data", bench, "--predictions", pred, "--out", out)
+    assert code == 0, errors
+    warnings = [w for w in read_json(out).get("warnings", []) if "greyscale" in w]
+    assert len(warnings) == 1 and "demo-00" in warnings[0] and "2 objects" in warnings[0], read_json(out).get("warnings")
+    assert any("greyscale" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+@pytest.mark.parametrize("override", ["liir.frame_gaps=[true, 5, 8]", "train.alpha=true", "seed=false", "train.scale=[0, true]"])
+def test_true_or_false_is_not_taken_for_a_number(override):
+    with pytest.raises(ParamsError, match=re.escape(override.split("=")[0]) + ".*true/false where a number"):
+        load_params([ROOT / "params.yaml"], parse_overrides([override]))
