@@ -14,11 +14,13 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from hvc.data.shards import list_training_images, write_shards
@@ -27,6 +29,7 @@ from hvc.config.params import ParamsError, load_params, parse_overrides
 from hvc.io import read_json, read_mask, write_mask
 from test_bad_input import PARAMS, assert_fails, hvc_cli
 from test_existing_data import make_davis
+from workflow_copy import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,3 +179,25 @@ def test_greyscale_predictions_of_a_multi_object_sequence_are_a_warning(caplog, 
 def test_true_or_false_is_not_taken_for_a_number(override):
     with pytest.raises(ParamsError, match=re.escape(override.split("=")[0]) + ".*true/false where a number"):
         load_params([ROOT / "params.yaml"], parse_overrides([override]))
+
+
+# --------------------------------------------------------------------------- 2. every value that reaches a shell is quoted
+
+
+def _snakemake(ws: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["snakemake", *args], cwd=ws, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.slow  # Snakemake parses the workflow: about 15 s
+def test_fetch_rule_uses_a_hostile_source_path_as_a_path(tmp_path):
+    """data.sources naming a folder whose name holds an apostrophe, spaces and ``$(...)``:
+    the real fetch rule links that folder, and nothing in its name runs."""
+    lab = make_davis(tmp_path / "lab" / "John's $(touch owned) DAVIS'")
+    ws = copy_workflow(tmp_path / "ws", configs=())
+    (ws / "mine.yaml").write_text(yaml.safe_dump({"data": {"root": "data", "sources": {"davis2017_trainval": str(lab)}}}))
+    stamp = "data/davis2017_trainval/.hvc-fetch.json"
+    proc = _snakemake(ws, "--cores", "1", stamp, "--configfile", "mine.yaml")
+    assert not (ws / "owned").exists() and not list(tmp_path.rglob("owned")), "a shell command in the path ran"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_json(ws / stamp)["source"] == str(lab.resolve())
+    assert (ws / "data/davis2017_trainval/DAVIS").resolve() == lab.resolve()

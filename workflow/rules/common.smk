@@ -96,7 +96,7 @@ def train_set_inputs(exp):
 def source_arg(wildcards):
     """`--from DIR` when data.sources names an extracted copy of the dataset (linked, not downloaded)."""
     folder = P.data.sources.get(wildcards.dataset)
-    return f" --from '{folder}'" if folder else ""
+    return f" --from {shlex.quote(folder)}" if folder else ""  # any path: spaces, quotes, $(...)
 
 
 def gpus(exp=None):
