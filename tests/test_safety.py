@@ -201,3 +201,70 @@ def test_fetch_rule_uses_a_hostile_source_path_as_a_path(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_json(ws / stamp)["source"] == str(lab.resolve())
     assert (ws / "data/davis2017_trainval/DAVIS").resolve() == lab.resolve()
+
+
+# --------------------------------------------------------------------------- 4, 5. one rule for every output option
+
+
+@pytest.fixture
+def scored(tmp_path, bench, caplog) -> tuple[Path, Path, Path]:
+    """(benchmark, predictions = a copy of its ground truth, scores.json of those predictions)."""
+    pred = Path(shutil.copytree(bench / "Annotations/480p", tmp_path / "pred"))
+    scores = tmp_path / "scores" / "demo.json"
+    code, _, errors = hvc_cli(caplog, "evaluate", *PARAMS, "--benchmark", "demo", "--data", bench, "--predictions", pred, "--out", scores)
+    assert code == 0, errors
+    return bench, pred, scores
+
+
+@pytest.mark.parametrize("option", ["--toolkit-csv", "--metrics"])
+@pytest.mark.parametrize("target", ["predictions", "annotations", "image_set"])
+def test_evaluate_never_writes_over_its_inputs(caplog, tmp_path, scored, option, target):
+    bench, pred, _ = scored
+    path = {"predictions": pred, "annotations": bench / "Annotations", "image_set": bench / "ImageSets/2017/val.txt"}[target]
+    before = {"bench": tree_digest(bench), "pred": tree_digest(pred)}
+    out = tmp_path / "again.json"
+    args = ["evaluate", *PARAMS, "--benchmark", "demo", "--data", bench, "--predictions", pred, "--out", out, option, path]
+    message = assert_fails(caplog, args, path, option, out=out)
+    assert "input" in message
+    assert {"bench": tree_digest(bench), "pred": tree_digest(pred)} == before
+
+
+def test_tables_out_is_never_the_folder_of_its_scores(caplog, tmp_path, scored):
+    _, _, scores = scored
+    before = tree_digest(scores.parent)
+    args = ["tables", *PARAMS, "--score", f"hvc:demo={scores}", "--out", scores.parent]
+    code, _, errors = hvc_cli(caplog, *args)
+    assert code == 2 and len(errors) == 1 and str(scores) in errors[0] and "contains the input --score" in errors[0], errors
+    assert tree_digest(scores.parent) == before
+
+
+def test_figures_out_is_never_the_model_it_reads(caplog, tmp_path, shard_dir, bench, demo_dir):
+    model = tmp_path / "model"
+    code, _, errors = hvc_cli(caplog, "train", *PARAMS, "--shards", shard_dir, "--out", model)
+    assert code == 0, errors
+    before = tree_digest(model)
+    pred = Path(shutil.copytree(bench / "Annotations/480p", tmp_path / "pred"))
+    args = ["figures", *PARAMS, "--predictions", f"hvc:demo={pred}", "--demo", demo_dir, "--model", model, "--out", model]
+    code, _, errors = hvc_cli(caplog, *args)
+    assert code == 2 and len(errors) == 1 and "output is the input --model" in errors[0], errors
+    assert tree_digest(model) == before
+
+
+@pytest.mark.parametrize("existing", ["file", "folder"])
+def test_an_output_never_replaces_what_the_stage_did_not_write(caplog, tmp_path, existing):
+    """`hvc demo-data --out FILE` turned an existing file into a folder; a folder of the
+    user's is kept as well. The stage's own earlier output is replaced."""
+    out = tmp_path / "thesis"
+    if existing == "file":
+        out.write_text("three years of work\n")
+    else:
+        out.mkdir()
+        (out / "chapter1.tex").write_text("three years of work\n")
+    before = out.read_text() if existing == "file" else tree_digest(out)
+    code, _, errors = hvc_cli(caplog, "demo-data", *PARAMS, "--out", out)
+    assert code == 2 and len(errors) == 1 and str(out) in errors[0] and "did not write" in errors[0], errors
+    assert (out.read_text() if existing == "file" else tree_digest(out)) == before
+    mine = tmp_path / "demo"
+    for _ in range(2):  # its own earlier output is recognised (manifest.json's provenance) and replaced
+        code, _, errors = hvc_cli(caplog, "demo-data", *PARAMS, "--out", mine)
+        assert code == 0, errors
