@@ -64,8 +64,25 @@ def _split_message(message: str) -> tuple[str, str]:
 
 
 def _temp_prefix(target: Path) -> str:
-    """``.<name>.<pid>@<host>.``: temporary names say which process made them."""
-    return f".{target.name}.{os.getpid()}@{socket.gethostname()}."
+    """``.<name>.<pid>@<host>.``: temporary names say which process made them. A long
+    name is shortened (its start and a hash of it), so that the temporary's name stays
+    within the file system's limit (255 bytes) whenever the output's own name does."""
+    name = target.name
+    if len(name.encode()) > 120:
+        name = name[:60] + "~" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f".{name}.{os.getpid()}@{socket.gethostname()}."
+
+
+@contextlib.contextmanager
+def _writing(target: Path) -> Iterator[None]:
+    """Turn a failure to create the temporary beside ``target``, or to rename it into
+    place, into one line naming ``target``: no permission to write the folder, a name
+    longer than the file system allows, a read-only or full disk."""
+    try:
+        yield
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(target) else ""
+        raise OutputError(target, f"cannot write the output: {e.strerror or e}{where}") from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -180,14 +197,16 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         OutputError: naming ``target`` when the disk is full (or read-only, over quota).
     """
     target = Path(target)
-    _prepare_folder(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    with _writing(target):
+        _prepare_folder(target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         _public_mode(tmp_path, directory=False)
-        os.replace(tmp_path, target)
+        with _writing(target):
+            os.replace(tmp_path, target)
     except BaseException as e:
         tmp_path.unlink(missing_ok=True)
         error = _output_error(e, target, tmp_path)
@@ -210,32 +229,39 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
             (or read-only, over quota).
     """
     target = Path(target)
-    _prepare_folder(target.parent)
     prefix = _temp_prefix(target)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
+    with _writing(target):
+        _prepare_folder(target.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         _public_mode(tmp, directory=True)
-        if target.exists():
-            # Two renames: a kill between them leaves no target (never a mixed one); the
-            # old content, renamed like a temporary, is removed by the next run.
-            old = target.with_name(f"{prefix}old.tmp")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old, target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        with _writing(target):
+            _replace_dir(tmp, target, prefix)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         error = _output_error(e, target, tmp)
         if error is not None:
             raise error from None
         raise
+
+
+def _replace_dir(tmp: Path, target: Path, prefix: str) -> None:
+    """Rename the complete folder ``tmp`` to ``target``, replacing an earlier ``target``."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    # Two renames: a kill between them leaves no target (never a mixed one); the old
+    # content, renamed like a temporary, is removed by the next run.
+    old = target.with_name(f"{prefix}old.tmp")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:

@@ -10,6 +10,7 @@ exit code 2, naming the file or key).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -268,3 +269,114 @@ def test_an_output_never_replaces_what_the_stage_did_not_write(caplog, tmp_path,
     for _ in range(2):  # its own earlier output is recognised (manifest.json's provenance) and replaced
         code, _, errors = hvc_cli(caplog, "demo-data", *PARAMS, "--out", mine)
         assert code == 0, errors
+
+
+# --------------------------------------------------------------------------- tracebacks that are one line now (exit 2, naming the key or file)
+
+
+@pytest.mark.parametrize(
+    ("sets", "named"),
+    [
+        (["train.alpha=[1"], "train.alpha"),
+        (["train=5", "train.alpha=1"], "train"),
+        (["train.alpha=!!python/object/apply:os.system [touch owned]"], "train.alpha"),
+    ],
+)
+def test_a_bad_override_is_one_line(caplog, tmp_path, monkeypatch, sets, named):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "demo"
+    args = ["demo-data", *PARAMS, *[a for s in sets for a in ("--set", s)], "--out", out]
+    assert_fails(caplog, args, named, out=out)
+    assert not (tmp_path / "owned").exists()
+
+
+def test_a_python_tag_in_a_params_file_is_one_line(caplog, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("train: !!python/object/apply:os.system [touch owned]\n")
+    out = tmp_path / "demo"
+    message = assert_fails(caplog, ["demo-data", "--params", evil, "--out", out], evil, out=out, problem="not valid YAML")
+    assert "\n" not in message and not (tmp_path / "owned").exists()
+
+
+def test_a_long_output_name_is_written_or_one_line(caplog, tmp_path):
+    """The temporary beside the output must not be what exceeds the name limit (255 bytes)."""
+    fits = tmp_path / ("a" * 250 + ".json")
+    code, _, errors = hvc_cli(caplog, "params", "--schema", fits)
+    assert code == 0 and fits.is_file(), errors
+    too_long = tmp_path / ("b" * 300 + ".json")
+    code, output, errors = hvc_cli(caplog, "params", "--schema", too_long)
+    assert code == 2 and len(errors) == 1 and str(too_long) in errors[0] and "cannot write the output" in errors[0], errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fits.name]  # no temporary left
+
+
+def test_an_output_folder_without_write_permission_is_one_line(caplog, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+
+    def denied(*args, dir=None, **kwargs):  # what a folder without write permission answers (also for root on NFS)
+        raise PermissionError(errno.EACCES, "Permission denied", str(Path(dir) / "tmpname"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    out = folder / "schema.json"
+    assert_fails(caplog, ["params", "--schema", out], out, out=out, problem="Permission denied")
+
+
+@pytest.mark.parametrize("damage", ["files_null", "no_mtime", "a_list"])
+def test_a_damaged_manifest_is_one_line(caplog, tmp_path, damage):
+    root = tmp_path / "data"
+    lab = make_davis(tmp_path / "lab" / "DAVIS")
+    fetch = ["fetch", "davis2017_trainval", "--root", root, "--from", lab]
+    code, _, errors = hvc_cli(caplog, *fetch)
+    assert code == 0, errors
+    manifest = root / "davis2017_trainval" / ".hvc-manifest.json"
+    data = read_json(manifest)
+    if damage == "files_null":
+        data["files"] = None
+    elif damage == "no_mtime":
+        del data["files"][0]["mtime_ns"]
+    else:
+        data = data["files"]
+    manifest.write_text(json.dumps(data))
+    code, _, errors = hvc_cli(caplog, *fetch)
+    assert code == 2 and len(errors) == 1 and str(manifest) in errors[0] and "delete" in errors[0], errors
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("loop", ["file_to_itself", "folder_to_parent"])
+def test_a_symlink_loop_in_a_source_is_one_line(caplog, tmp_path, loop):
+    root = tmp_path / "data"
+    lab = make_davis(tmp_path / "lab" / "DAVIS")
+    seq = lab / "JPEGImages/480p/bear"
+    if loop == "file_to_itself":
+        (seq / "00009.jpg").symlink_to(seq / "00009.jpg")
+    else:
+        (seq / "again").symlink_to(lab / "JPEGImages", target_is_directory=True)
+    code, _, errors = hvc_cli(caplog, "fetch", "davis2017_trainval", "--root", root, "--from", lab)
+    assert code == 2 and len(errors) == 1 and str(seq) in errors[0], errors
+
+
+@pytest.mark.timeout(120)
+def test_a_data_root_inside_its_source_is_one_line(caplog, tmp_path):
+    lab = make_davis(tmp_path / "lab" / "DAVIS")
+    root = lab / "data"
+    before = tree_digest(lab)
+    code, _, errors = hvc_cli(caplog, "fetch", "davis2017_trainval", "--root", root, "--from", lab)
+    assert code == 2 and len(errors) == 1 and str(lab) in errors[0] and "inside the input --from" in errors[0], errors
+    assert tree_digest(lab) == before
+
+
+def test_flow_without_the_raft_weights_offline_is_one_line(caplog, tmp_path, bench, monkeypatch):
+    import hvc.methods.hvc.flow as flow
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(flow, "raft_large", offline)
+    monkeypatch.setattr(flow, "load_hvc", lambda *a, **k: None)
+    out = tmp_path / "flow.json"
+    args = ["flow", *PARAMS, "--model", tmp_path / "model", "--benchmark", "demo", "--data", bench, "--out", out]
+    assert_fails(caplog, args, "RAFT", out=out, problem="place the file at")

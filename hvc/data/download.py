@@ -50,7 +50,7 @@ from urllib3.util import Retry
 
 from hvc.data.extract import extract_archives
 from hvc.data.registry import REGISTRY_PATH, STAMP_NAME, DatasetSpec, FileSpec, dataset_rows, load_registry, resolve_spec  # noqa: F401 (re-exported)
-from hvc.io import DataError, atomic_dir, file_digests, read_json, write_json
+from hvc.io import DataError, atomic_dir, check_outputs_apart, file_digests, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -564,7 +564,9 @@ def _walk_files(links: dict[str, Path]) -> dict[str, Path]:
         if base.is_file():
             files[link] = base
             continue
-        for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+        seen: set[tuple[int, int]] = set()  # (device, inode) of the folders on the current path
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=True, onerror=_walk_error):
+            _refuse_loop(Path(dirpath), base, seen)
             dirnames.sort()
             rel = Path(dirpath).relative_to(base)
             for f in filenames:
@@ -573,6 +575,32 @@ def _walk_files(links: dict[str, Path]) -> dict[str, Path]:
                 key = (Path(link) / rel / f).as_posix().removeprefix("./")
                 files[key] = Path(dirpath) / f
     return dict(sorted(files.items()))
+
+
+def _walk_error(e: OSError) -> None:
+    """os.walk's error handler: an unreadable folder is one line naming it."""
+    raise DataError(e.filename or "<source>", f"cannot read the folder ({e.strerror or e})")
+
+
+def _refuse_loop(folder: Path, base: Path, seen: set[tuple[int, int]]) -> None:
+    """Raise DataError when ``folder`` (reached through symbolic links) is a folder already
+    walked: a link to one of its own parents would make the walk endless."""
+    try:
+        st = folder.stat()
+    except OSError as e:
+        raise DataError(folder, f"cannot read the folder ({e.strerror or e})") from None
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        raise DataError(folder, f"a symbolic link loop in {base}: this folder is reached again through a link; remove the link")
+    seen.add(key)
+
+
+def _stat(path: Path) -> os.stat_result:
+    """``path.stat()``, a broken or looping link being one line naming it."""
+    try:
+        return path.stat()
+    except OSError as e:
+        raise DataError(path, f"cannot read the file ({e.strerror or e}; a broken or looping symbolic link?)") from None
 
 
 def _content_hash(entries: list[dict[str, Any]]) -> str:
@@ -597,7 +625,7 @@ def write_manifest(name: str, dataset_dir: Path, links: dict[str, Path], source:
     files = _walk_files(links)
     entries = []
     for rel, path in tqdm(files.items(), desc=f"hash {name}", unit="file", disable=not progress, mininterval=2.0):
-        st = path.stat()
+        st = _stat(path)
         entries.append({"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_digests(path)["sha256"]})
     manifest = {
         "dataset": name,
@@ -626,7 +654,7 @@ def verify_manifest(dataset_dir: Path, links: dict[str, Path], rehash: bool = Fa
     """
     manifest_path = dataset_dir / MANIFEST_NAME
     manifest = read_json(manifest_path)
-    recorded = {e["path"]: e for e in manifest.get("files", [])}
+    recorded = _manifest_entries(manifest, manifest_path)
     files = _walk_files(links)
     hint = f"; if this change is intended, delete {manifest_path} and run again to record the new content"
     missing = [p for p in recorded if p not in files]
@@ -636,13 +664,33 @@ def verify_manifest(dataset_dir: Path, links: dict[str, Path], rehash: bool = Fa
     if added:
         raise DataError(files[added[0]], f"not in the manifest: the dataset gained {len(added)} file(s){hint}")
     for rel, path in files.items():
-        st, entry = path.stat(), recorded[rel]
+        st, entry = _stat(path), recorded[rel]
         if st.st_size != entry["size"]:
             raise DataError(path, f"size {st.st_size} bytes, the manifest says {entry['size']}{hint}")
         if rehash or st.st_mtime_ns != entry["mtime_ns"]:
             if file_digests(path)["sha256"] != entry["sha256"]:
                 raise DataError(path, f"content differs from the manifest (sha256 {entry['sha256'][:12]}...){hint}")
     return manifest
+
+
+def _manifest_entries(manifest: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """{path: entry} of a manifest, every entry with its path, size, mtime_ns and sha256.
+
+    Raises:
+        DataError: naming the manifest and what is wrong, and saying to delete it.
+    """
+    fix = f"; delete {path} and run again to hash the dataset anew"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list):
+        raise DataError(path, f"not a manifest of `hvc fetch --from` (expected a mapping with a list of files){fix}")
+    types = {"path": str, "size": int, "mtime_ns": int, "sha256": str}
+    recorded = {}
+    for n, entry in enumerate(files):
+        bad = [k for k, t in types.items() if not isinstance(entry, dict) or not isinstance(entry.get(k), t)]
+        if bad:
+            raise DataError(path, f"file entry {n} lacks {', '.join(bad)} (or has another type){fix}")
+        recorded[entry["path"]] = entry
+    return recorded
 
 
 def fetch_from(
@@ -681,6 +729,8 @@ def fetch_from(
     root, source = Path(root), Path(source).expanduser().resolve()
     target = root / name
     in_place = target.exists() and target.resolve() == source
+    if not in_place:  # links inside the source would be walked as part of it, endlessly
+        check_outputs_apart(target, {"--from": source}, "--root")
     links = {".": source} if in_place else _layout_links(name, spec, source)
     if in_place:
         missing = [p for p in spec.layout if not (source / p).exists()]
