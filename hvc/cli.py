@@ -96,7 +96,7 @@ def _check_id(p: Params, stage: str, expected: str | None, out: Path) -> None:
     actual = stage_ids(p)[stage]
     if expected is not None and actual != expected:
         raise ParamsError(
-            f"{out}: planned with {stage} id {expected}, but the parameter files and code now give {actual} "
+            f"{out}: planned with {stage} id {expected}, but the parameter files, code and training data now give {actual} "
             "(edited since the workflow started); restore them or start the workflow again"
         )
 

@@ -25,7 +25,8 @@ import yaml
 from PIL import Image
 
 from hvc.data.shards import list_training_images, write_shards
-from hvc.data.download import STAMP_NAME
+from hvc.config.ids import stage_ids
+from hvc.data.download import STAMP_NAME, dataset_fingerprint, fetch_from
 from hvc.config.params import ParamsError, load_params, parse_overrides
 from hvc.io import read_json, read_mask, write_mask
 from test_bad_input import PARAMS, assert_fails, hvc_cli
@@ -380,3 +381,50 @@ def test_flow_without_the_raft_weights_offline_is_one_line(caplog, tmp_path, ben
     out = tmp_path / "flow.json"
     args = ["flow", *PARAMS, "--model", tmp_path / "model", "--benchmark", "demo", "--data", bench, "--out", out]
     assert_fails(caplog, args, "RAFT", out=out, problem="place the file at")
+
+
+# --------------------------------------------------------------------------- 7. the dataset's content is part of the ids
+
+
+def _voc(folder: Path, images: int = 2) -> Path:
+    jpegs = folder / "VOCdevkit/VOC2012/JPEGImages"
+    jpegs.mkdir(parents=True)
+    for i in range(images):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(jpegs / f"2008_{i:06d}.jpg")
+    return folder
+
+
+def test_a_changed_training_set_gives_new_shards_and_model_ids(tmp_path):
+    """A source folder of data.sources that gains a file must not keep its shards id (nor
+    the model's): the workflow would reuse, or a shared cache hand over, shards of other data."""
+    lab = _voc(tmp_path / "lab" / "voc")
+    root = tmp_path / "data"
+    p = load_params([ROOT / "params.yaml"], {"data": {"train_set": "voc", "root": str(root), "sources": {"voc2012_trainval": str(lab)}}})
+    first = stage_ids(p)
+    fetch_from("voc2012_trainval", root, lab, progress=False)  # linking and hashing change nothing
+    dataset_fingerprint.cache_clear()
+    assert stage_ids(p) == first
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(lab / "VOCdevkit/VOC2012/JPEGImages/2012_000001.jpg")
+    dataset_fingerprint.cache_clear()
+    changed = stage_ids(p)
+    assert changed["shards"] != first["shards"] and changed["model"] != first["model"]
+    assert changed["propagation"] == first["propagation"] and changed["data"] == first["data"]
+    other = _voc(tmp_path / "other" / "voc", images=3)  # another dataset at the same data.root
+    q = load_params([ROOT / "params.yaml"], {"data": {"train_set": "voc", "root": str(root), "sources": {"voc2012_trainval": str(other)}}})
+    assert stage_ids(q)["shards"] not in (first["shards"], changed["shards"])
+
+
+@pytest.mark.slow  # two Snakemake runs: about 30 s
+def test_workflow_fetches_again_when_the_source_folder_changes(tmp_path):
+    lab = make_davis(tmp_path / "lab" / "DAVIS")
+    ws = copy_workflow(tmp_path / "ws", configs=())
+    (ws / "mine.yaml").write_text(yaml.safe_dump({"data": {"root": "data", "sources": {"davis2017_trainval": str(lab)}}}))
+    stamp = "data/davis2017_trainval/.hvc-fetch.json"
+    proc = _snakemake(ws, "--cores", "1", stamp, "--configfile", "mine.yaml")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shutil.copy(lab / "JPEGImages/480p/bear/00000.jpg", lab / "JPEGImages/480p/bear/00003.jpg")  # the folder gains a file
+    proc = _snakemake(ws, "--cores", "1", stamp, "--configfile", "mine.yaml")
+    assert "Nothing to be done" not in proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "content changed since the last fetch (13 files before, 14 now)" in (ws / "logs/fetch/davis2017_trainval.log").read_text()
+    assert read_json(ws / stamp)["num_files"] == 14

@@ -35,11 +35,23 @@ def data_config(p: Params) -> dict[str, Any]:
 
 def shards_config(p: Params) -> dict[str, Any]:
     """What the shard stage reads (and its input's identity)."""
-    upstream = data_config(p) if p.data.train_set == "demo" else {"root": p.data.root}
+    upstream = data_config(p) if p.data.train_set == "demo" else {"root": p.data.root, "content": train_set_content(p)}
     out = {"train_set": p.data.train_set, "shards": p.shards.model_dump(), "upstream": upstream}
     if METHODS[p.method] == "clips":
         out["unit"] = "video"
     return out
+
+
+def train_set_content(p: Params) -> dict[str, Any]:
+    """The content of a real training set (not the demo), part of the shards id and so of
+    every id after it: a changed source folder (data.sources) or archive gives new shards
+    and a new model, and a shared Snakemake output cache cannot hand over shards built from
+    another dataset. :func:`hvc.data.download.dataset_fingerprint` says what is hashed."""
+    from hvc.data.download import dataset_fingerprint
+    from hvc.data.shards import TRAIN_SET_DATASETS
+
+    name = TRAIN_SET_DATASETS[p.data.train_set]
+    return dataset_fingerprint(name, str(p.data.root), p.data.sources.get(name))
 
 
 def train_config(p: Params) -> dict[str, Any]:

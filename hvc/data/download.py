@@ -33,6 +33,8 @@ Tools, and why some of this is our own code
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import re
@@ -740,13 +742,30 @@ def fetch_from(
     if stamp is not None and stamp.get("source") == str(source) and (target / MANIFEST_NAME).exists():
         verify_manifest(target, links, rehash=rehash)
         return target
+    before = _recorded_content(target)
     if not in_place:
         with atomic_dir(target) as tmp:
             for link, real in links.items():
                 (tmp / link).symlink_to(real, target_is_directory=real.is_dir())
     manifest = write_manifest(name, target, links, source, progress=progress)
+    if before is not None and before != (manifest["num_files"], manifest["content_sha256"]):
+        log.warning(
+            "%s: the content changed since the last fetch (%d files before, %d now); recorded the new content",
+            name, before[0], manifest["num_files"],
+        )  # fmt: skip
     _write_link_stamp(name, spec, target, source, in_place, manifest)
     return target
+
+
+def _recorded_content(target: Path) -> tuple[int, str] | None:
+    """(number of files, content hash) of the manifest an earlier run left in ``target``, if any."""
+    try:
+        manifest = read_json(target / MANIFEST_NAME)
+    except DataError:
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    return manifest.get("num_files"), manifest.get("content_sha256")
 
 
 def _write_link_stamp(name: str, spec: DatasetSpec, target: Path, source: Path, in_place: bool, manifest: dict[str, Any]) -> None:
@@ -804,6 +823,45 @@ def _link_stamp(name: str, target: Path, source: Path, in_place: bool) -> dict[s
             log.info("%s: linked to %s before; linking %s now", target, stamp["source"], source)
             stamp = None
     return stamp
+
+
+@functools.lru_cache(maxsize=None)
+def dataset_fingerprint(name: str, root: str, source: str | None = None) -> dict[str, Any]:
+    """What identifies the content of dataset ``name`` as :func:`fetch` or :func:`fetch_from`
+    gives it in ``root``, known before fetching (a workflow computes it when it plans its
+    jobs, and every stage again when it starts, so it must not change when fetch runs).
+
+    - An extracted copy (``source``, else the folder an earlier :func:`fetch_from` linked or
+      adopted in place): the SHA-256 of its file list, (path, size, modification time) of
+      every file, sorted: the fields the manifest check (:func:`verify_manifest`) compares
+      to decide that nothing changed. A file added, removed, resized or rewritten gives
+      another fingerprint; reading the contents is left to ``hvc fetch``, which hashes them.
+    - A downloaded dataset: the registry's archives (file name, size, checksum, URL).
+
+    Cached per process: a workflow plans many experiments on one training set.
+
+    Returns:
+        a small JSON-able mapping (no absolute path when the copy is readable, so two
+        checkouts using the same copy agree).
+    """
+    spec = resolve_spec(name, None)
+    if source is None:
+        linked = linked_source(name, root)
+        source = str(linked) if linked is not None else None
+    if source is None:
+        return {"archives": [{"file": f.filename, "size": f.size, "checksum": f.checksum, "url": f.url} for f in spec.files]}
+    folder = Path(source).expanduser().resolve()
+    target = Path(root) / name
+    try:
+        in_place = target.exists() and target.resolve() == folder
+        files = _walk_files({".": folder} if in_place else _layout_links(name, spec, folder))
+        h = hashlib.sha256()
+        for rel, path in files.items():
+            st = _stat(path)
+            h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    except (DataError, OSError) as e:  # `hvc fetch` reports the problem; the plan goes on
+        return {"source": str(folder), "unreadable": str(e)[:200]}
+    return {"num_files": len(files), "listing_sha256": h.hexdigest()}
 
 
 def _only_links(target: Path) -> bool:

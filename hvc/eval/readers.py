@@ -131,27 +131,33 @@ def read_ytvos(root: Path, split: str = "valid") -> list[Video]:
         if not frame_dir.is_dir():
             raise DataError(meta_path, f"lists video {name!r} but {frame_dir} does not exist")
         frames, stems = list_frames(frame_dir)
-        for obj_id, obj in objects.items():
-            listed = obj.get("frames") if isinstance(obj, dict) else None
-            if not isinstance(listed, list) or not listed:
-                raise DataError(meta_path, f"video {name!r}, object {obj_id}: expected a non-empty list of frames")
-            missing = [f for f in listed if str(f) not in stems]
-            if missing:
-                raise DataError(
-                    meta_path,
-                    f"video {name!r}, object {obj_id} appears in frame {missing[0]} "
-                    f"but {frame_dir / f'{missing[0]}.jpg'} does not exist",
-                )
-            first = min(str(f) for f in listed)
-            if not (mask_dir / f"{first}.png").is_file():
-                raise DataError(
-                    meta_path,
-                    f"video {name!r}, object {obj_id} is first annotated in frame {first} "
-                    f"but {mask_dir / f'{first}.png'} does not exist",
-                )
+        _check_ytvos_objects(meta_path, name, objects, frame_dir, mask_dir, stems)
         masks = match_masks(mask_dir, frame_dir, stems)
         videos.append(Video(name, frames, masks, inputs=tuple(sorted(masks))))
     return videos
+
+
+def _check_ytvos_objects(meta_path: Path, name: str, objects: dict, frame_dir: Path, mask_dir: Path, stems) -> None:
+    """Every object of video ``name`` in meta.json lists frames that exist, and its first
+    frame has a mask; DataError naming meta.json otherwise."""
+    for obj_id, obj in objects.items():
+        listed = obj.get("frames") if isinstance(obj, dict) else None
+        if not isinstance(listed, list) or not listed:
+            raise DataError(meta_path, f"video {name!r}, object {obj_id}: expected a non-empty list of frames")
+        missing = [f for f in listed if str(f) not in stems]
+        if missing:
+            raise DataError(
+                meta_path,
+                f"video {name!r}, object {obj_id} appears in frame {missing[0]} "
+                f"but {frame_dir / f'{missing[0]}.jpg'} does not exist",
+            )
+        first = min(str(f) for f in listed)
+        if not (mask_dir / f"{first}.png").is_file():
+            raise DataError(
+                meta_path,
+                f"video {name!r}, object {obj_id} is first annotated in frame {first} "
+                f"but {mask_dir / f'{first}.png'} does not exist",
+            )
 
 
 def read_vost(root: Path, split: str = "val") -> list[Video]:
