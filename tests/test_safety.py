@@ -26,7 +26,8 @@ from PIL import Image
 
 from hvc.data.shards import list_training_images, write_shards
 from hvc.config.ids import stage_ids
-from hvc.data.download import STAMP_NAME, dataset_fingerprint, fetch_from
+from hvc.data.download import STAMP_NAME, fetch_from
+from hvc.data.sources import dataset_fingerprint
 from hvc.config.params import ParamsError, load_params, parse_overrides
 from hvc.io import read_json, read_mask, write_mask
 from test_bad_input import PARAMS, assert_fails, hvc_cli

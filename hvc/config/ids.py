@@ -46,8 +46,8 @@ def train_set_content(p: Params) -> dict[str, Any]:
     """The content of a real training set (not the demo), part of the shards id and so of
     every id after it: a changed source folder (data.sources) or archive gives new shards
     and a new model, and a shared Snakemake output cache cannot hand over shards built from
-    another dataset. :func:`hvc.data.download.dataset_fingerprint` says what is hashed."""
-    from hvc.data.download import dataset_fingerprint
+    another dataset. :func:`hvc.data.sources.dataset_fingerprint` says what is hashed."""
+    from hvc.data.sources import dataset_fingerprint
     from hvc.data.shards import TRAIN_SET_DATASETS
 
     name = TRAIN_SET_DATASETS[p.data.train_set]

@@ -5,7 +5,8 @@ import shlex
 import yaml
 
 from hvc.eval.registry import benchmark_root, get_benchmark
-from hvc.data.download import STAMP_NAME, dataset_fingerprint
+from hvc.data.download import STAMP_NAME
+from hvc.data.sources import dataset_fingerprint
 from hvc.config.plan import override_args, plan, shards_owners
 from hvc.config.params import deep_merge, validate_params
 from hvc.data.shards import TRAIN_SET_DATASETS
