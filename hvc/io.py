@@ -19,7 +19,8 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,25 @@ def _split_message(message: str) -> tuple[str, str]:
 
 
 def _temp_prefix(target: Path) -> str:
-    """``.<name>.<pid>@<host>.``: temporary names say which process made them."""
-    return f".{target.name}.{os.getpid()}@{socket.gethostname()}."
+    """``.<name>.<pid>@<host>.``: temporary names say which process made them. A long
+    name is shortened (its start and a hash of it), so that the temporary's name stays
+    within the file system's limit (255 bytes) whenever the output's own name does."""
+    name = target.name
+    if len(name.encode()) > 120:
+        name = name[:60] + "~" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f".{name}.{os.getpid()}@{socket.gethostname()}."
+
+
+@contextlib.contextmanager
+def _writing(target: Path) -> Iterator[None]:
+    """Turn a failure to create the temporary beside ``target``, or to rename it into
+    place, into one line naming ``target``: no permission to write the folder, a name
+    longer than the file system allows, a read-only or full disk."""
+    try:
+        yield
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(target) else ""
+        raise OutputError(target, f"cannot write the output: {e.strerror or e}{where}") from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -179,14 +197,16 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         OutputError: naming ``target`` when the disk is full (or read-only, over quota).
     """
     target = Path(target)
-    _prepare_folder(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    with _writing(target):
+        _prepare_folder(target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         _public_mode(tmp_path, directory=False)
-        os.replace(tmp_path, target)
+        with _writing(target):
+            os.replace(tmp_path, target)
     except BaseException as e:
         tmp_path.unlink(missing_ok=True)
         error = _output_error(e, target, tmp_path)
@@ -209,32 +229,39 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
             (or read-only, over quota).
     """
     target = Path(target)
-    _prepare_folder(target.parent)
     prefix = _temp_prefix(target)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
+    with _writing(target):
+        _prepare_folder(target.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         _public_mode(tmp, directory=True)
-        if target.exists():
-            # Two renames: a kill between them leaves no target (never a mixed one); the
-            # old content, renamed like a temporary, is removed by the next run.
-            old = target.with_name(f"{prefix}old.tmp")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old, target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        with _writing(target):
+            _replace_dir(tmp, target, prefix)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         error = _output_error(e, target, tmp)
         if error is not None:
             raise error from None
         raise
+
+
+def _replace_dir(tmp: Path, target: Path, prefix: str) -> None:
+    """Rename the complete folder ``tmp`` to ``target``, replacing an earlier ``target``."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    # Two renames: a kill between them leaves no target (never a mixed one); the old
+    # content, renamed like a temporary, is removed by the next run.
+    old = target.with_name(f"{prefix}old.tmp")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
@@ -459,7 +486,10 @@ def frame_order(path: str | os.PathLike[str]) -> tuple[float, str]:
     return (int(stem) if stem.isdigit() else float("inf"), stem)
 
 
-def check_outputs_apart(out: str | os.PathLike[str], inputs: dict[str, str | os.PathLike[str] | None]) -> None:
+Inputs = Mapping[str, Any] | Iterable[tuple[str, Any]]
+
+
+def check_outputs_apart(out: str | os.PathLike[str], inputs: Inputs, option: str = "--out") -> None:
     """Refuse an output path that is, contains or lies inside one of the inputs.
 
     An output folder is replaced as a whole (:func:`atomic_dir`), so ``--out`` equal to or
@@ -467,12 +497,14 @@ def check_outputs_apart(out: str | os.PathLike[str], inputs: dict[str, str | os.
 
     Args:
         out: the output path.
-        inputs: {option name (e.g. "--data"): path}; None entries are ignored.
+        inputs: {option name (e.g. "--data"): path}, or (option name, path) pairs (an option
+            given several times); None entries are ignored.
+        option: the output's option, for the message.
     Raises:
         DataError: naming ``out`` and the input it overlaps.
     """
     o = os.path.realpath(out)
-    for name, path in inputs.items():
+    for name, path in inputs.items() if isinstance(inputs, Mapping) else inputs:
         if path is None:
             continue
         i = os.path.realpath(path)
@@ -484,7 +516,119 @@ def check_outputs_apart(out: str | os.PathLike[str], inputs: dict[str, str | os.
             relation = "lies inside"
         else:
             continue
-        raise DataError(out, f"output {relation} the input {name} {path}; writing it would replace that input, choose another --out")
+        raise DataError(out, f"output {relation} the input {name} {path}; writing it would replace that input, choose another {option}")
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """How a stage recognises its own earlier output, which it may replace.
+
+    Attributes:
+        test: path -> whether the existing file or folder is this stage's output.
+        what: what ``test`` looks for, for the message (e.g. "train.json with the provenance of stage model").
+    """
+
+    test: Callable[[Path], bool]
+    what: str
+
+
+def _provenance_stages(path: Path) -> set[str]:
+    """The stages named by the provenance records of a JSON file: its top-level
+    ``provenance``, or those of its values (a {benchmark: summary} file); empty when it is
+    not such a file."""
+    try:
+        if not path.is_file() or path.stat().st_size > 64 << 20:
+            return set()
+        obj = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return set()
+    records = [obj] if isinstance(obj, dict) else []
+    if isinstance(obj, dict) and "provenance" not in obj:
+        records = [v for v in obj.values() if isinstance(v, dict)]
+    stages = {r["provenance"].get("stage") for r in records if isinstance(r.get("provenance"), dict)}
+    return {s for s in stages if isinstance(s, str)}
+
+
+def by_provenance(stage: str, record: str | None = None) -> Earlier:
+    """An earlier output whose provenance record (:func:`hvc.config.code.provenance`) names
+    ``stage``: in the JSON file itself, or in ``<folder>/<record>`` for a folder output."""
+
+    def test(path: Path) -> bool:
+        if record is not None:
+            return path.is_dir() and _provenance_stages(path / record) == {stage}
+        return _provenance_stages(path) == {stage}
+
+    where = f"{record} " if record else ""
+    return Earlier(test, f"{where}with the provenance of stage {stage!r}")
+
+
+def by_members(names: Iterable[str]) -> Earlier:
+    """An earlier output folder holding some of ``names`` and nothing else (no subfolder)."""
+    allowed = frozenset(names)
+
+    def test(path: Path) -> bool:
+        if not path.is_dir() or path.is_symlink():
+            return False
+        entries = list(os.scandir(path))
+        return bool(entries) and all(e.is_file(follow_symlinks=False) and e.name in allowed for e in entries)
+
+    return Earlier(test, f"a folder of only {', '.join(sorted(allowed))}")
+
+
+def by_content(test: Callable[[bytes], bool], what: str, limit: int = 64 << 20) -> Earlier:
+    """An earlier output file (at most ``limit`` bytes) whose bytes pass ``test``."""
+
+    def check(path: Path) -> bool:
+        try:
+            return path.is_file() and not path.is_symlink() and path.stat().st_size <= limit and test(path.read_bytes())
+        except OSError:
+            return False
+
+    return Earlier(check, what)
+
+
+def check_output(
+    out: str | os.PathLike[str],
+    inputs: Inputs,
+    stage: str,
+    earlier: Earlier,
+    option: str = "--out",
+) -> None:
+    """The one rule for every output option of every subcommand, checked before any work.
+
+    An output is refused when it is, holds or lies inside an input (:func:`check_outputs_apart`:
+    writing it would replace or change that input), and when something already exists
+    at its path that is not this stage's own earlier output (``earlier``, recognised by its
+    stamp or provenance record): outputs are replaced as a whole, so a mistyped ``--out``
+    naming a file or folder of the user's would be lost. An empty folder may be replaced.
+
+    Args:
+        out: the output path.
+        inputs: {option or key: path} of everything the stage reads (and its other outputs);
+            None entries are ignored.
+        stage: the subcommand, for the message (e.g. "train").
+        earlier: how this stage's earlier output is recognised.
+        option: the output's option, for the message.
+    Raises:
+        DataError: naming ``out`` and, for an overlap, the input; for an existing path,
+            what would have made it this stage's and what to do.
+    """
+    check_outputs_apart(out, inputs, option)
+    path = Path(out)
+    if not os.path.lexists(path):
+        return
+    try:
+        empty = path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    except OSError:
+        empty = False
+    if empty or earlier.test(path):
+        return
+    kind = "folder" if path.is_dir() else "file"
+    raise DataError(
+        out,
+        f"{option} names an existing {kind} that `hvc {stage}` did not write (no {earlier.what}); it would be replaced: "
+        f"delete or move it, or choose another {option}",
+    )
 
 
 # --------------------------------------------------------------------------- masks

@@ -41,7 +41,7 @@ from hvc.config.code import provenance
 from hvc.config.params import Params, ParamsError
 from hvc.data.shards import TrainStream, make_stream, verify_shards
 from hvc.device import Dist, convert_sync_batchnorm, device_label, init_distributed, pick_device
-from hvc.io import DataError, atomic_dir, atomic_path, load_torch, write_json
+from hvc.io import DataError, atomic_dir, atomic_path, first_line, load_torch, write_json
 from hvc.methods import get_method
 from hvc.methods.base import Method, Phase
 
@@ -253,27 +253,55 @@ def _enter_phase(run: _Run, phase: int, resumed: bool = False) -> None:
         log.info("phase %d/%d %r (%s) from step %d", phase + 1, len(run.plans), run.plans[phase].phase.name, run.plans[phase].phase.kind, run.step)
 
 
+_STATE_KEYS = ("config_id", "model", "optimizer", "step", "elapsed", "rng")
+
+
 def _resume(run: _Run) -> None:
     """Enter the first phase, or load the run's checkpoint when one of the same
-    configuration exists and continue in the phase it was in."""
-    state = None
-    if run.ckpt_path.exists():
-        state = load_torch(
-            run.ckpt_path, "training checkpoint", f"a checkpoint written by `hvc train` (delete {run.ckpt_path} to start over)", numpy_state=True
-        )
-        if not isinstance(state, dict) or state.get("config_id") != run.config_id:
-            log.warning("%s belongs to another configuration; starting over", run.ckpt_path)
-            state = None
+    configuration exists and continue in the phase it was in.
+
+    The checkpoint lies in a work folder beside the output (often on a disk shared with
+    other people), so it is loaded weights-only (:func:`hvc.io.load_torch`): nothing in it
+    is executed. A checkpoint of another configuration is ignored (training starts over).
+
+    Raises:
+        DataError: naming the checkpoint and saying to delete it, when it is corrupt, holds
+            Python objects a weights-only load refuses, is not a training state of this
+            loop, or does not fit the model.
+    """
+    path = run.ckpt_path
+    state = _load_checkpoint(path, run.work) if path.exists() else None
+    if state is not None and state["config_id"] != run.config_id:
+        log.warning("%s belongs to another configuration; starting over", path)
+        state = None
     if state is None:
         _enter_phase(run, 0)
         return
-    run.step, run.elapsed = state["step"], state["elapsed"]
-    run.starts = [(int(s), float(e)) for s, e in state.get("phase_starts", [(0, 0.0)])]
-    _enter_phase(run, len(run.starts) - 1, resumed=True)
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    _set_rng_state(state["rng"])
-    log.info("resuming from %s at step %d/%d", run.ckpt_path, run.step, run.total_steps)
+    delete = f"; delete {path} (or its folder {run.work}) to start this training over"
+    try:
+        run.step, run.elapsed = int(state["step"]), float(state["elapsed"])
+        run.starts = [(int(s), float(e)) for s, e in state.get("phase_starts", [(0, 0.0)])]
+        _enter_phase(run, len(run.starts) - 1, resumed=True)
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise DataError(path, f"cannot resume: the state does not fit this model ({type(e).__name__}: {first_line(e)}){delete}") from None
+    log.info("resuming from %s at step %d/%d", path, run.step, run.total_steps)
+
+
+def _load_checkpoint(path: Path, work: Path) -> dict:
+    """The training state in ``path``, loaded weights-only; DataError (naming it and what to
+    delete) when it is corrupt, refused or not a training state of this loop."""
+    delete = f"; delete {path} (or its folder {work}) to start this training over"
+    try:
+        state = load_torch(path, "training checkpoint", "a checkpoint.pt written by `hvc train`", numpy_state=True)
+    except DataError as e:
+        raise DataError(path, f"cannot resume: {e.problem}{delete}") from None
+    if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
+        found = sorted(map(str, state))[:5] if isinstance(state, dict) else type(state).__name__
+        raise DataError(path, f"cannot resume: not a training state of `hvc train` (found {found}){delete}")
+    return state
 
 
 def _save_checkpoint(run: _Run) -> None:

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hvc.config.code import code_hash, stage_files
+from hvc.config.datasets import TRAIN_SET_DATASETS
 from hvc.config.params import BaseParams, propagation_for
 from hvc.config.registry import method_spec
+from hvc.config.sources import dataset_fingerprint
 
 # Demo parameters read only when a method of the plan trains on clips (the demo's training videos).
 DEMO_VIDEO_FIELDS = ("train_videos", "train_video_frames")
@@ -109,8 +111,9 @@ def stage_reads(stage: str, p: BaseParams, method: str | None = None) -> StageRe
         exclude = () if demo_videos(p) else tuple(f"demo.{k}" for k in DEMO_VIDEO_FIELDS)
         return StageReads(stage, ("demo",), exclude, method)
     if stage == "shards":
-        real = ("data.root",) if p.data.train_set != "demo" else ()
-        return StageReads(stage, ("method", "data.train_set", "shards", *real), (), method)
+        if p.data.train_set == "demo":  # the demo data's id is the upstream id
+            return StageReads(stage, ("method", "data.train_set", "shards"), (), method)
+        return StageReads(stage, ("method", "data.train_set", "shards", "data.root"), (), method, {"content": train_set_content(p)})
     if stage == "model":
         return StageReads(stage, ("seed", "method", "train", *section), (), method)
     if stage == "propagation":
@@ -127,6 +130,15 @@ def stage_reads(stage: str, p: BaseParams, method: str | None = None) -> StageRe
         "figures": ("method", "data.benchmarks", "ablations", "device", "propagation.resolution"),
     }
     return StageReads(stage, simple[stage], (), method)
+
+
+def train_set_content(p: BaseParams) -> dict[str, Any]:
+    """The content of a real training set (not the demo), part of the shards id and so of
+    every id after it: a changed source folder (data.sources) or archive gives new shards
+    and a new model, and a shared Snakemake output cache cannot hand over shards built from
+    another dataset. :func:`hvc.config.sources.dataset_fingerprint` says what is hashed."""
+    name = TRAIN_SET_DATASETS[p.data.train_set]
+    return dataset_fingerprint(name, str(p.data.root), p.data.sources.get(name))
 
 
 def content_id(obj: Any, length: int = 12) -> str:

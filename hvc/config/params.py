@@ -27,7 +27,6 @@ from hvc.config.section import ParamsError, Section
 
 _Section = Section
 
-
 class DemoParams(_Section):
     """The built-in demo: real photographs bundled with scikit-image, no download."""
 
@@ -369,9 +368,18 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        if not all(parts):
+            raise ParamsError(f"override {item!r}: {key!r} is not a dotted key, e.g. train.alpha")
+        for n, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                above = ".".join(parts[: n + 1])
+                raise ParamsError(f"override {item!r}: {above} was set to {node!r} by an earlier override, so it has no key {parts[n + 1]!r}")
+        try:  # the safe loader: a !!python tag is an error, never code
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            problem = " ".join(str(e).split())
+            raise ParamsError(f"override {item!r}: the value of {key} is not valid YAML ({problem})") from None
     return out
 
 
@@ -408,9 +416,9 @@ def read_yaml(text: str, source: str) -> Any:
     except yaml.constructor.ConstructorError as e:
         if e.problem and e.problem.startswith("duplicate key"):
             raise ParamsError(f"{source}: {e.problem}") from None
-        raise ParamsError(f"{source}: not valid YAML ({e})") from None
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{source}: not valid YAML ({e})") from None
+        raise ParamsError(f"{source}: not valid YAML ({' '.join(str(e).split())})") from None
+    except yaml.YAMLError as e:  # one line: YAML's message spans several
+        raise ParamsError(f"{source}: not valid YAML ({' '.join(str(e).split())})") from None
 
 
 def load_params(

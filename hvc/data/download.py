@@ -49,8 +49,16 @@ from tqdm.auto import tqdm
 from urllib3.util import Retry
 
 from hvc.data.extract import extract_archives
+from hvc.config.sources import (  # noqa: F401 (re-exported)
+    MANIFEST_NAME,
+    dataset_fingerprint,
+    layout_links as _layout_links,
+    linked_source,
+    stat_file as _stat,
+    walk_files as _walk_files,
+)
 from hvc.config.datasets import REGISTRY_PATH, STAMP_NAME, DatasetSpec, FileSpec, dataset_rows, load_registry, resolve_spec  # noqa: F401 (re-exported)
-from hvc.io import DataError, atomic_dir, file_digests, read_json, write_json
+from hvc.io import DataError, atomic_dir, check_outputs_apart, file_digests, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -520,59 +528,6 @@ def _unusable_archive(e: DataError, paths: list[tuple[FileSpec, Path]], fresh: s
 
 # --------------------------------------------------------------------------- folders a lab already has
 
-MANIFEST_NAME = ".hvc-manifest.json"
-
-
-def _layout_links(name: str, spec: DatasetSpec, source: Path) -> dict[str, Path]:
-    """Which links make ``root/<name>`` show ``source`` in the registry layout.
-
-    Two shapes of ``source`` are accepted: it holds the layout paths as they are (e.g.
-    ``DAVIS/JPEGImages/480p``), linked per top folder; or, when every layout path starts
-    with the same folder, it is that folder (e.g. a ``/datasets/DAVIS`` holding
-    ``JPEGImages/480p``), linked under that folder's name.
-
-    Returns:
-        link name inside ``root/<name>`` -> the folder it points to.
-    Raises:
-        DataError: naming ``source`` and the layout paths missing from it.
-    """
-    if not source.is_dir():
-        raise DataError(source, f"not a folder (given as the existing copy of {name})")
-    tops = list(dict.fromkeys(p.split("/")[0] for p in spec.layout))
-    missing = [p for p in spec.layout if not (source / p).exists()]
-    if not missing:
-        return {top: source / top for top in tops}
-    if len(tops) == 1 and all("/" in p for p in spec.layout):
-        inner = [p.split("/", 1)[1] for p in spec.layout]
-        if all((source / p).exists() for p in inner):
-            return {tops[0]: source}
-    raise DataError(
-        source,
-        f"does not have the layout of {name}: missing {', '.join(missing)} "
-        f"(expected {', '.join(spec.layout)} inside it"
-        + (f", or {', '.join(p.split('/', 1)[1] for p in spec.layout)} when it is the {tops[0]} folder itself)" if len(tops) == 1 else ")"),
-    )
-
-
-def _walk_files(links: dict[str, Path]) -> dict[str, Path]:
-    """Every file under ``links`` (symbolic links inside are followed: the content as the
-    readers see it), keyed by its path as seen from the dataset folder
-    (``DAVIS/JPEGImages/480p/bear/00000.jpg``), sorted."""
-    files = {}
-    for link, real in links.items():
-        base = Path(real)
-        if base.is_file():
-            files[link] = base
-            continue
-        for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
-            dirnames.sort()
-            rel = Path(dirpath).relative_to(base)
-            for f in filenames:
-                if rel == Path(".") and link == "." and (f in (STAMP_NAME, MANIFEST_NAME) or f.startswith(".hvc-")):
-                    continue  # our own files when the dataset is used in place
-                key = (Path(link) / rel / f).as_posix().removeprefix("./")
-                files[key] = Path(dirpath) / f
-    return dict(sorted(files.items()))
 
 
 def _content_hash(entries: list[dict[str, Any]]) -> str:
@@ -597,7 +552,7 @@ def write_manifest(name: str, dataset_dir: Path, links: dict[str, Path], source:
     files = _walk_files(links)
     entries = []
     for rel, path in tqdm(files.items(), desc=f"hash {name}", unit="file", disable=not progress, mininterval=2.0):
-        st = path.stat()
+        st = _stat(path)
         entries.append({"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_digests(path)["sha256"]})
     manifest = {
         "dataset": name,
@@ -626,7 +581,7 @@ def verify_manifest(dataset_dir: Path, links: dict[str, Path], rehash: bool = Fa
     """
     manifest_path = dataset_dir / MANIFEST_NAME
     manifest = read_json(manifest_path)
-    recorded = {e["path"]: e for e in manifest.get("files", [])}
+    recorded = _manifest_entries(manifest, manifest_path)
     files = _walk_files(links)
     hint = f"; if this change is intended, delete {manifest_path} and run again to record the new content"
     missing = [p for p in recorded if p not in files]
@@ -636,13 +591,33 @@ def verify_manifest(dataset_dir: Path, links: dict[str, Path], rehash: bool = Fa
     if added:
         raise DataError(files[added[0]], f"not in the manifest: the dataset gained {len(added)} file(s){hint}")
     for rel, path in files.items():
-        st, entry = path.stat(), recorded[rel]
+        st, entry = _stat(path), recorded[rel]
         if st.st_size != entry["size"]:
             raise DataError(path, f"size {st.st_size} bytes, the manifest says {entry['size']}{hint}")
         if rehash or st.st_mtime_ns != entry["mtime_ns"]:
             if file_digests(path)["sha256"] != entry["sha256"]:
                 raise DataError(path, f"content differs from the manifest (sha256 {entry['sha256'][:12]}...){hint}")
     return manifest
+
+
+def _manifest_entries(manifest: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """{path: entry} of a manifest, every entry with its path, size, mtime_ns and sha256.
+
+    Raises:
+        DataError: naming the manifest and what is wrong, and saying to delete it.
+    """
+    fix = f"; delete {path} and run again to hash the dataset anew"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list):
+        raise DataError(path, f"not a manifest of `hvc fetch --from` (expected a mapping with a list of files){fix}")
+    types = {"path": str, "size": int, "mtime_ns": int, "sha256": str}
+    recorded = {}
+    for n, entry in enumerate(files):
+        bad = [k for k, t in types.items() if not isinstance(entry, dict) or not isinstance(entry.get(k), t)]
+        if bad:
+            raise DataError(path, f"file entry {n} lacks {', '.join(bad)} (or has another type){fix}")
+        recorded[entry["path"]] = entry
+    return recorded
 
 
 def fetch_from(
@@ -681,6 +656,8 @@ def fetch_from(
     root, source = Path(root), Path(source).expanduser().resolve()
     target = root / name
     in_place = target.exists() and target.resolve() == source
+    if not in_place:  # links inside the source would be walked as part of it, endlessly
+        check_outputs_apart(target, {"--from": source}, "--root")
     links = {".": source} if in_place else _layout_links(name, spec, source)
     if in_place:
         missing = [p for p in spec.layout if not (source / p).exists()]
@@ -690,13 +667,30 @@ def fetch_from(
     if stamp is not None and stamp.get("source") == str(source) and (target / MANIFEST_NAME).exists():
         verify_manifest(target, links, rehash=rehash)
         return target
+    before = _recorded_content(target)
     if not in_place:
         with atomic_dir(target) as tmp:
             for link, real in links.items():
                 (tmp / link).symlink_to(real, target_is_directory=real.is_dir())
     manifest = write_manifest(name, target, links, source, progress=progress)
+    if before is not None and before != (manifest["num_files"], manifest["content_sha256"]):
+        log.warning(
+            "%s: the content changed since the last fetch (%d files before, %d now); recorded the new content",
+            name, before[0], manifest["num_files"],
+        )  # fmt: skip
     _write_link_stamp(name, spec, target, source, in_place, manifest)
     return target
+
+
+def _recorded_content(target: Path) -> tuple[int, str] | None:
+    """(number of files, content hash) of the manifest an earlier run left in ``target``, if any."""
+    try:
+        manifest = read_json(target / MANIFEST_NAME)
+    except DataError:
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    return manifest.get("num_files"), manifest.get("content_sha256")
 
 
 def _write_link_stamp(name: str, spec: DatasetSpec, target: Path, source: Path, in_place: bool, manifest: dict[str, Any]) -> None:
@@ -730,8 +724,20 @@ def _link_stamp(name: str, target: Path, source: Path, in_place: bool) -> dict[s
         stamp = read_json(stamp_path) if stamp_path.exists() else None
     except DataError:
         stamp = None
+    if not isinstance(stamp, dict):
+        stamp = None
     empty = target.is_dir() and not target.is_symlink() and not any(target.iterdir())  # e.g. made by Snakemake for the stamp
     if not in_place and target.exists() and not empty:
+        if stamp is not None and stamp.get("linked") is False:
+            raise DataError(
+                target,
+                f"holds the data of {name} itself (adopted in place from {stamp.get('source')}, not linked): linking "
+                f"{source} would replace it; to use {source}, first move {target} away (e.g. to {target}.own); "
+                f"to keep using it, run `hvc fetch {name} --from {target}`",
+            )
+        if stamp is None and _only_links(target):
+            log.warning("%s: links without a stamp, left by an interrupted `hvc fetch --from`; linking again", target)
+            return None
         if stamp is None or "source" not in stamp:
             raise DataError(
                 target,
@@ -744,10 +750,10 @@ def _link_stamp(name: str, target: Path, source: Path, in_place: bool) -> dict[s
     return stamp
 
 
-def linked_source(name: str, root: str | os.PathLike[str]) -> Path | None:
-    """The folder ``root/<name>`` was linked to by :func:`fetch_from`, or None."""
-    try:
-        stamp = read_json(Path(root) / name / STAMP_NAME)
-    except DataError:
-        return None
-    return Path(stamp["source"]) if isinstance(stamp, dict) and stamp.get("source") else None
+def _only_links(target: Path) -> bool:
+    """Whether ``target`` (a folder) holds nothing but symbolic links and our own
+    ``.hvc-*`` files: what :func:`fetch_from` makes before it writes the stamp, so such a
+    folder without a stamp is an interrupted link run (no data is lost by linking again)."""
+    if target.is_symlink() or not target.is_dir():
+        return False
+    return all(e.is_symlink() or e.name.startswith(".hvc-") for e in target.iterdir())

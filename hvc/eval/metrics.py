@@ -434,10 +434,49 @@ def _score_sequence(gt_root: Path, pred_root: Path, seq: str, bound_th: float, g
         msg = f"{seq}: first ground-truth frame has object ids {gap[0]}; missing {gap[1]} scored as phantom objects"
         gaps.append(msg)
         log.warning("%s", msg)
+    single = _single_object_predictions(pred_dir, gt[0])
+    if single:
+        gaps.append(f"{seq}: {single}")
+        log.warning("%s: %s", seq, single)
     try:
         return evaluate_sequence(gt, pred, bound_th=bound_th)
     except ValueError as e:
         raise DataError(pred_dir, str(e)) from None
+
+
+def _single_object_predictions(pred_dir: Path, first_truth: np.ndarray) -> str | None:
+    """A warning when a sequence of several objects is predicted as greyscale 0/255 PNGs.
+
+    Such a mask (the DAVIS 2016 format) holds one object, read as label 1
+    (:func:`hvc.io.read_mask`): on a multi-object benchmark every other object is scored
+    as missed, which looks like a bad method rather than a format mix-up.
+
+    Args:
+        pred_dir: the sequence's prediction folder.
+        first_truth: (H, W) first ground-truth label map.
+    Returns:
+        the warning line, or None (palette predictions, or one object in the ground truth).
+    """
+    objects = sorted(set(np.unique(first_truth).tolist()) - {0, VOID_LABEL})
+    if len(objects) < 2:
+        return None
+    from PIL import Image
+
+    grey = []
+    for path in sorted(pred_dir.glob("*.png"), key=frame_order):
+        try:
+            with Image.open(path) as im:
+                if im.mode in ("L", "1"):
+                    grey.append(path.name)
+        except OSError:
+            continue  # unreadable files are reported by read_mask
+    if not grey:
+        return None
+    return (
+        f"{len(grey)} prediction(s) (e.g. {pred_dir / grey[0]}) are greyscale 0/255 masks, which hold one object, "
+        f"but the ground truth has {len(objects)} objects {objects}: objects other than 1 are scored as missed; "
+        "save predictions as palette PNGs whose indices are object ids"
+    )
 
 
 def object_id_gap(first: np.ndarray) -> tuple[list[int], list[int]] | None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc.eval.video import Video, match_masks
+from hvc.eval.video import Video, check_sequence_name, match_masks
 from hvc.io import DataError, frame_order, read_lines, read_mask
 from hvc.propagation import PropagationConfig, propagate_video
 
@@ -86,8 +86,8 @@ def read_vip(root: Path, split: str = "val") -> list[Video]:
     if not lines:
         raise DataError(listing, "video list names no videos")
     videos = []
-    for line in lines:
-        name = line.rstrip("/").split("/")[-1]
+    for n, line in enumerate(lines, 1):
+        name = check_sequence_name(listing, n, line.rstrip("/").split("/")[-1], "video")
         frame_dir = base / "Images" / name
         mask_dir = base / "Annotations" / "Category_ids" / name
         for folder in (frame_dir, mask_dir):

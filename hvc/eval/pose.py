@@ -141,8 +141,8 @@ def _listed_videos(path: Path) -> list[str]:
     names = []
     for n, line in enumerate(read_lines(path, "split file"), start=1):
         parts = line.strip().strip("/").split("/")
-        if len(parts) != 2 or not all(parts):
-            raise DataError(path, f"line {n}: expected '<action>/<video>', got {line!r}")
+        if len(parts) != 2 or not all(parts) or any(part in (".", "..") or "\\" in part for part in parts):
+            raise DataError(path, f"line {n}: expected '<action>/<video>' (plain folder names), got {line!r}")
         names.append("/".join(parts))
     if not names:
         raise DataError(path, "lists no video")

@@ -26,7 +26,7 @@ from hvc.eval.parts import read_vip
 from hvc.eval.pose import read_jhmdb
 from hvc.config.benchmarks import get_benchmark
 from hvc.config.registry import load_function
-from hvc.eval.video import Video, list_frames, match_masks
+from hvc.eval.video import Video, check_sequence_name, list_frames, match_masks
 from hvc.io import DataError, read_json, read_lines
 
 
@@ -55,7 +55,7 @@ def read_davis(root: Path, image_set: str, layout: str, resolution: str = "480p"
         _check_listed_pairs(root, split, lines, resolution)
         names = list(dict.fromkeys(Path(ln.split()[0]).parent.name for ln in lines))
     elif layout == "davis2017":
-        names = lines
+        names = [check_sequence_name(split, n, name) for n, name in enumerate(lines, 1)]
     else:
         raise ValueError(f"unknown layout {layout!r}")
     videos = []
@@ -78,6 +78,10 @@ def _check_listed_pairs(root: Path, split: Path, lines: list[str], resolution: s
         listed = line.split()
         if len(listed) != 2:
             raise DataError(split, f"line {n}: expected '<frame.jpg> <mask.png>', got {line!r}")
+        for rel in listed:  # /JPEGImages/480p/<sequence>/<frame>: no way out of the benchmark
+            if any(part in ("..", ".") for part in rel.split("/")) or "\\" in rel:
+                raise DataError(split, f"line {n}: path {rel!r} holds '..' or '.'; expected /JPEGImages/480p/<sequence>/<frame>.jpg")
+        check_sequence_name(split, n, Path(listed[0]).parent.name)
         for rel in listed:
             path = root / rel.lstrip("/")
             if path.is_file():
@@ -118,7 +122,8 @@ def read_ytvos(root: Path, split: str = "valid") -> list[Video]:
     if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
         raise DataError(meta_path, 'expected {"videos": {name: {"objects": {id: {"category", "frames"}}}}}')
     videos = []
-    for name in sorted(meta["videos"]):
+    for n, name in enumerate(sorted(meta["videos"]), 1):
+        check_sequence_name(meta_path, n, name, "video")
         entry = meta["videos"][name]
         objects = entry.get("objects") if isinstance(entry, dict) else None
         if not isinstance(objects, dict):
@@ -127,27 +132,33 @@ def read_ytvos(root: Path, split: str = "valid") -> list[Video]:
         if not frame_dir.is_dir():
             raise DataError(meta_path, f"lists video {name!r} but {frame_dir} does not exist")
         frames, stems = list_frames(frame_dir)
-        for obj_id, obj in objects.items():
-            listed = obj.get("frames") if isinstance(obj, dict) else None
-            if not isinstance(listed, list) or not listed:
-                raise DataError(meta_path, f"video {name!r}, object {obj_id}: expected a non-empty list of frames")
-            missing = [f for f in listed if str(f) not in stems]
-            if missing:
-                raise DataError(
-                    meta_path,
-                    f"video {name!r}, object {obj_id} appears in frame {missing[0]} "
-                    f"but {frame_dir / f'{missing[0]}.jpg'} does not exist",
-                )
-            first = min(str(f) for f in listed)
-            if not (mask_dir / f"{first}.png").is_file():
-                raise DataError(
-                    meta_path,
-                    f"video {name!r}, object {obj_id} is first annotated in frame {first} "
-                    f"but {mask_dir / f'{first}.png'} does not exist",
-                )
+        _check_ytvos_objects(meta_path, name, objects, frame_dir, mask_dir, stems)
         masks = match_masks(mask_dir, frame_dir, stems)
         videos.append(Video(name, frames, masks, inputs=tuple(sorted(masks))))
     return videos
+
+
+def _check_ytvos_objects(meta_path: Path, name: str, objects: dict, frame_dir: Path, mask_dir: Path, stems) -> None:
+    """Every object of video ``name`` in meta.json lists frames that exist, and its first
+    frame has a mask; DataError naming meta.json otherwise."""
+    for obj_id, obj in objects.items():
+        listed = obj.get("frames") if isinstance(obj, dict) else None
+        if not isinstance(listed, list) or not listed:
+            raise DataError(meta_path, f"video {name!r}, object {obj_id}: expected a non-empty list of frames")
+        missing = [f for f in listed if str(f) not in stems]
+        if missing:
+            raise DataError(
+                meta_path,
+                f"video {name!r}, object {obj_id} appears in frame {missing[0]} "
+                f"but {frame_dir / f'{missing[0]}.jpg'} does not exist",
+            )
+        first = min(str(f) for f in listed)
+        if not (mask_dir / f"{first}.png").is_file():
+            raise DataError(
+                meta_path,
+                f"video {name!r}, object {obj_id} is first annotated in frame {first} "
+                f"but {mask_dir / f'{first}.png'} does not exist",
+            )
 
 
 def read_vost(root: Path, split: str = "val") -> list[Video]:

@@ -28,6 +28,29 @@ def check_frame_size(path: Path, h: int, w: int) -> None:
         )
 
 
+def check_sequence_name(listing: Path, line: int, name: str, what: str = "sequence") -> str:
+    """A sequence name read from a list file, refused unless it is one plain path component.
+
+    Stages write one folder (or file) per sequence below their output, named after it, so
+    a name that is absolute, holds a separator or is ``.``/``..`` would make them write
+    outside the output.
+
+    Args:
+        listing: the list file (image set, meta.json, video list), for the message.
+        line: the 1-based line (or entry) of the list holding the name.
+        name: the name as listed.
+    Returns:
+        ``name``.
+    Raises:
+        DataError: naming ``listing`` and the line.
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise DataError(
+            listing, f"line {line}: {what} name {name!r} is not a plain folder name (no '/', '\\', '..' or absolute path)"
+        )
+    return name
+
+
 @dataclass
 class Video:
     """One benchmark video.

@@ -6,6 +6,7 @@ import yaml
 
 from hvc.config.benchmarks import benchmark_root, get_benchmark
 from hvc.data.download import STAMP_NAME
+from hvc.config.sources import dataset_fingerprint
 from hvc.config.plan import override_args, plan, shards_owners
 from hvc.config.params import deep_merge, validate_params
 from hvc.config.datasets import TRAIN_SET_DATASETS
@@ -96,7 +97,7 @@ def train_set_inputs(exp):
 def source_arg(wildcards):
     """`--from DIR` when data.sources names an extracted copy of the dataset (linked, not downloaded)."""
     folder = P.data.sources.get(wildcards.dataset)
-    return f" --from '{folder}'" if folder else ""
+    return f" --from {shlex.quote(folder)}" if folder else ""  # any path: spaces, quotes, $(...)
 
 
 def gpus(exp=None):

@@ -33,6 +33,9 @@ rule fetch:
     params:
         root=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),  # data.root
         source=source_arg,  # data.sources: link an extracted copy instead of downloading
+        # the copy's file list (or the registry's archives): a changed source folder re-runs
+        # the fetch (Snakemake re-runs a job whose params changed), which checks it
+        content=lambda wc: dataset_fingerprint(wc.dataset, P.data.root, P.data.sources.get(wc.dataset)),
     log:
         f"{LOGS}/fetch/{{dataset}}.log",
     benchmark:

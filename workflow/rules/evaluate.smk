@@ -21,7 +21,7 @@ def encoder_args(wildcards):
     if not exp.trained:
         return f"--encoder {exp.key.removesuffix('+semantic')}" + merge
     spec = os.path.join(MODEL.format(model=exp.ids["model"]), "encoder.pt")
-    return f"--encoder {spec}" + merge
+    return f"--encoder {shlex.quote(spec)}" + merge
 
 
 rule propagate:
@@ -79,7 +79,8 @@ def server_inputs(wildcards):
 def server_args(wildcards):
     if get_benchmark(wildcards.benchmark).scoring != "server":
         return ""
-    return f"--archive {SUBMISSIONS.format(**wildcards)} --server-scores {SERVER_SCORES.format(**wildcards)}"
+    archive, scores = SUBMISSIONS.format(**wildcards), SERVER_SCORES.format(**wildcards)
+    return f"--archive {shlex.quote(archive)} --server-scores {shlex.quote(scores)}"
 
 
 rule evaluate:

@@ -61,7 +61,7 @@ rule tables:
             category="Tables",
         ),
     params:
-        scores=" ".join(f"--score '{k}:{b}={path}'" for (k, b), path in SCORE_FILES.items()),
+        scores=" ".join(f"--score {shlex.quote(f'{k}:{b}={path}')}" for (k, b), path in SCORE_FILES.items()),
         titles={name: t["title"] for name, t in published_tables().items()},  # for the report's captions
         code=stage_reads("tables", P).code_hash(),  # not content-addressed: re-run when this code changes
     log:
@@ -70,7 +70,7 @@ rule tables:
         mem_mb=2000,
         runtime=10,
     shell:
-        "hvc tables {PARAMS} {params.scores} --out {output} 2> {log}"
+        "hvc tables {PARAMS} {params.scores} --out {output:q} 2> {log:q}"
 
 
 PREDICTION_DIRS = {
@@ -96,7 +96,7 @@ rule figures:
             category="Figures",
         ),
     params:
-        predictions=" ".join(f"--predictions '{k}:{b}={path}'" for (k, b), path in PREDICTION_DIRS.items()),
+        predictions=" ".join(f"--predictions {shlex.quote(f'{k}:{b}={path}')}" for (k, b), path in PREDICTION_DIRS.items()),
         demo=lambda wc, input: DATA.format(data=BASE.ids["data"]),  # the demo's frames (Fig. 12 on the demo)
         code=stage_reads("figures", P).code_hash(),  # not content-addressed: re-run when this code changes
     log:
