@@ -44,6 +44,14 @@ ThreadsOpt = Annotated[
 ]  # fmt: skip
 
 
+def _usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _set_threads(threads: int | None) -> None:
     """Let PyTorch's CPU operators use ``threads`` threads (None: leave PyTorch's default).
 
@@ -56,6 +64,7 @@ def _set_threads(threads: int | None) -> None:
     with 2 spinning threads than with 1 thread, 2x faster with 2 sleeping threads).
     """
     if threads is not None:
+        threads = min(threads, _usable_cores())  # a DVC stage asks for COMPUTE_THREADS on any machine
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when the OpenMP runtime loads
         import torch
 
@@ -78,8 +87,27 @@ def _load(params: list[Path] | None, overrides: list[str] | None) -> Params:
     return load_params(params or [Path("params.yaml")], parse_overrides(overrides or []))
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+def _configure_logging(log_file: Path | None = None):
+    """Log records at INFO to stderr; with ``log_file``, to that file instead, and to stderr
+    only warnings, errors and the training heartbeat (``hvc.heartbeat``), so that a
+    workflow that sends a job's log to a file still shows its progress on the terminal.
+    Returns the log file's stream (for a progress bar), else None."""
+    if log_file is None:
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+        return None
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    first = os.environ.get("RANK", "0") == "0"  # under torchrun the other ranks append
+    to_file = logging.FileHandler(log_file, mode="w" if first else "a", encoding="utf-8")
+    to_terminal = logging.StreamHandler(sys.stderr)
+    to_terminal.addFilter(lambda r: r.levelno >= logging.WARNING or r.name == "hvc.heartbeat")
+    for handler in (to_file, to_terminal):
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO, handlers=[to_file, to_terminal], force=True)
+    logging.captureWarnings(True)  # library warnings into the log file (and the terminal)
+    return to_file.stream
 
 
 def _check_id(p: Params, stage: str, expected: str | None, out: Path) -> None:
@@ -216,8 +244,17 @@ def train_cmd(
     verify_shards: Annotated[
         str, typer.Option(help="Check the shards against index.json: 'sha256' (read once per run) or 'size' only.")
     ] = "sha256",
+    log_file: Annotated[
+        Optional[Path],
+        typer.Option("--log", help="Write the log and the progress bar to this file; stderr then carries only the "
+                     "heartbeat lines, warnings and errors (what a workflow shows on its terminal)."),
+    ] = None,
+    heartbeat: Annotated[
+        Optional[int], typer.Option(min=0, help="A progress line (step, loss, images/s, ETA) every N steps; default train.log_every, 0: none.")
+    ] = None,
 ) -> None:
     """Train the method of `method` (resumes from <out>.work/checkpoint.pt if present). Works under torchrun."""
+    bar_file = _configure_logging(log_file)
     _set_threads(threads)  # before torch is imported
     from hvc.train import train
 
@@ -227,7 +264,7 @@ def train_cmd(
         if verify_shards not in ("sha256", "size"):
             raise ParamsError(f"--verify-shards {verify_shards!r}: expected 'sha256' or 'size'")
         check_outputs_apart(out, {"--shards": shards})
-        summary = train(p, shards, out, verify=verify_shards)
+        summary = train(p, shards, out, verify=verify_shards, heartbeat=heartbeat, bar_file=bar_file)
         log.info("trained %d steps, %.0f images/s", summary["steps"], summary["images_per_s"])
 
 
@@ -541,7 +578,7 @@ def dvc_yaml_cmd(
     the Snakemake workflow runs (fetch, demo data, shards, every model of the plan, every
     encoder on every benchmark, tables, figures), calling the same `hvc` subcommands.
     Run it again after changing ablations, baselines, data.benchmarks or the training set."""
-    from hvc.config.dvc import PLAN_MESSAGE, dvc_yaml_text, regenerate_command, stale_report
+    from hvc.config.dvc import PLAN_MESSAGE, dvc_yaml_text, ensure_dvcignore, regenerate_command, stale_report
     from hvc.io import write_text
 
     with _stage("dvc-yaml"):
@@ -549,6 +586,8 @@ def dvc_yaml_cmd(
         text = dvc_yaml_text(files, load_params(files))
         if not check:
             write_text(out, text)
+            if ensure_dvcignore(out.parent):
+                log.info("%s: bytecode (__pycache__, *.pyc) left out of the stages' folder dependencies", out.parent / ".dvcignore")
             log.info("%s written from the plan of %s", out, ", ".join(files))
             return
         current = out.read_text(encoding="utf-8") if out.is_file() else ""

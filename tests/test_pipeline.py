@@ -115,7 +115,7 @@ def _normalize(cmd):
     design (content ids for Snakemake, experiment keys for DVC), the log redirection and
     Snakemake's --expect-id and --threads; a trained encoder becomes TRAINED."""
     paths = {"--out", "--input", "--shards", "--data", "--toolkit-csv", "--model", "--tables", "--demo",
-             "--archive", "--server-scores", "--metrics", "--root", "--from", "--expect-id", "--threads"}  # fmt: skip
+             "--archive", "--server-scores", "--metrics", "--root", "--from", "--expect-id", "--threads", "--log"}  # fmt: skip
     tokens = shlex.split(cmd)
     for stop in ("2>", "2>&1", "|"):
         tokens = tokens[: tokens.index(stop)] if stop in tokens else tokens

@@ -50,6 +50,12 @@ SERVER_SCORES = "results/dvc/server_scores/{benchmark}/{name}.txt"  # saved by t
 TABLES = "results/dvc/tables"
 FIGURES = "results/dvc/figures"
 PLAN_MESSAGE = "dvc.yaml matches the experiment plan of the parameter files\n"
+# CPU threads of the stages that compute, as the Snakemake rules' `threads:` (COMPUTE_THREADS
+# in workflow/rules/common.smk; `hvc --threads` lowers it to the cores this process may use)
+COMPUTE_THREADS = 8
+# Bytecode is not code a stage runs: left out of the `plan` stage's folder dependency
+# (written to .dvcignore by `hvc dvc-yaml`, which DVC reads when it hashes a folder)
+DVCIGNORE_PATTERNS = ("__pycache__/", "*.pyc")
 
 # The headline number of each scoring, as `dvc exp show` shows it: (column, summary key)
 HEADLINES = {
@@ -306,6 +312,7 @@ class _Pipeline:
             if n > 1 and e.params.device != "cpu":  # DDP, as the Snakemake rule's launcher
                 launcher = ["torchrun", "--standalone", "--nproc_per_node", str(n), "-m", "hvc.cli"]
             cmd = launcher + self.hvc("train", e)[1:] + ["--shards", self.shards_of[e.key], "--out", out]
+            cmd += ["--threads", str(1 + e.params.train.workers)]  # main process + loader workers, as the rule
             self._add(f"train-{self.names[e.key]}", "train", cmd, [self.shards_of[e.key]], [out], e)
         for e in self.trained:
             self.model_of.setdefault(e.key, self.model_of.get(e.key.removesuffix("+semantic"), ""))
@@ -334,6 +341,7 @@ class _Pipeline:
             b = source.removeprefix("flow_")
             out = FLOW.format(name=name, benchmark=b)
             cmd = self.hvc("flow") + ["--model", self.model_of[key], "--benchmark", b, "--data", self.bench_root(b), "--out", out]
+            cmd += ["--threads", str(COMPUTE_THREADS)]
             self._add(f"flow-{name}-{b}", "flow", cmd, [self.model_of[key]] + self.bench_deps(b), [out], e)
             self._score(key, source, out, out)
             return
@@ -342,13 +350,14 @@ class _Pipeline:
         enc, enc_deps = self._encoder(e)
         # a trained experiment propagates with its own overrides (LIIR: its propagation preset), as in Snakemake
         cmd = self.hvc("propagate", e if e.trained else None) + enc + ["--benchmark", b, "--data", self.bench_root(b), "--out", pred]
+        cmd += ["--threads", str(COMPUTE_THREADS)]
         self._add(f"propagate-{name}-{b}", "propagate", cmd, enc_deps + self.bench_deps(b), [pred], e)
         server, server_deps = self._submission_stage(e, b, pred)
         scores = SCORES.format(name=name, benchmark=b)
         metrics = METRICS.format(name=name, benchmark=b)
         toolkit = scores.removesuffix(".json")
         cmd = self.hvc("evaluate") + ["--benchmark", b, "--data", self.bench_root(b), "--predictions", pred, *server]
-        cmd += ["--out", scores, "--toolkit-csv", toolkit, "--metrics", metrics]
+        cmd += ["--out", scores, "--toolkit-csv", toolkit, "--metrics", metrics, "--threads", str(COMPUTE_THREADS)]
         outs = [scores, f"{toolkit}.objects.json", toolkit]
         deps = [pred] + self.bench_deps(b) + server_deps
         self._add(f"evaluate-{name}-{b}", "evaluate", cmd, deps, outs, e, metrics=[{metrics: {"cache": False}}])
@@ -382,6 +391,7 @@ class _Pipeline:
         model = self.model_of["hvc"]
         cmd = self.hvc("figures") + [f"--predictions {_q(f'{k}:{b}={d}')}" for k, b, d in overlays]
         cmd += (["--demo", DATA] if self.need_demo else []) + ["--tables", TABLES, "--model", model, "--out", FIGURES]
+        cmd += ["--threads", str(COMPUTE_THREADS)]
         deps = [d for _, _, d in overlays] + [x for b in p.data.benchmarks for x in self.bench_deps(b)] + [TABLES, model]
         self._add("figures", "figures", cmd, deps, [FIGURES])
 
@@ -407,6 +417,22 @@ def dvc_yaml_text(param_files: list[str], p: Params) -> str:
         doc["metrics"] = [f"{MODEL.format(name='hvc')}/train.json"]
     body = yaml.safe_dump(doc, sort_keys=False, width=100_000, default_flow_style=False)
     return HEADER.format(command=regenerate_command(param_files), files=", ".join(param_files)) + body
+
+
+def ensure_dvcignore(folder: Path) -> bool:
+    """Add the bytecode patterns (:data:`DVCIGNORE_PATTERNS`) to ``folder/.dvcignore`` when
+    missing, so that the ``plan`` stage's dependency on the package folder ignores
+    ``__pycache__`` (DVC leaves ignored files out of a folder's hash). Returns whether the
+    file was changed."""
+    path = Path(folder) / ".dvcignore"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    missing = [p for p in DVCIGNORE_PATTERNS if p not in text.splitlines()]
+    if not missing:
+        return False
+    from hvc.io import write_text
+
+    write_text(path, text + ("" if not text or text.endswith("\n") else "\n") + "".join(f"{p}\n" for p in missing))
+    return True
 
 
 def regenerate_command(param_files: list[str]) -> str:
