@@ -90,6 +90,17 @@ def _load(params: list[Path] | None, overrides: list[str] | None) -> Params:
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
+def _record(p: Params, stage: str, params: list[Path] | None, overrides: list[str] | None, **extra):
+    """A block in which every output folder the stage writes gets ``params.yaml``: the
+    parameters it read, the files and overrides they came from, its id and provenance
+    (:func:`hvc.config.record.stage_record`)."""
+    from hvc.config.record import RECORD_NAME, stage_record
+    from hvc.io import sidecar_files
+
+    files = [Path(f).as_posix() for f in (params or [Path("params.yaml")])]
+    return sidecar_files({RECORD_NAME: stage_record(p, stage, files, overrides, **extra)})
+
+
 def _configure_logging(log_file: Path | None = None):
     """Log records at INFO to stderr; with ``log_file``, to that file instead, and to stderr
     only warnings, errors and the training heartbeat (``hvc.heartbeat``), so that a
@@ -209,7 +220,8 @@ def demo_data(params: ParamsOpt = None, overrides: SetOpt = None, out: OutOpt = 
     with _stage("demo-data"):
         p = _load(params, overrides)
         _check_id(p, "data", expect_id, out)
-        manifest = build_demo(p.demo, out, videos=METHODS[p.method] == "clips")
+        with _record(p, "data", params, overrides):
+            manifest = build_demo(p.demo, out, videos=METHODS[p.method] == "clips")
         log.info("demo: %d training images, %d sequences", manifest["train"]["num_images"], len(manifest["benchmark"]["sequences"]))
 
 
@@ -229,7 +241,8 @@ def shards(
         _check_id(p, "shards", expect_id, out)
         check_data_root(p)
         check_outputs_apart(out, {"--input": input})
-        index = write_training_shards(p, input, out)
+        with _record(p, "shards", params, overrides, input=str(input)):
+            index = write_training_shards(p, input, out)
         log.info("%d samples in %d shards (%d skipped)", index["num_samples"], len(index["shards"]), index["num_skipped"])
 
 
@@ -264,7 +277,8 @@ def train_cmd(
         if verify_shards not in ("sha256", "size"):
             raise ParamsError(f"--verify-shards {verify_shards!r}: expected 'sha256' or 'size'")
         check_outputs_apart(out, {"--shards": shards})
-        summary = train(p, shards, out, verify=verify_shards, heartbeat=heartbeat, bar_file=bar_file)
+        with _record(p, "model", params, overrides, shards=str(shards)):
+            summary = train(p, shards, out, verify=verify_shards, heartbeat=heartbeat, bar_file=bar_file)
         log.info("trained %d steps, %.0f images/s", summary["steps"], summary["images_per_s"])
 
 
@@ -314,7 +328,9 @@ def propagate_cmd(
             if encoder not in ("random", "imagenet", "semantic"):
                 inputs["--encoder"] = encoder
             check_outputs_apart(target, inputs)
-            info = propagate_benchmark(p, encoder, name, root, target, merge_semantic=merge_semantic)
+            extra = {"encoder": encoder, "merge_semantic": merge_semantic, "benchmark": name, "data": str(root)}
+            with _record(p, "propagation", params, overrides, **extra):
+                info = propagate_benchmark(p, encoder, name, root, target, merge_semantic=merge_semantic)
             log.info("%s: %d videos, %.3f s/frame", name, info["videos"], info["seconds_per_frame"])
 
 
@@ -357,10 +373,11 @@ def evaluate_cmd(
             raise ParamsError("--toolkit-csv and --metrics need --benchmark (one benchmark per file)")
         if benchmark is not None:
             root = _benchmarks(p, benchmark, data, demo)[0][1]
-            s, _ = evaluate_benchmark(
-                p, benchmark, root, predictions, out, server_scores=server_scores, archive=archive,
-                workers=threads or 1, toolkit_csv=toolkit_csv,
-            )  # fmt: skip
+            with _record(p, "evaluation", params, overrides, benchmark=benchmark, predictions=str(predictions)):
+                s, _ = evaluate_benchmark(
+                    p, benchmark, root, predictions, out, server_scores=server_scores, archive=archive,
+                    workers=threads or 1, toolkit_csv=toolkit_csv,
+                )  # fmt: skip
             if metrics is not None:
                 from hvc.config.dvc import headline_metrics
 
@@ -408,6 +425,30 @@ def submission_cmd(
         log.info("%s: %d frames of %d videos in %s; upload it to %s", benchmark, info["frames"], info["videos"], out, bench.server)
 
 
+LatestOpt = Annotated[
+    Optional[Path],
+    typer.Option(help="A symbolic link to point at <out> once it is written (results/tables/latest: the newest experiment set)."),
+]
+
+
+def _point_latest(link: Path | None, target: Path) -> None:
+    """Make ``link`` a relative symbolic link to ``target``, replaced atomically (a link
+    beside the new one, then a rename); nothing when ``link`` is None.
+
+    Raises:
+        ParamsError: ``link`` exists and is not a symbolic link (a folder of another layout).
+    """
+    if link is None:
+        return
+    if link.exists() and not link.is_symlink():
+        raise ParamsError(f"{link}: exists and is not a symbolic link; move it away to let it name the newest results")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.replace(tmp, link)
+
+
 @app.command("tables")
 def tables_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
@@ -416,9 +457,16 @@ def tables_cmd(
         list[str], typer.Option(help="KEY:BENCHMARK=PATH of one summary, or KEY=PATH of {benchmark: summary} (repeat).")
     ] = ...,  # type: ignore[assignment]
     out: OutOpt = ...,  # type: ignore[assignment]
+    latest: LatestOpt = None,
+    runs_csv: Annotated[
+        Optional[Path], typer.Option(help="Also copy the tidy results (<out>/runs.csv) to this file, e.g. results/runs.csv.")
+    ] = None,
 ) -> None:
-    """Assemble the paper's tables (Markdown, CSV, LaTeX), ours beside the published numbers."""
-    from hvc.io import read_json
+    """Assemble the paper's tables (Markdown, CSV, LaTeX, HTML), ours beside the published
+    numbers, captioned with the settings they were made with, and runs.csv (one row per
+    experiment and benchmark)."""
+    from hvc.config.record import settings_line
+    from hvc.io import read_json, write_bytes
     from hvc.report.tables import assemble
 
     with _stage("tables"):
@@ -433,7 +481,12 @@ def tables_cmd(
                 scores[(key, bench)] = read_json(path)
             else:
                 scores.update({(key, b): s for b, s in read_json(path).items()})
-        names = assemble(p, scores, out)
+        files = [Path(f).as_posix() for f in (params or [Path("params.yaml")])]
+        with _record(p, "tables", params, overrides):
+            names = assemble(p, scores, out, settings_line(p, files, overrides))
+        if runs_csv is not None:
+            write_bytes(runs_csv, (out / "runs.csv").read_bytes())
+        _point_latest(latest, out)
         log.info("tables: %s", ", ".join(names))
 
 
@@ -447,38 +500,68 @@ def figures_cmd(
     demo: DemoOpt = None,
     tables: Annotated[Optional[Path], typer.Option(help="The tables stage's folder (bar charts of its tables.json).")] = None,
     model: Annotated[Optional[Path], typer.Option(help="A trained model folder (pseudo-dynamic signals, Fig. 12).")] = None,
+    curves: Annotated[
+        Optional[list[str]], typer.Option(help="KEY=DIR: a trained model (experiment key) whose dvclive loss goes into loss_curves.png (repeat).")
+    ] = None,
     out: OutOpt = ...,  # type: ignore[assignment]
     threads: ThreadsOpt = None,
+    latest: LatestOpt = None,
 ) -> None:
     """Mask overlays (<key>_<benchmark>.png), bar charts of the demo and ablation tables
-    (bars_<table>.png) and the pseudo-dynamic signals of the model (pseudo_dynamic_<benchmark>.png)."""
+    (bars_<table>.png), the training loss of every model (loss_curves.png) and the
+    pseudo-dynamic signals of the model (pseudo_dynamic_<benchmark>.png)."""
     _set_threads(threads)  # before torch is imported
-    from hvc.report.figures import bar_chart, budget_plot, overlay_grid
-    from hvc.io import atomic_dir, read_json
+    from hvc.report.figures import overlay_grid
+    from hvc.io import atomic_dir
 
     with _stage("figures"):
         p = _load(params, overrides)
         jobs = []
         for item in predictions:
-            head, _, path = item.partition("=")
+            head, _, path = item.rpartition("=")  # keys hold '=' (method=liir,...), paths do not
             key, _, bench = head.partition(":")
             if not (key and path):
                 raise ParamsError(f"--predictions {item!r}: expected KEY:BENCHMARK=DIR or KEY=DIR")
             for name, root in _benchmarks(p, bench or None, None, demo):
                 jobs.append((key, name, root, Path(path) if bench else Path(path) / name))
-        with atomic_dir(out) as tmp:
+        with _record(p, "figures", params, overrides), atomic_dir(out) as tmp:
             for key, name, root, pred in jobs:
                 overlay_grid(name, root, pred, tmp / f"{key}_{name}.png", encoder=key)
-            charts = 0
-            if tables is not None:
-                built = read_json(tables / "tables.json")
-                for name in [n for n in built if n == "demo" or n in p.ablations]:
-                    charts += bar_chart(built[name], tmp / f"bars_{name}.png")
-                if "budget" in built:
-                    charts += budget_plot(built["budget"], tmp / "budget.png")
+            charts = _table_charts(p, tables, tmp) + _loss_curves(p, curves or [], tmp)
             if model is not None:
                 _pseudo_dynamic_figures(p, model, demo, tmp)
-        log.info("figures: %d overlay grids, %d bar charts", len(jobs), charts)
+        _point_latest(latest, out)
+        log.info("figures: %d overlay grids, %d charts", len(jobs), charts)
+
+
+def _table_charts(p: Params, tables: Optional[Path], out: Path) -> int:
+    """Bar charts of the demo and ablation tables and the equal-budget plot, from the tables
+    stage's tables.json; the number written."""
+    from hvc.io import read_json
+    from hvc.report.figures import bar_chart, budget_plot
+
+    if tables is None:
+        return 0
+    built = read_json(tables / "tables.json")
+    charts = sum(bar_chart(built[name], out / f"bars_{name}.png") for name in built if name == "demo" or name in p.ablations)
+    return charts + (budget_plot(built["budget"], out / "budget.png") if "budget" in built else 0)
+
+
+def _loss_curves(p: Params, curves: list[str], out: Path) -> int:
+    """loss_curves.png from ``KEY=DIR`` items (1 when written)."""
+    from hvc.config.plan import plan
+    from hvc.report.figures import curve_label, loss_curves
+
+    if not curves:
+        return 0
+    experiments, labelled = plan(p), []
+    for item in curves:
+        key, _, path = item.rpartition("=")  # keys hold '=' (train.alpha=0.1), paths do not
+        if not (key and path):
+            raise ParamsError(f"--curves {item!r}: expected KEY=DIR")
+        method = experiments[key].params.method if key in experiments else p.method
+        labelled.append((curve_label(key, method), Path(path)))
+    return int(loss_curves(labelled, out / "loss_curves.png"))
 
 
 def _pseudo_dynamic_figures(p: Params, model_dir: Path, demo: Optional[Path], out: Path, pairs: int = 4) -> None:
@@ -535,34 +618,41 @@ def flow_cmd(
 
 
 @app.command("plan")
-def plan_cmd(params: ParamsOpt = None) -> None:  # type: ignore[assignment]
+def plan_cmd(params: ParamsOpt = None, overrides: SetOpt = None) -> None:  # type: ignore[assignment]
     """Print the experiments (trained models and baselines) these params ask for, one row each:
     what is trained or used, the setting that differs from the base, the content ids of its
-    artifacts and the tables that show it."""
+    artifacts (artifacts/<kind>/<id>/) and the tables that show it; and the experiment set
+    id (the tables' folder results/tables/<id>/). Takes --set like every stage, so the ids
+    of a `snakemake --config` run can be looked up."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from hvc.config.plan import plan, run_rows
+    from hvc.config.record import experiment_set_id
 
     with _stage("plan"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         experiments = plan(p)
         shown_in: dict[str, list[str]] = {}
         for name, _, exp in run_rows(p):
             if name not in shown_in.setdefault(exp.key, []):
                 shown_in[exp.key].append(name)
-    table = Table("experiment", "encoder", "setting", "model id", "propagation id", "tables", title="experiments")
+    set_id = experiment_set_id(p)
+    columns = ("experiment", "encoder", "setting", "shards id", "model id", "propagation id", "evaluation id", "tables")
+    table = Table(*columns, title=f"experiments (set {set_id}: results/tables/{set_id}, results/figures/{set_id})")
     for key, exp in experiments.items():
         if not exp.trained:
             kind = f"baseline: {key}" if key != "semantic" else "semantic encoder alone"
         else:
-            kind = "trained HVC" + (" + semantic merge" if exp.merge_semantic else "")
+            kind = f"trained {exp.params.method.upper()}" + (" + semantic merge" if exp.merge_semantic else "")
+        trained = exp.trained
         table.add_row(*map(escape, (
-            key, kind, ", ".join(exp.set_args) or "base params", exp.ids["model"] if exp.trained else "–",
-            exp.ids["propagation"], ", ".join(shown_in.get(key, [])) or "–",
+            key, kind, ", ".join(exp.set_args) or "base params", exp.ids["shards"] if trained else "–",
+            exp.ids["model"] if trained else "–", exp.ids["propagation"], exp.ids["evaluation"],
+            ", ".join(shown_in.get(key, [])) or "–",
         )))  # fmt: skip
-    Console(width=max(Console().width, 120)).print(table)
+    Console(width=max(Console().width, 160)).print(table)
 
 
 @app.command("dvc-yaml")

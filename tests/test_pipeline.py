@@ -67,12 +67,12 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     ws = workspace(tmp_path)
     smk = "snakemake all_tables --cores 2 --configfile tests/configs/tiny.yaml"
     run(smk, ws)
-    table = (ws / "results/tables/demo.md").read_text()
+    table = (ws / "results/tables/latest/demo.md").read_text()
     assert "HVC (trained)" in table and "Random init" in table
-    values = re.findall(r"\| (-?\d+\.\d)(?= \|)", table)
+    values = re.findall(r"\| +(-?\d+\.\d)(?= \|)", table)
     assert len(values) >= 14  # 7 metrics x 2 encoders, real numbers
-    assert (ws / "results/tables/demo.csv").exists() and (ws / "results/tables/demo.tex").exists()
-    assert (ws / "results/figures/hvc_demo.png").exists()
+    assert (ws / "results/tables/latest/demo.csv").exists() and (ws / "results/tables/latest/demo.tex").exists()
+    assert (ws / "results/figures/latest/hvc_demo.png").exists()
     # the DAVIS toolkit's CSVs next to each encoder's scores; a log for every job
     toolkit = sorted(ws.glob("artifacts/scores/*/*/*/demo/global_results-val.csv"))  # encoder/propagation/evaluation
     assert len(toolkit) == 2 and toolkit[0].read_text().startswith("J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay\n")
@@ -261,7 +261,7 @@ def test_dvc_repro_on_real_dataset_layouts(tmp_path):
     for key in ("hvc", "random", "train_static-false", "train_dynamic-false"):
         assert 0 <= json.loads((ws / f"metrics/{key}/davis2016.json").read_text())["J&F"] <= 1, key
     table = (ws / "results/dvc/tables/table6.md").read_text()
-    assert len(re.findall(r"\| (\d+\.\d)(?= \|)", table)) >= 3, table  # static only, dynamic only, both
+    assert len(re.findall(r"\| +(\d+\.\d)(?= \|)", table)) >= 3, table  # static only, dynamic only, both
     assert "up to date" in run("dvc repro", ws, package=True)
     # each ablation model trained with its own setting, read from params.yaml and its --set
     assert json.loads((ws / "artifacts/dvc/models/hvc/train.json").read_text())["steps"] == 2  # tiny: max_steps 2

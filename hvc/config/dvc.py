@@ -49,6 +49,7 @@ SUBMISSIONS = "results/dvc/submissions/{benchmark}/{name}.zip"
 SERVER_SCORES = "results/dvc/server_scores/{benchmark}/{name}.txt"  # saved by the user
 TABLES = "results/dvc/tables"
 FIGURES = "results/dvc/figures"
+RUNS = "results/dvc/runs.csv"  # the tidy results (a copy of the tables stage's runs.csv)
 PLAN_MESSAGE = "dvc.yaml matches the experiment plan of the parameter files\n"
 # CPU threads of the stages that compute, as the Snakemake rules' `threads:` (COMPUTE_THREADS
 # in workflow/rules/common.smk; `hvc --threads` lowers it to the cores this process may use)
@@ -214,7 +215,8 @@ class _Pipeline:
         self._train_stages()
         for key, source in score_requests(p):
             self._score_stages(key, source)
-        self._add("tables", "tables", self.hvc("tables") + self.score_args + ["--out", TABLES], self.score_deps, [TABLES])
+        tables_cmd = self.hvc("tables") + self.score_args + ["--out", TABLES, "--runs-csv", RUNS]
+        self._add("tables", "tables", tables_cmd, self.score_deps, [TABLES, RUNS])
         self._figures_stage()
 
     # helpers
@@ -379,20 +381,29 @@ class _Pipeline:
         self.score_args.append(f"--score {_q(f'{key}:{source}={path}')}")
         self.score_deps.append(dep)
 
+    def trained_models(self) -> dict[str, str]:
+        """Experiment key → model folder of every model trained (one key per folder)."""
+        return {key: model for key, model in self.model_of.items() if model and not key.endswith("+semantic")}
+
     def _figures_stage(self) -> None:
-        """Overlays of the trained and random encoders' masks and parts, the tables' bar
-        charts and the base model's pseudo-dynamic signals (as the Snakemake rule)."""
+        """Overlays of the masks and parts of HVC, the random encoder and every other trained
+        method, the tables' bar charts, every model's loss curve and the base model's
+        pseudo-dynamic signals (as the Snakemake rule)."""
+        from hvc.report.figures import overlay_keys
+
         p, requests = self.p, set(score_requests(self.p))
         overlays = [
             (key, b, PREDICTIONS.format(name=self.names[key], benchmark=b))
-            for key in ("hvc", "random") if key in self.experiments
+            for key in overlay_keys(self.experiments, requests, p.data.benchmarks)
             for b in p.data.benchmarks if (key, b) in requests and get_benchmark(b).task != "pose"
         ]  # fmt: skip
-        model = self.model_of["hvc"]
+        model, curves = self.model_of["hvc"], self.trained_models()
         cmd = self.hvc("figures") + [f"--predictions {_q(f'{k}:{b}={d}')}" for k, b, d in overlays]
-        cmd += (["--demo", DATA] if self.need_demo else []) + ["--tables", TABLES, "--model", model, "--out", FIGURES]
+        cmd += (["--demo", DATA] if self.need_demo else []) + ["--tables", TABLES, "--model", model]
+        cmd += [f"--curves {_q(f'{k}={d}')}" for k, d in curves.items()] + ["--out", FIGURES]
         cmd += ["--threads", str(COMPUTE_THREADS)]
         deps = [d for _, _, d in overlays] + [x for b in p.data.benchmarks for x in self.bench_deps(b)] + [TABLES, model]
+        deps += list(curves.values())
         self._add("figures", "figures", cmd, deps, [FIGURES])
 
 
@@ -410,11 +421,18 @@ HEADER = """\
 def dvc_yaml_text(param_files: list[str], p: Params) -> str:
     """The text of ``dvc.yaml`` for these parameter files (deterministic: same files, same
     package, same text). Raises as :func:`dvc_stages`."""
-    stages = dvc_stages(param_files, p)
+    pipeline = _Pipeline(param_files, p)
+    stages = pipeline.stages
     doc: dict[str, Any] = {"stages": stages}
-    if "train-hvc" in stages:  # training curves (dvclive) and the training summary of the base model
-        doc["plots"] = [{f"{MODEL.format(name='hvc')}/dvclive/plots/metrics": {"x": "step"}}]
-        doc["metrics"] = [f"{MODEL.format(name='hvc')}/train.json"]
+    if "train-hvc" in stages:  # training curves (dvclive, x: optimizer step) and training summaries
+        models = pipeline.trained_models()
+        loss = {f"{d}/dvclive/plots/metrics/train/loss.tsv": "loss" for d in models.values()}  # each labelled by its folder: the setting
+        doc["plots"] = [
+            {"loss": {"x": "step", "y": loss, "title": "training loss of every trained model", "x_label": "optimizer step"}},
+            {f"{MODEL.format(name='hvc')}/dvclive/plots/metrics": {"x": "step"}},
+            f"{FIGURES}/loss_curves.png",  # the same curves, labelled with method and setting
+        ]
+        doc["metrics"] = [f"{d}/train.json" for d in models.values()]
     body = yaml.safe_dump(doc, sort_keys=False, width=100_000, default_flow_style=False)
     return HEADER.format(command=regenerate_command(param_files), files=", ".join(param_files)) + body
 
