@@ -640,7 +640,9 @@ def plan_cmd(params: ParamsOpt = None, overrides: SetOpt = None) -> None:  # typ
                 shown_in[exp.key].append(name)
     set_id = experiment_set_id(p)
     columns = ("experiment", "encoder", "setting", "shards id", "model id", "propagation id", "evaluation id", "tables")
-    table = Table(*columns, title=f"experiments (set {set_id}: results/tables/{set_id}, results/figures/{set_id})")
+    table = Table(title=f"experiments (set {set_id}: results/tables/{set_id}, results/figures/{set_id})")
+    for column in columns:
+        table.add_column(column, overflow="fold")  # long keys wrap, never cut
     for key, exp in experiments.items():
         if not exp.trained:
             kind = f"baseline: {key}" if key != "semantic" else "semantic encoder alone"
@@ -726,7 +728,7 @@ def fetch_cmd(
 
 
 def _print_datasets(rows: list[dict], root: Path, stamp_name: str) -> None:
-    """The registry as a table: name, role, size, manual, present in ``root``, licence."""
+    """The registry as a table: name, role, size, manual, present in ``root``, licence terms, homepage."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -736,11 +738,13 @@ def _print_datasets(rows: list[dict], root: Path, stamp_name: str) -> None:
             return f"{row['size'] / 2**30:.1f} GiB" if row["size"] >= 2**30 else f"{row['size'] / 2**20:.0f} MiB"
         return f"unknown (> {row['known'] / 2**30:.1f} GiB)" if row["known"] else "unknown"
 
-    table = Table("dataset", "role", "size", "manual", "in data root", "licence", title=f"datasets (data root: {root})")
+    table = Table(title=f"datasets (data root: {root})")
+    for column in ("dataset", "role", "size", "manual", "in data root", "licence", "homepage"):
+        table.add_column(column, overflow="fold")  # addresses wrap, never cut
     for row in rows:
         present = "yes" if (root / row["name"] / stamp_name).exists() else "no"
         manual = "yes: register, place the file" if row["manual"] else "no: downloaded"
-        table.add_row(*map(escape, (row["name"], row["role"], size(row), manual, present, row["licence"])))
+        table.add_row(*map(escape, (row["name"], row["role"], size(row), manual, present, row["terms"], row["homepage"])))
     Console(width=max(Console().width, 160)).print(table)
 
 

@@ -115,7 +115,7 @@ def _normalize(cmd):
     design (content ids for Snakemake, experiment keys for DVC), the log redirection and
     Snakemake's --expect-id and --threads; a trained encoder becomes TRAINED."""
     paths = {"--out", "--input", "--shards", "--data", "--toolkit-csv", "--model", "--tables", "--demo",
-             "--archive", "--server-scores", "--metrics", "--root", "--from", "--expect-id", "--threads", "--log"}  # fmt: skip
+             "--archive", "--server-scores", "--metrics", "--root", "--from", "--expect-id", "--threads", "--log", "--latest", "--runs-csv"}  # fmt: skip
     tokens = shlex.split(cmd)
     for stop in ("2>", "2>&1", "|"):
         tokens = tokens[: tokens.index(stop)] if stop in tokens else tokens
@@ -130,7 +130,7 @@ def _normalize(cmd):
             continue
         if tok == "--encoder":
             value = "TRAINED" if value.endswith("encoder.pt") else value
-        elif tok in ("--score", "--predictions"):
+        elif tok in ("--score", "--predictions", "--curves"):
             value = value.rpartition("=")[0]  # KEY:SOURCE=PATH
         out.append(tok if value is None else f"{tok} {value}")
         i += 1 if value is None else 2
