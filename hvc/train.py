@@ -425,10 +425,7 @@ def _write_outputs(run: _Run, out_dir: Path, summary: dict) -> None:
     shutil.rmtree(run.work, ignore_errors=True)
 
 
-def train(
-    p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, verify: str = "sha256",
-    heartbeat: int | None = None, bar_file: Any = None,
-) -> dict:  # fmt: skip
+def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, verify: str = "sha256", heartbeat: int | None = None, bar_file: Any = None) -> dict:  # fmt: skip
     """Train the method of ``p.method`` on the shards and write ``out_dir`` atomically.
 
     Args:

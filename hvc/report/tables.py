@@ -71,6 +71,20 @@ def _ours(metric: str, value: float | None) -> float | None:
     return round(100 * float(value), 10) if METRICS[metric][1] == "percent" else float(value)  # 71.9, not 71.89999999999999
 
 
+def _header(cols: list[tuple[str, str, bool]]) -> tuple[list[str], list[str]]:
+    """Column names and format specs of a table: the label, then per column ours and,
+    where the paper has a value, the paper's."""
+    header, formats = ["Setting"], [""]
+    for src, m, has_pub in cols:
+        label = f"{BENCHMARK_NAMES.get(src, src)} {METRICS[m][0]}"
+        header.append(f"{label} (ours)")
+        formats.append(FORMATS[METRICS[m][1]])
+        if has_pub and src != "demo":
+            header.append(f"{label} (paper)")
+            formats.append(PUBLISHED_FORMATS[METRICS[m][1]])
+    return header, formats
+
+
 def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> dict[str, Any]:
     """One table as ``{"title", "header", "formats", "rows", "notes"}``: each row is its
     label and one number (or None) per value column, in the unit the column shows
@@ -87,15 +101,7 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
         every row), with the longer instructions (e.g. where a server's score file goes).
     """
     table = published_tables()[name]
-    cols = columns(table, p)
-    header, formats = ["Setting"], [""]
-    for src, m, has_pub in cols:
-        label = f"{BENCHMARK_NAMES.get(src, src)} {METRICS[m][0]}"
-        header.append(f"{label} (ours)")
-        formats.append(FORMATS[METRICS[m][1]])
-        if has_pub and src != "demo":
-            header.append(f"{label} (paper)")
-            formats.append(PUBLISHED_FORMATS[METRICS[m][1]])
+    header, formats = _header(cols := columns(table, p))
     trained = {exp.key for _, _, exp in run_rows(p)}
     rows, notes, host = [], [], []
     for row in table["rows"]:
@@ -135,9 +141,9 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
             if has_pub and src != "demo":
                 cells.append(published[i] if i < len(published) else None)
         rows.append(cells)
-    notes = _empty_cell_notes(header, rows) + notes
-    for label, device in host:
-        notes.append(f"{label}: trained without a GPU ({device}); its memory value is the training process's peak host memory.")
+    notes = _empty_cell_notes(header, rows) + notes + [
+        f"{label}: trained without a GPU ({device}); its memory value is the training process's peak host memory." for label, device in host
+    ]
     return {"title": table["title"], "header": header, "formats": formats, "rows": rows, "notes": notes}
 
 
