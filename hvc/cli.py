@@ -53,7 +53,8 @@ def _usable_cores() -> int:
 
 
 def _set_threads(threads: int | None) -> None:
-    """Let PyTorch's CPU operators use ``threads`` threads (None: leave PyTorch's default).
+    """Let PyTorch's CPU operators use ``threads`` threads, at most the cores this process may
+    run on (None: leave PyTorch's default).
 
     Snakemake exports OMP_NUM_THREADS=1 to a job without ``threads:`` and torchrun does the
     same for each worker, so the thread count is given explicitly rather than trusted to
