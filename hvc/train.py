@@ -230,6 +230,23 @@ def _duration(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
 
 
+class _Lines:
+    """A file for a progress bar that is not a terminal: each redraw becomes one line (the
+    carriage return tqdm starts a redraw with, and its padding, dropped), so a log file
+    holds plain lines that other log records never run into."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 class _Monitor:
     """What a running training shows (main process only).
 
@@ -241,7 +258,7 @@ class _Monitor:
       sends to stderr as well as to the log file;
     - a tqdm progress bar on ``bar_file`` (stderr by default); on a file that is not a
       terminal it is redrawn at most every ``BAR_FILE_INTERVAL`` seconds, so a log file
-      gets a few carriage returns, not one per step.
+      gets a line every 30 s (:class:`_Lines`), not a carriage return per step.
     """
 
     BAR_FILE_INTERVAL = 30.0  # seconds between redraws of a progress bar written to a file
@@ -266,6 +283,7 @@ class _Monitor:
 
             file = bar_file if bar_file is not None else sys.stderr
             tty = hasattr(file, "isatty") and file.isatty()
+            file = file if tty else _Lines(file)
             self.bar = tqdm(
                 total=run.total_steps, initial=run.step, desc="train", unit="step", file=file, dynamic_ncols=tty,
                 ncols=None if tty else 100, mininterval=0.1 if tty else self.BAR_FILE_INTERVAL, ascii=not tty,

@@ -339,7 +339,7 @@ def _run_row(key: str, exp: Any, bench: str, summary: dict, train: dict) -> dict
 
     scoring = get_benchmark(bench).scoring
     headline = HEADLINE[scoring] if scoring != "server" or "overall" in summary else "JF_mean"
-    parts = {m: float(v) for m, v in summary.items() if m in METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    parts = {m: float(summary[m]) for m in METRICS if isinstance(summary.get(m), (int, float)) and not isinstance(summary[m], bool)}
     return {
         "experiment": key, "trained": exp.trained, "method": exp.params.method if exp.trained else key.removesuffix("+semantic"),
         "benchmark": bench, "headline": headline, "score": parts.get(headline), **parts,
@@ -377,6 +377,8 @@ def runs_frame(p: Params, scores: dict[tuple[str, str], dict]):
         records.append(_run_row(key, exp, source, summary, scores.get((key, "train")) or {}))
         params.append(_flat_params(exp.params))
     runs = pd.DataFrame.from_records(records)
+    if "steps" in runs:
+        runs["steps"] = runs["steps"].astype("Int64")  # 96, not 96.0 beside the baselines' empty cells
     keys = list(dict.fromkeys(k for row in params for k in row))
     differing = [k for k in keys if len({repr(row.get(k)) for row in params}) > 1]
     for k in differing:
