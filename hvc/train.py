@@ -286,7 +286,8 @@ class _Monitor:
             file = file if tty else _Lines(file)
             self.bar = tqdm(
                 total=run.total_steps, initial=run.step, desc="train", unit="step", file=file, dynamic_ncols=tty,
-                ncols=None if tty else 100, mininterval=0.1 if tty else self.BAR_FILE_INTERVAL, ascii=not tty,
+                ncols=None if tty else 100, ascii=not tty,
+                mininterval=0.1 if tty else self.BAR_FILE_INTERVAL, maxinterval=10 if tty else self.BAR_FILE_INTERVAL,
             )  # fmt: skip
 
     def step(self, run: _Run, losses: dict[str, torch.Tensor], logs: dict[str, float], samples: int) -> None:
