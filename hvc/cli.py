@@ -44,8 +44,17 @@ ThreadsOpt = Annotated[
 ]  # fmt: skip
 
 
+def _usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _set_threads(threads: int | None) -> None:
-    """Let PyTorch's CPU operators use ``threads`` threads (None: leave PyTorch's default).
+    """Let PyTorch's CPU operators use ``threads`` threads, at most the cores this process may
+    run on (None: leave PyTorch's default).
 
     Snakemake exports OMP_NUM_THREADS=1 to a job without ``threads:`` and torchrun does the
     same for each worker, so the thread count is given explicitly rather than trusted to
@@ -56,6 +65,7 @@ def _set_threads(threads: int | None) -> None:
     with 2 spinning threads than with 1 thread, 2x faster with 2 sleeping threads).
     """
     if threads is not None:
+        threads = min(threads, _usable_cores())  # a DVC stage asks for COMPUTE_THREADS on any machine
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when the OpenMP runtime loads
         import torch
 
@@ -78,8 +88,38 @@ def _load(params: list[Path] | None, overrides: list[str] | None) -> Params:
     return load_params(params or [Path("params.yaml")], parse_overrides(overrides or []))
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+def _record(p: Params, stage: str, params: list[Path] | None, overrides: list[str] | None, **extra):
+    """A block in which every output folder the stage writes gets ``params.yaml``: the
+    parameters it read, the files and overrides they came from, its id and provenance
+    (:func:`hvc.config.record.stage_record`)."""
+    from hvc.config.record import RECORD_NAME, stage_record
+    from hvc.io import sidecar_files
+
+    files = [Path(f).as_posix() for f in (params or [Path("params.yaml")])]
+    return sidecar_files({RECORD_NAME: stage_record(p, stage, files, overrides, **extra)})
+
+
+def _configure_logging(log_file: Path | None = None):
+    """Log records at INFO to stderr; with ``log_file``, to that file instead, and to stderr
+    only warnings, errors and the training heartbeat (``hvc.heartbeat``), so that a
+    workflow that sends a job's log to a file still shows its progress on the terminal.
+    Returns the log file's stream (for a progress bar), else None."""
+    if log_file is None:
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+        return None
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    first = os.environ.get("RANK", "0") == "0"  # under torchrun the other ranks append
+    to_file = logging.FileHandler(log_file, mode="w" if first else "a", encoding="utf-8")
+    to_terminal = logging.StreamHandler(sys.stderr)
+    to_terminal.addFilter(lambda r: r.levelno >= logging.WARNING or r.name == "hvc.heartbeat")
+    for handler in (to_file, to_terminal):
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO, handlers=[to_file, to_terminal], force=True)
+    logging.captureWarnings(True)  # library warnings into the log file (and the terminal)
+    return to_file.stream
 
 
 def _check_id(p: Params, stage: str, expected: str | None, out: Path, encoder_method: str | None = None) -> None:
@@ -258,7 +298,8 @@ def demo_data(params: ParamsOpt = None, overrides: SetOpt = None, out: OutOpt = 
         p = _load(params, overrides)
         _check_id(p, "data", expect_id, out)
         _check_outputs("demo-data", [("--out", out, "demo-data")], _inputs(params))
-        manifest = build_demo(p.demo, out, videos=demo_videos(p))
+        with _record(p, "data", params, overrides):
+            manifest = build_demo(p.demo, out, videos=demo_videos(p))
         log.info("demo: %d training images, %d sequences", manifest["train"]["num_images"], len(manifest["benchmark"]["sequences"]))
 
 
@@ -278,7 +319,8 @@ def shards(
         _check_id(p, "shards", expect_id, out)
         check_data_root(p)
         _check_outputs("shards", [("--out", out, "shards")], _inputs(params, input=input))
-        index = write_training_shards(p, input, out)
+        with _record(p, "shards", params, overrides, input=str(input)):
+            index = write_training_shards(p, input, out)
         log.info("%d samples in %d shards (%d skipped)", index["num_samples"], len(index["shards"]), index["num_skipped"])
 
 
@@ -293,8 +335,17 @@ def train_cmd(
     verify_shards: Annotated[
         str, typer.Option(help="Check the shards against index.json: 'sha256' (read once per run) or 'size' only.")
     ] = "sha256",
+    log_file: Annotated[
+        Optional[Path],
+        typer.Option("--log", help="Write the log and the progress bar to this file; stderr then carries only the "
+                     "heartbeat lines, warnings and errors (what a workflow shows on its terminal)."),
+    ] = None,
+    heartbeat: Annotated[
+        Optional[int], typer.Option(min=0, help="A progress line (step, loss, images/s, ETA) every N steps; default train.log_every, 0: none.")
+    ] = None,
 ) -> None:
     """Train the method of `method` (resumes from <out>.work/checkpoint.pt if present). Works under torchrun."""
+    bar_file = _configure_logging(log_file)
     _set_threads(threads)  # before torch is imported
     from hvc.train import train
 
@@ -304,7 +355,8 @@ def train_cmd(
         if verify_shards not in ("sha256", "size"):
             raise ParamsError(f"--verify-shards {verify_shards!r}: expected 'sha256' or 'size'")
         _check_outputs("train", [("--out", out, "train")], _inputs(params, shards=shards))
-        summary = train(p, shards, out, verify=verify_shards)
+        with _record(p, "model", params, overrides, shards=str(shards)):
+            summary = train(p, shards, out, verify=verify_shards, heartbeat=heartbeat, bar_file=bar_file)
         log.info("trained %d steps, %.0f images/s", summary["steps"], summary["images_per_s"])
 
 
@@ -355,7 +407,9 @@ def propagate_cmd(
             if encoder not in ("random", "imagenet", "semantic"):
                 inputs.append(("--encoder", encoder))
             _check_outputs("propagate", [("--out", target, "propagate")], inputs)
-            info = propagate_benchmark(p, encoder, name, root, target, merge_semantic=merge_semantic)
+            extra = {"encoder": encoder, "merge_semantic": merge_semantic, "benchmark": name, "data": str(root)}
+            with _record(p, "propagation", params, overrides, **extra):
+                info = propagate_benchmark(p, encoder, name, root, target, merge_semantic=merge_semantic)
             log.info("%s: %d videos, %.3f s/frame", name, info["videos"], info["seconds_per_frame"])
 
 
@@ -402,10 +456,11 @@ def evaluate_cmd(
         _check_outputs("evaluate", outputs, inputs)
         if benchmark is not None:
             root = _benchmarks(p, benchmark, data, demo)[0][1]
-            s, _ = evaluate_benchmark(
-                p, benchmark, root, predictions, out, server_scores=server_scores, archive=archive,
-                workers=threads or 1, toolkit_csv=toolkit_csv,
-            )  # fmt: skip
+            with _record(p, "evaluation", params, overrides, benchmark=benchmark, predictions=str(predictions)):
+                s, _ = evaluate_benchmark(
+                    p, benchmark, root, predictions, out, server_scores=server_scores, archive=archive,
+                    workers=threads or 1, toolkit_csv=toolkit_csv,
+                )  # fmt: skip
             if metrics is not None:
                 from hvc.config.dvc import headline_metrics
 
@@ -453,6 +508,30 @@ def submission_cmd(
         log.info("%s: %d frames of %d videos in %s; upload it to %s", benchmark, info["frames"], info["videos"], out, bench.server)
 
 
+LatestOpt = Annotated[
+    Optional[Path],
+    typer.Option(help="A symbolic link to point at <out> once it is written (results/tables/latest: the newest experiment set)."),
+]
+
+
+def _point_latest(link: Path | None, target: Path) -> None:
+    """Make ``link`` a relative symbolic link to ``target``, replaced atomically (a link
+    beside the new one, then a rename); nothing when ``link`` is None.
+
+    Raises:
+        ParamsError: ``link`` exists and is not a symbolic link (a folder of another layout).
+    """
+    if link is None:
+        return
+    if link.exists() and not link.is_symlink():
+        raise ParamsError(f"{link}: exists and is not a symbolic link; move it away to let it name the newest results")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.replace(tmp, link)
+
+
 @app.command("tables")
 def tables_cmd(
     params: ParamsOpt = None,  # type: ignore[assignment]
@@ -461,9 +540,16 @@ def tables_cmd(
         list[str], typer.Option(help="KEY:BENCHMARK=PATH of one summary, or KEY=PATH of {benchmark: summary} (repeat).")
     ] = ...,  # type: ignore[assignment]
     out: OutOpt = ...,  # type: ignore[assignment]
+    latest: LatestOpt = None,
+    runs_csv: Annotated[
+        Optional[Path], typer.Option(help="Also copy the tidy results (<out>/runs.csv) to this file, e.g. results/runs.csv.")
+    ] = None,
 ) -> None:
-    """Assemble the paper's tables (Markdown, CSV, LaTeX), ours beside the published numbers."""
-    from hvc.io import read_json
+    """Assemble the paper's tables (Markdown, CSV, LaTeX, HTML), ours beside the published
+    numbers, captioned with the settings they were made with, and runs.csv (one row per
+    experiment and benchmark)."""
+    from hvc.config.record import settings_line
+    from hvc.io import read_json, write_bytes
     from hvc.report.tables import assemble
 
     with _stage("tables"):
@@ -479,7 +565,12 @@ def tables_cmd(
                 scores[(key, bench)] = read_json(path)
             else:
                 scores.update({(key, b): s for b, s in read_json(path).items()})
-        names = assemble(p, scores, out)
+        files = [Path(f).as_posix() for f in (params or [Path("params.yaml")])]
+        with _record(p, "tables", params, overrides):
+            names = assemble(p, scores, out, settings_line(p, files, overrides))
+        if runs_csv is not None:
+            write_bytes(runs_csv, (out / "runs.csv").read_bytes())
+        _point_latest(latest, out)
         log.info("tables: %s", ", ".join(names))
 
 
@@ -495,22 +586,26 @@ def figures_cmd(
     model: Annotated[
         Optional[Path], typer.Option(help="A trained model folder: the figures of its method (HVC: pseudo-dynamic signals, Fig. 12).")
     ] = None,
+    curves: Annotated[
+        Optional[list[str]], typer.Option(help="KEY=DIR: a trained model (experiment key) whose dvclive loss goes into loss_curves.png (repeat).")
+    ] = None,
     out: OutOpt = ...,  # type: ignore[assignment]
     threads: ThreadsOpt = None,
+    latest: LatestOpt = None,
 ) -> None:
     """Mask overlays (<key>_<benchmark>.png), bar charts of the demo and ablation tables
-    (bars_<table>.png) and the figures of the model's method (HVC: its pseudo-dynamic signals,
-    pseudo_dynamic_<benchmark>.png)."""
+    (bars_<table>.png), the training loss of every model (loss_curves.png) and the figures of
+    the model's method (HVC: its pseudo-dynamic signals, pseudo_dynamic_<benchmark>.png)."""
     _set_threads(threads)  # before torch is imported
     from hvc.config.code import provenance
-    from hvc.io import atomic_dir, read_json, write_json
-    from hvc.report.figures import bar_chart, budget_plot, method_figures, overlay_grid
+    from hvc.io import atomic_dir, write_json
+    from hvc.report.figures import method_figures, overlay_grid
 
     with _stage("figures"):
         p = _load(params, overrides)
         jobs = []
         for item in predictions:
-            head, _, path = item.partition("=")
+            head, _, path = item.rpartition("=")  # keys hold '=' (method=liir,...), paths do not
             key, _, bench = head.partition(":")
             if not (key and path):
                 raise ParamsError(f"--predictions {item!r}: expected KEY:BENCHMARK=DIR or KEY=DIR")
@@ -519,20 +614,45 @@ def figures_cmd(
         roots = [root for _, root in _benchmarks(p, None, None, demo)]
         inputs = _inputs(params, predictions=[job[3] for job in jobs], data=roots + [job[2] for job in jobs], demo=demo, tables=tables, model=model)
         _check_outputs("figures", [("--out", out, "figures")], inputs)
-        with atomic_dir(out) as tmp:
+        with _record(p, "figures", params, overrides), atomic_dir(out) as tmp:
             for key, name, root, pred in jobs:
                 overlay_grid(name, root, pred, tmp / f"{key}_{name}.png", encoder=key)
-            charts = 0
-            if tables is not None:
-                built = read_json(tables / "tables.json")
-                for name in [n for n in built if n == "demo" or n in p.ablations]:
-                    charts += bar_chart(built[name], tmp / f"bars_{name}.png")
-                if "budget" in built:
-                    charts += budget_plot(built["budget"], tmp / "budget.png")
+            charts = _table_charts(p, tables, tmp) + _loss_curves(p, curves or [], tmp)
             drawn = method_figures(p, model, _benchmarks(p, None, None, demo), tmp) if model is not None else []
             names = sorted(f.name for f in tmp.iterdir())
             write_json(tmp / "figures.json", {"figures": names, "provenance": provenance("figures", p.method)})  # recognises this output
-        log.info("figures: %d overlay grids, %d bar charts, %d figures of the model", len(jobs), charts, len(drawn))
+        _point_latest(latest, out)
+        log.info("figures: %d overlay grids, %d charts, %d figures of the model", len(jobs), charts, len(drawn))
+
+
+def _table_charts(p: Params, tables: Optional[Path], out: Path) -> int:
+    """Bar charts of the demo and ablation tables and the equal-budget plot, from the tables
+    stage's tables.json; the number written."""
+    from hvc.io import read_json
+    from hvc.report.figures import bar_chart, budget_plot
+
+    if tables is None:
+        return 0
+    built = read_json(tables / "tables.json")
+    charts = sum(bar_chart(built[name], out / f"bars_{name}.png") for name in built if name == "demo" or name in p.ablations)
+    return charts + (budget_plot(built["budget"], out / "budget.png") if "budget" in built else 0)
+
+
+def _loss_curves(p: Params, curves: list[str], out: Path) -> int:
+    """loss_curves.png from ``KEY=DIR`` items (1 when written)."""
+    from hvc.config.plan import plan
+    from hvc.report.figures import curve_label, loss_curves
+
+    if not curves:
+        return 0
+    experiments, labelled = plan(p), []
+    for item in curves:
+        key, _, path = item.rpartition("=")  # keys hold '=' (hvc.alpha=0.1), paths do not
+        if not (key and path):
+            raise ParamsError(f"--curves {item!r}: expected KEY=DIR")
+        method = experiments[key].params.method if key in experiments else p.method
+        labelled.append((curve_label(key, method), Path(path)))
+    return int(loss_curves(labelled, out / "loss_curves.png"))
 
 
 @app.command("flow")
@@ -578,34 +698,43 @@ def _raft(load_raft, device: str):
 
 
 @app.command("plan")
-def plan_cmd(params: ParamsOpt = None) -> None:  # type: ignore[assignment]
+def plan_cmd(params: ParamsOpt = None, overrides: SetOpt = None) -> None:  # type: ignore[assignment]
     """Print the experiments (trained models and baselines) these params ask for, one row each:
     what is trained or used, the setting that differs from the base, the content ids of its
-    artifacts and the tables that show it."""
+    artifacts (artifacts/<kind>/<id>/) and the tables that show it; and the experiment set
+    id (the tables' folder results/tables/<id>/). Takes --set like every stage, so the ids
+    of a `snakemake --config` run can be looked up."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from hvc.config.plan import plan, run_rows
+    from hvc.config.record import experiment_set_id
 
     with _stage("plan"):
-        p = _load(params, None)
+        p = _load(params, overrides)
         experiments = plan(p)
         shown_in: dict[str, list[str]] = {}
         for name, _, exp in run_rows(p):
             if name not in shown_in.setdefault(exp.key, []):
                 shown_in[exp.key].append(name)
-    table = Table("experiment", "encoder", "setting", "model id", "propagation id", "tables", title="experiments")
+    set_id = experiment_set_id(p)
+    columns = ("experiment", "encoder", "setting", "shards id", "model id", "propagation id", "evaluation id", "tables")
+    table = Table(title=f"experiments (set {set_id}: results/tables/{set_id}, results/figures/{set_id})")
+    for column in columns:
+        table.add_column(column, overflow="fold")  # long keys wrap, never cut
     for key, exp in experiments.items():
         if not exp.trained:
             kind = f"baseline: {exp.display}" if key != "semantic" else "semantic encoder alone"
         else:
             kind = f"trained {exp.display}" + (" + semantic merge" if exp.merge_semantic else "")
+        trained = exp.trained
         table.add_row(*map(escape, (
-            key, kind, ", ".join(exp.set_args) or "base params", exp.ids["model"] if exp.trained else "–",
-            exp.ids["propagation"], ", ".join(shown_in.get(key, [])) or "–",
+            key, kind, ", ".join(exp.set_args) or "base params", exp.ids["shards"] if trained else "–",
+            exp.ids["model"] if trained else "–", exp.ids["propagation"], exp.ids["evaluation"],
+            ", ".join(shown_in.get(key, [])) or "–",
         )))  # fmt: skip
-    Console(width=max(Console().width, 120)).print(table)
+    Console(width=max(Console().width, 160)).print(table)
 
 
 @app.command("dvc-yaml")
@@ -621,7 +750,7 @@ def dvc_yaml_cmd(
     the Snakemake workflow runs (fetch, demo data, shards, every model of the plan, every
     encoder on every benchmark, tables, figures), calling the same `hvc` subcommands.
     Run it again after changing ablations, baselines, data.benchmarks or the training set."""
-    from hvc.config.dvc import PLAN_MESSAGE, dvc_yaml_text, regenerate_command, stale_report
+    from hvc.config.dvc import PLAN_MESSAGE, dvc_yaml_text, ensure_dvcignore, regenerate_command, stale_report
     from hvc.io import write_text
 
     with _stage("dvc-yaml"):
@@ -630,6 +759,8 @@ def dvc_yaml_cmd(
         if not check:
             _check_outputs("dvc-yaml", [("--out", out, "dvc-yaml")], _inputs(params))
             write_text(out, text)
+            if ensure_dvcignore(out.parent):
+                log.info("%s: bytecode (__pycache__, *.pyc) left out of the stages' folder dependencies", out.parent / ".dvcignore")
             log.info("%s written from the plan of %s", out, ", ".join(files))
             return
         current = out.read_text(encoding="utf-8") if out.is_file() else ""
@@ -680,7 +811,7 @@ def fetch_cmd(
 
 
 def _print_datasets(rows: list[dict], root: Path, stamp_name: str) -> None:
-    """The registry as a table: name, role, size, manual, present in ``root``, licence."""
+    """The registry as a table: name, role, size, manual, present in ``root``, licence terms, homepage."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -690,11 +821,13 @@ def _print_datasets(rows: list[dict], root: Path, stamp_name: str) -> None:
             return f"{row['size'] / 2**30:.1f} GiB" if row["size"] >= 2**30 else f"{row['size'] / 2**20:.0f} MiB"
         return f"unknown (> {row['known'] / 2**30:.1f} GiB)" if row["known"] else "unknown"
 
-    table = Table("dataset", "role", "size", "manual", "in data root", "licence", title=f"datasets (data root: {root})")
+    table = Table(title=f"datasets (data root: {root})")
+    for column in ("dataset", "role", "size", "manual", "in data root", "licence", "homepage"):
+        table.add_column(column, overflow="fold")  # addresses wrap, never cut
     for row in rows:
         present = "yes" if (root / row["name"] / stamp_name).exists() else "no"
         manual = "yes: register, place the file" if row["manual"] else "no: downloaded"
-        table.add_row(*map(escape, (row["name"], row["role"], size(row), manual, present, row["licence"])))
+        table.add_row(*map(escape, (row["name"], row["role"], size(row), manual, present, row["terms"], row["homepage"])))
     Console(width=max(Console().width, 160)).print(table)
 
 

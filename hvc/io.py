@@ -9,6 +9,7 @@ output or none.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import functools
 import hashlib
@@ -215,6 +216,24 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+# name -> text of files every folder written by atomic_dir inside a `sidecar_files` block gets
+_SIDECARS: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("hvc_sidecars", default={})
+
+
+@contextlib.contextmanager
+def sidecar_files(files: dict[str, str]) -> Iterator[None]:
+    """Within this block, every folder :func:`atomic_dir` writes also gets these files
+    (name → UTF-8 text), written into the temporary folder before it is renamed into place,
+    so an output folder never exists without them. A stage uses it to put the record of
+    its parameters beside its outputs (``params.yaml``) without each writer knowing of it;
+    a file the writer made itself under the same name is kept."""
+    token = _SIDECARS.set({**_SIDECARS.get(), **files})
+    try:
+        yield
+    finally:
+        _SIDECARS.reset(token)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``target`` (a folder) on success.
@@ -235,6 +254,9 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        for name, text in _SIDECARS.get().items():
+            if not (tmp / name).exists():
+                (tmp / name).write_text(text, encoding="utf-8")
         _public_mode(tmp, directory=True)
         with _writing(target):
             _replace_dir(tmp, target, prefix)

@@ -323,13 +323,56 @@ def _save_checkpoint(run: _Run) -> None:
         torch.save(state, tmp)
 
 
-class _Monitor:
-    """dvclive metrics every ``train.log_every`` steps and a progress bar (main process)."""
+def _duration(seconds: float) -> str:
+    """A duration as ``1 h 02 min``, ``4 min 10 s`` or ``12 s``."""
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
 
-    def __init__(self, run: _Run, progress: bool) -> None:
+
+class _Lines:
+    """A file for a progress bar that is not a terminal: each redraw becomes one line (the
+    carriage return tqdm starts a redraw with, and its padding, dropped), so a log file
+    holds plain lines that other log records never run into."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class _Monitor:
+    """What a running training shows (main process only).
+
+    - dvclive metrics every ``train.log_every`` steps, logged at the optimizer step they
+      belong to (``Live.step`` set to the number of steps done before each record; dvclive's
+      own counter would count records, not steps, and restart from its last row on resume);
+    - a heartbeat every ``heartbeat`` steps: one line on the ``hvc.heartbeat`` logger (step
+      of total, loss, images/s since the last line, ETA), which ``hvc train --log FILE``
+      sends to stderr as well as to the log file;
+    - a tqdm progress bar on ``bar_file`` (stderr by default); on a file that is not a
+      terminal it is redrawn at most every ``BAR_FILE_INTERVAL`` seconds, so a log file
+      gets a line every 30 s (:class:`_Lines`), not a carriage return per step.
+    """
+
+    BAR_FILE_INTERVAL = 30.0  # seconds between redraws of a progress bar written to a file
+
+    def __init__(self, run: _Run, progress: bool, heartbeat: int | None = None, bar_file: Any = None) -> None:
+        import sys
+
         self.live = self.bar = None
         self.every = run.p.train.log_every
+        self.heartbeat = heartbeat if heartbeat is not None else run.p.train.log_every
         self.t_window, self.n_window = time.perf_counter(), 0
+        self.t_beat, self.n_beat = self.t_window, 0
+        self.start_step, self.start_elapsed = run.step, run.elapsed
         if not run.d.main:
             return
         from dvclive import Live
@@ -339,25 +382,51 @@ class _Monitor:
         if progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=run.total_steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True)
+            file = bar_file if bar_file is not None else sys.stderr
+            tty = hasattr(file, "isatty") and file.isatty()
+            file = file if tty else _Lines(file)
+            self.bar = tqdm(
+                total=run.total_steps, initial=run.step, desc="train", unit="step", file=file, dynamic_ncols=tty,
+                ncols=None if tty else 100, ascii=not tty,
+                mininterval=0.1 if tty else self.BAR_FILE_INTERVAL, maxinterval=10 if tty else self.BAR_FILE_INTERVAL,
+            )  # fmt: skip
 
     def step(self, run: _Run, losses: dict[str, torch.Tensor], logs: dict[str, float], samples: int) -> None:
         """Record one finished step of ``samples`` training samples (all ranks)."""
         self.n_window += samples
+        self.n_beat += samples
         if self.live is not None and (run.step % self.every == 0 or run.step == run.total_steps):
             now = time.perf_counter()
             ips = self.n_window / max(now - self.t_window, 1e-9)
             self.t_window, self.n_window = now, 0
+            self.live.step = run.step  # the optimizer steps done (x axis of the curves)
             for k, v in losses.items():
                 self.live.log_metric(f"train/{k}", float(v.detach()))
             for k, v in logs.items():
                 self.live.log_metric(f"train/{k}", v)
             self.live.log_metric("train/lr", run.optimizer.param_groups[0]["lr"])
             self.live.log_metric("train/images_per_s", ips)
-            self.live.next_step()
+            self.live.next_step()  # writes the rows; the next record sets its own step
+        if run.d.main and self.heartbeat > 0 and (run.step % self.heartbeat == 0 or run.step == run.total_steps):
+            self._beat(run)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{run.last_loss:.4f}")
+            self.bar.set_postfix(loss=f"{run.last_loss:.4f}", refresh=False)
+
+    def _beat(self, run: _Run) -> None:
+        """One heartbeat line: step of total, loss, images/s since the last line, ETA."""
+        now = time.perf_counter()
+        ips = self.n_beat / max(now - self.t_beat, 1e-9)
+        self.t_beat, self.n_beat = now, 0
+        done = run.step - self.start_step
+        per_step = (run.elapsed - self.start_elapsed) / max(done, 1)
+        eta = (run.total_steps - run.step) * per_step
+        if run.p.train.max_seconds is not None:
+            eta = min(eta, max(run.p.train.max_seconds - run.elapsed, 0.0))
+        logging.getLogger("hvc.heartbeat").info(
+            "train step %d/%d (%.0f%%) | loss %.4f | %.1f images/s | %.2f s/step | ETA %s",
+            run.step, run.total_steps, 100 * run.step / max(run.total_steps, 1), run.last_loss, ips, per_step, _duration(eta),
+        )  # fmt: skip
 
     def close_bar(self) -> None:
         if self.bar is not None:
@@ -501,7 +570,7 @@ def _write_outputs(run: _Run, out_dir: Path, summary: dict) -> None:
     shutil.rmtree(run.work, ignore_errors=True)
 
 
-def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, verify: str = "sha256") -> dict:
+def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, verify: str = "sha256", heartbeat: int | None = None, bar_file: Any = None) -> dict:  # fmt: skip
     """Train the method of ``p.method`` on the shards and write ``out_dir`` atomically.
 
     Args:
@@ -517,6 +586,9 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, veri
             modules, ``train.json`` (steps, wall time, images/s, peak GPU memory: Table 8;
             per phase its name, kind, planned and run steps and seconds) and ``dvclive/``
             logs. The method's phases run in order, each for its share of the budget.
+        heartbeat: log one progress line (step, loss, images/s, ETA) on the
+            ``hvc.heartbeat`` logger every this many steps (None: ``train.log_every``; 0: never).
+        bar_file: where the progress bar goes (default stderr; a log file's stream).
     Returns:
         the summary written to ``train.json``.
     Raises:
@@ -534,7 +606,7 @@ def train(p: Params, shard_dir: Path, out_dir: Path, progress: bool = True, veri
     if d.world_size > 1:
         net = DistributedDataParallel(run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
     forward = torch.compile(net) if p.train.compile else net
-    monitor, stop = _Monitor(run, progress), _StopFlag()
+    monitor, stop = _Monitor(run, progress, heartbeat, bar_file), _StopFlag()
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
     run.model.train()

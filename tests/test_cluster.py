@@ -247,8 +247,8 @@ def test_slurm_executor_end_to_end(tmp_path):
     (step,) = [s for s in sruns if s["job"] == train["id"]]
     assert "--gpus=1" in step["argv"]
 
-    table = (ws / "results/tables/demo.md").read_text()
-    assert "HVC (trained)" in table and re.search(r"\| \d+\.\d \|", table)
+    table = (ws / "results/tables/latest/demo.md").read_text()
+    assert "HVC (trained)" in table and re.search(r"\| +\d+\.\d \|", table)
 
 
 # --------------------------------------------------------------------------- output cache

@@ -136,7 +136,7 @@ def assert_outputs_complete(ws: Path) -> None:
         assert len(pngs) == info["frames"] + info["videos"], d  # every frame, the first included
     for f in (ws / "artifacts" / "scores").glob("*/*/[!.]*.json"):
         json.loads(f.read_text())
-    tables = ws / "results" / "tables"
+    tables = ws / "results" / "tables" / "latest"
     if tables.exists():
         assert all((tables / f"demo.{ext}").is_file() for ext in ("md", "csv", "tex")), tables
 
@@ -182,8 +182,8 @@ def test_killed_workflow_reruns_to_identical_results(tmp_path):
     assert_outputs_complete(b)
     assert leftovers(b) == [], leftovers(b)  # killed runs' temporaries removed by the re-runs
 
-    assert (a / "results/tables/demo.csv").read_bytes() == (b / "results/tables/demo.csv").read_bytes()
-    assert (a / "results/tables/demo.md").read_bytes() == (b / "results/tables/demo.md").read_bytes()
+    assert (a / "results/tables/latest/demo.csv").read_bytes() == (b / "results/tables/latest/demo.csv").read_bytes()
+    assert (a / "results/tables/latest/demo.md").read_bytes() == (b / "results/tables/latest/demo.md").read_bytes()
     scores = relative_files(a, "artifacts/scores/**/*.json")
     assert scores and scores == relative_files(b, "artifacts/scores/**/*.json")
     for f in scores:

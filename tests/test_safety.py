@@ -178,7 +178,7 @@ def test_greyscale_predictions_of_a_multi_object_sequence_are_a_warning(caplog, 
     assert any("greyscale" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
-@pytest.mark.parametrize("override", ["liir.frame_gaps=[true, 5, 8]", "train.alpha=true", "seed=false", "train.scale=[0, true]"])
+@pytest.mark.parametrize("override", ["liir.frame_gaps=[true, 5, 8]", "hvc.alpha=true", "seed=false", "hvc.scale=[0, true]"])
 def test_true_or_false_is_not_taken_for_a_number(override):
     with pytest.raises(ParamsError, match=re.escape(override.split("=")[0]) + ".*true/false where a number"):
         load_params([ROOT / "params.yaml"], parse_overrides([override]))
@@ -279,9 +279,9 @@ def test_an_output_never_replaces_what_the_stage_did_not_write(caplog, tmp_path,
 @pytest.mark.parametrize(
     ("sets", "named"),
     [
-        (["train.alpha=[1"], "train.alpha"),
-        (["train=5", "train.alpha=1"], "train"),
-        (["train.alpha=!!python/object/apply:os.system [touch owned]"], "train.alpha"),
+        (["hvc.alpha=[1"], "hvc.alpha"),
+        (["hvc=5", "hvc.alpha=1"], "hvc"),
+        (["hvc.alpha=!!python/object/apply:os.system [touch owned]"], "hvc.alpha"),
     ],
 )
 def test_a_bad_override_is_one_line(caplog, tmp_path, monkeypatch, sets, named):

@@ -1,6 +1,7 @@
 """Training: a tiny model learns, DDP equals one process, an interrupted run resumes exactly."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -152,3 +153,27 @@ def test_killed_training_resumes_bit_for_bit(tmp_path):
     assert a["step"] == b["step"] == 8
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_curves_are_on_the_optimizer_step_and_the_terminal_gets_a_heartbeat(tmp_path):
+    """dvclive rows at the optimizer step (log_every 3: steps 3, 6, 8), not at its own record
+    count; with --log, stderr carries only the heartbeat lines while the log file gets the
+    log and a progress bar redrawn rarely (a few carriage returns, not one per step)."""
+    params = _tiny_shards(tmp_path)
+    extra = tmp_path / "every3.yaml"
+    extra.write_text("train:\n  log_every: 3\n")
+    log_file = tmp_path / "logs" / "train.log"
+    cmd = _train_cmd(params, tmp_path / "shards", tmp_path / "model") + ["--params", str(extra), "--log", str(log_file)]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, check=True)
+    metrics = tmp_path / "model" / "dvclive" / "plots" / "metrics" / "train"
+    rows = [line.split("\t") for line in (metrics / "loss.tsv").read_text().splitlines()]
+    assert rows[0][:2] == ["step", "loss"] or rows[0][-2:] == ["step", "loss"]
+    steps = [int(r[rows[0].index("step")]) for r in rows[1:]]
+    assert steps == [3, 6, 8]  # the optimizer step of each record
+    beats = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(beats) == 3 and all("hvc.heartbeat" in b for b in beats), proc.stderr
+    assert re.search(r"train step 6/8 \(75%\) \| loss \d+\.\d{4} \| \d+\.\d images/s \| \d+\.\d\d s/step \| ETA \d+ s", beats[1]), beats[1]
+    text = log_file.read_text()
+    assert "stage train done" in text and "train step 8/8" in text
+    bar = [line for line in text.splitlines() if line.startswith("train:")]
+    assert "\r" not in text and 1 <= len(bar) <= 3 and "8/8" in bar[-1], text  # the bar: one line per redraw (every 30 s)

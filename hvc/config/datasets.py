@@ -166,12 +166,25 @@ def resolve_spec(name: str, registry: Mapping[str, DatasetSpec | Mapping[str, An
         raise DataError("<registry>", _format_errors(e, f"entry {name!r}")) from None
 
 
+def licence_summary(licence: str) -> str:
+    """A registry licence as a user reads it in ``hvc fetch --list``: the terms without the
+    maintainers' source notes in brackets (where a statement was quoted from, what to
+    re-check); a licence no source states becomes "not stated here: read the homepage"."""
+    import re
+
+    text = " ".join(re.sub(r"\s*\[[^\]]*\]", "", licence).split())
+    if text.lower().startswith("unverified"):
+        return "not stated here: read the homepage before use"
+    return text
+
+
 def dataset_rows(registry: Mapping[str, DatasetSpec] | None = None) -> list[dict[str, Any]]:
     """One row per registry dataset for ``hvc fetch --list``.
 
     Returns:
         dicts with name, role, size (total bytes of its files, or None when a size is
-        unknown), known (bytes of the files whose size is known), licence, manual, homepage.
+        unknown), known (bytes of the files whose size is known), licence (as the registry
+        has it, with its source notes), terms (:func:`licence_summary`), manual, homepage.
     """
     rows = []
     for name, spec in (load_registry() if registry is None else registry).items():
@@ -183,6 +196,7 @@ def dataset_rows(registry: Mapping[str, DatasetSpec] | None = None) -> list[dict
                 "size": sum(sizes) if all(s is not None for s in sizes) else None,
                 "known": sum(s for s in sizes if s is not None),
                 "licence": " ".join(spec.licence.split()),
+                "terms": licence_summary(spec.licence),
                 "manual": spec.manual,
                 "homepage": spec.homepage,
             }

@@ -10,9 +10,9 @@ file no longer matches the parameters (after a change to ``ablations``, ``baseli
 check, so a stale ``dvc.yaml`` stops ``dvc repro`` with one line.
 
 Snakemake names outputs by content id (``artifacts/<kind>/<id>``); DVC does its own
-content addressing, and ``dvc exp run -S train.alpha=0.5`` edits ``params.yaml`` without
+content addressing, and ``dvc exp run -S hvc.alpha=0.5`` edits ``params.yaml`` without
 regenerating ``dvc.yaml``. So DVC's stages and outputs are named by experiment key
-(``hvc``, ``random``, ``train.alpha=0.1``, ...), under their own roots, where the two tools
+(``hvc``, ``random``, ``hvc.alpha=0.1``, ...), under their own roots, where the two tools
 never write the same path: ``artifacts/dvc/<kind>/<experiment>``, ``metrics/<experiment>/``
 and ``results/dvc/``. Content ids are not passed (no ``--expect-id``): under ``-S`` they
 change while the paths stay.
@@ -51,7 +51,14 @@ SERVER_SCORES = "results/dvc/server_scores/{benchmark}/{name}.txt"  # saved by t
 TABLES = "results/dvc/tables"
 FIGURES = "results/dvc/figures"
 CLI = PACKAGE_DIR.name  # the console script, named after the package
+RUNS = "results/dvc/runs.csv"  # the tidy results (a copy of the tables stage's runs.csv)
 PLAN_MESSAGE = "dvc.yaml matches the experiment plan of the parameter files\n"
+# CPU threads of the stages that compute, as the Snakemake rules' `threads:` (COMPUTE_THREADS
+# in workflow/rules/common.smk; `hvc --threads` lowers it to the cores this process may use)
+COMPUTE_THREADS = 8
+# Bytecode is not code a stage runs: left out of the `plan` stage's folder dependency
+# (written to .dvcignore by `hvc dvc-yaml`, which DVC reads when it hashes a folder)
+DVCIGNORE_PATTERNS = ("__pycache__/", "*.pyc")
 
 # The headline number of each scoring, as `dvc exp show` shows it: (column, summary key)
 HEADLINES = {
@@ -81,7 +88,7 @@ def slug(key: str) -> str:
     """An experiment key as a DVC stage-name part and folder name.
 
     DVC stage names allow letters, digits, ``_`` and ``-`` only: ``=`` becomes ``-``, ``.``
-    ``_``, ``,`` ``--`` and ``+`` ``-with-`` (``"train.alpha=0.1"`` → ``"train_alpha-0_1"``,
+    ``_``, ``,`` ``--`` and ``+`` ``-with-`` (``"hvc.alpha=0.1"`` → ``"hvc_alpha-0_1"``,
     ``"hvc+semantic"`` → ``"hvc-with-semantic"``); anything else ``_``.
     """
     s = key.replace("+", "-with-").replace(",", "--").replace("=", "-").replace(".", "_")
@@ -189,7 +196,8 @@ class _Pipeline:
         self._train_stages()
         for key, source in score_requests(p):
             self._score_stages(key, source)
-        self._add("tables", "tables", self.hvc("tables") + self.score_args + ["--out", TABLES], self.score_deps, [TABLES])
+        tables_cmd = self.hvc("tables") + self.score_args + ["--out", TABLES, "--runs-csv", RUNS]
+        self._add("tables", "tables", tables_cmd, self.score_deps, [TABLES, RUNS])
         self._figures_stage()
 
     # helpers
@@ -284,6 +292,7 @@ class _Pipeline:
             if n > 1 and e.params.device != "cpu":  # DDP, as the Snakemake rule's launcher
                 launcher = ["torchrun", "--standalone", "--nproc_per_node", str(n), "-m", "hvc.cli"]
             cmd = launcher + self.hvc("train", e)[1:] + ["--shards", self.shards_of[e.key], "--out", out]
+            cmd += ["--threads", str(1 + e.params.train.workers)]  # main process + loader workers, as the rule
             self._add(f"train-{self.names[e.key]}", "train", cmd, [self.shards_of[e.key]], [out], e)
         for e in self.trained:
             self.model_of.setdefault(e.key, self.model_of.get(e.key.removesuffix("+semantic"), ""))
@@ -312,6 +321,7 @@ class _Pipeline:
             b = source.removeprefix("flow_")
             out = FLOW.format(name=name, benchmark=b)
             cmd = self.hvc("flow") + ["--model", self.model_of[key], "--benchmark", b, "--data", self.bench_root(b), "--out", out]
+            cmd += ["--threads", str(COMPUTE_THREADS)]
             self._add(f"flow-{name}-{b}", "flow", cmd, [self.model_of[key]] + self.bench_deps(b), [out], e)
             self._score(key, source, out, out)
             return
@@ -320,13 +330,14 @@ class _Pipeline:
         enc, enc_deps = self._encoder(e)
         # a trained experiment propagates with its own overrides (LIIR: its propagation preset), as in Snakemake
         cmd = self.hvc("propagate", e if e.trained else None) + enc + ["--benchmark", b, "--data", self.bench_root(b), "--out", pred]
+        cmd += ["--threads", str(COMPUTE_THREADS)]
         self._add(f"propagate-{name}-{b}", "propagate", cmd, enc_deps + self.bench_deps(b), [pred], e)
         server, server_deps = self._submission_stage(e, b, pred)
         scores = SCORES.format(name=name, benchmark=b)
         metrics = METRICS.format(name=name, benchmark=b)
         toolkit = scores.removesuffix(".json")
         cmd = self.hvc("evaluate") + ["--benchmark", b, "--data", self.bench_root(b), "--predictions", pred, *server]
-        cmd += ["--out", scores, "--toolkit-csv", toolkit, "--metrics", metrics]
+        cmd += ["--out", scores, "--toolkit-csv", toolkit, "--metrics", metrics, "--threads", str(COMPUTE_THREADS)]
         outs = [scores, f"{toolkit}.objects.json", toolkit]
         deps = [pred] + self.bench_deps(b) + server_deps
         self._add(f"evaluate-{name}-{b}", "evaluate", cmd, deps, outs, e, metrics=[{metrics: {"cache": False}}])
@@ -348,19 +359,29 @@ class _Pipeline:
         self.score_args.append(f"--score {_q(f'{key}:{source}={path}')}")
         self.score_deps.append(dep)
 
+    def trained_models(self) -> dict[str, str]:
+        """Experiment key → model folder of every model trained (one key per folder)."""
+        return {key: model for key, model in self.model_of.items() if model and not key.endswith("+semantic")}
+
     def _figures_stage(self) -> None:
-        """Overlays of the trained and random encoders' masks and parts, the tables' bar
-        charts and the base model's pseudo-dynamic signals (as the Snakemake rule)."""
+        """Overlays of the masks and parts of HVC, the random encoder and every other trained
+        method, the tables' bar charts, every model's loss curve and the base model's
+        pseudo-dynamic signals (as the Snakemake rule)."""
+        from hvc.report.figures import overlay_keys
+
         p, requests = self.p, set(score_requests(self.p))
         overlays = [
             (key, b, PREDICTIONS.format(name=self.names[key], benchmark=b))
-            for key in (p.method, "random") if key in self.experiments
+            for key in overlay_keys(self.experiments, requests, p.data.benchmarks)
             for b in p.data.benchmarks if (key, b) in requests and get_benchmark(b).task != "pose"
         ]  # fmt: skip
-        model = self.model_of[p.method]
+        model, curves = self.model_of[p.method], self.trained_models()
         cmd = self.hvc("figures") + [f"--predictions {_q(f'{k}:{b}={d}')}" for k, b, d in overlays]
-        cmd += (["--demo", DATA] if self.need_demo else []) + ["--tables", TABLES, "--model", model, "--out", FIGURES]
+        cmd += (["--demo", DATA] if self.need_demo else []) + ["--tables", TABLES, "--model", model]
+        cmd += [f"--curves {_q(f'{k}={d}')}" for k, d in curves.items()] + ["--out", FIGURES]
+        cmd += ["--threads", str(COMPUTE_THREADS)]
         deps = [d for _, _, d in overlays] + [x for b in p.data.benchmarks for x in self.bench_deps(b)] + [TABLES, model]
+        deps += list(curves.values())
         self._add("figures", "figures", cmd, deps, [FIGURES])
 
 
@@ -378,14 +399,37 @@ HEADER = """\
 def dvc_yaml_text(param_files: list[str], p: Params) -> str:
     """The text of ``dvc.yaml`` for these parameter files (deterministic: same files, same
     package, same text). Raises as :func:`dvc_stages`."""
-    stages = dvc_stages(param_files, p)
+    pipeline = _Pipeline(param_files, p)
+    stages = pipeline.stages
     doc: dict[str, Any] = {"stages": stages}
     base = slug(p.method)
-    if f"train-{base}" in stages:  # training curves (dvclive) and the training summary of the base model
-        doc["plots"] = [{f"{MODEL.format(name=base)}/dvclive/plots/metrics": {"x": "step"}}]
-        doc["metrics"] = [f"{MODEL.format(name=base)}/train.json"]
+    if f"train-{base}" in stages:  # training curves (dvclive, x: optimizer step) and training summaries
+        models = pipeline.trained_models()
+        loss = {f"{d}/dvclive/plots/metrics/train/loss.tsv": "loss" for d in models.values()}  # each labelled by its folder: the setting
+        doc["plots"] = [
+            {"loss": {"x": "step", "y": loss, "title": "training loss of every trained model", "x_label": "optimizer step"}},
+            {f"{MODEL.format(name=base)}/dvclive/plots/metrics": {"x": "step"}},
+            f"{FIGURES}/loss_curves.png",  # the same curves, labelled with method and setting
+        ]
+        doc["metrics"] = [f"{d}/train.json" for d in models.values()]
     body = yaml.safe_dump(doc, sort_keys=False, width=100_000, default_flow_style=False)
     return HEADER.format(command=regenerate_command(param_files), files=", ".join(param_files)) + body
+
+
+def ensure_dvcignore(folder: Path) -> bool:
+    """Add the bytecode patterns (:data:`DVCIGNORE_PATTERNS`) to ``folder/.dvcignore`` when
+    missing, so that the ``plan`` stage's dependency on the package folder ignores
+    ``__pycache__`` (DVC leaves ignored files out of a folder's hash). Returns whether the
+    file was changed."""
+    path = Path(folder) / ".dvcignore"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    missing = [p for p in DVCIGNORE_PATTERNS if p not in text.splitlines()]
+    if not missing:
+        return False
+    from hvc.io import write_text
+
+    write_text(path, text + ("" if not text or text.endswith("\n") else "\n") + "".join(f"{p}\n" for p in missing))
+    return True
 
 
 def regenerate_command(param_files: list[str]) -> str:

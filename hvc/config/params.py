@@ -360,16 +360,16 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Turn ``["train.alpha=0.5", "data.benchmarks=[demo]"]`` into a nested dict (values are YAML)."""
+    """Turn ``["hvc.alpha=0.5", "data.benchmarks=[demo]"]`` into a nested dict (values are YAML)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ParamsError(f"override {item!r}: expected KEY=VALUE, e.g. train.alpha=0.5")
+            raise ParamsError(f"override {item!r}: expected KEY=VALUE, e.g. hvc.alpha=0.5")
         key, raw = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
         if not all(parts):
-            raise ParamsError(f"override {item!r}: {key!r} is not a dotted key, e.g. train.alpha")
+            raise ParamsError(f"override {item!r}: {key!r} is not a dotted key, e.g. hvc.alpha")
         for n, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
@@ -508,7 +508,7 @@ def allowed_values(key: str) -> str:
     choice-valued key (also of each item of a list), or its numeric range; "" otherwise.
 
     Args:
-        key: dotted key, e.g. ``"train.augment"``.
+        key: dotted key, e.g. ``"hvc.augment"``.
     Raises:
         KeyError: ``key`` is not a leaf parameter of :class:`Params`.
     """

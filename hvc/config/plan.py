@@ -29,7 +29,7 @@ CHECKPOINT_KEYS = {"semantic": "propagation.semantic_checkpoint", "authors": "au
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"alpha": 1}} → {"train.alpha": 1}."""
+    """{"hvc": {"alpha": 1}} → {"hvc.alpha": 1}."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):

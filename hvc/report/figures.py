@@ -5,13 +5,18 @@
 - :func:`budget_plot`: J&F against training time of the equal-budget table (``budget.png``).
 - :func:`bar_chart`: one PNG per ablation table (and the demo table): our value beside
   the published one for each row, per benchmark column;
+- :func:`loss_curves`: the training loss of every trained model against the optimizer
+  step, from each model's dvclive metrics (``loss_curves.png``);
 - each method's own figures (HVC: pseudo-dynamic signals in flow colours, Fig. 12,
   :mod:`hvc.report.pseudo_dynamic`) through its registry entry (:func:`method_figures`).
 """
 
 from __future__ import annotations
 
+import csv
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -89,9 +94,14 @@ def overlay_grid(
         Image.fromarray(grid).save(tmp, format="PNG")
 
 
-def _number(cell: str) -> float | None:
+def _number(cell: Any) -> float | None:
+    """A table cell as a number: numbers as they are (tables.json), formatted text parsed, None when empty."""
+    if cell is None or isinstance(cell, bool):
+        return None
+    if isinstance(cell, (int, float)):
+        return None if cell != cell else float(cell)
     try:
-        return float(cell.replace(",", ""))
+        return float(str(cell).replace(",", ""))
     except ValueError:
         return None
 
@@ -122,7 +132,9 @@ def bar_chart(table: dict, out_png: Path) -> bool:
             panels.append((name.removesuffix(" (ours)"), ours, [_number(r[paper]) for r in rows] if paper else None))
     if not panels:
         return False
-    labels = [r[0] for r in rows]
+    keep = [i for i in range(len(rows)) if any(ours[i] is not None for _, ours, _ in panels)]  # rows with a value of ours
+    panels = [(t, [o[i] for i in keep], [q[i] for i in keep] if q else None) for t, o, q in panels]
+    labels = [rows[i][0] for i in keep]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 + 2.2 * len(panels), 3.6), squeeze=False)
     x = np.arange(len(labels))
     for ax, (title, ours, paper) in zip(axes[0], panels):
@@ -162,7 +174,7 @@ def budget_plot(table: dict, out_png: Path) -> bool:
         ax.annotate(q.get("display", q["method"]), (q["seconds"], 100 * q["jf"]), textcoords="offset points", xytext=(5, 5), fontsize=9)
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("J&F (%)")
-    ax.set_title(table["title"], fontsize=9)
+    ax.set_title(textwrap.fill(table["title"], 60), fontsize=9)  # wrapped: a long title is not cut at the edges
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
@@ -195,3 +207,84 @@ def method_figures(p, model_dir: Path, benchmarks: list[tuple[str, Path]], out: 
     for target in method_spec(method).figures.values():
         written += load_function(target)(p, Path(model_dir), benchmarks, out)
     return written
+
+
+def overlay_keys(experiments: dict[str, Any], scored: set[tuple[str, str]], benchmarks: list[str]) -> list[str]:
+    """The experiments whose predictions get a mask overlay: the base model (the first
+    experiment of the plan, keyed by its method), the random baseline, and for every other
+    trained method the first of its experiments that is scored on a benchmark (LIIR: its row
+    of Table 1, or its equal-budget run).
+
+    Args:
+        experiments: :func:`hvc.config.plan.plan` (key → experiment, in plan order).
+        scored: the (experiment, benchmark) pairs the tables score.
+        benchmarks: ``data.benchmarks``.
+    """
+    base = next(iter(experiments))
+    keys = [k for k in (base, "random") if k in experiments]
+    methods = {experiments[base].params.method}
+    for key, e in experiments.items():
+        if e.trained and not e.merge_semantic and e.params.method not in methods and any((key, b) in scored for b in benchmarks):
+            keys.append(key)
+            methods.add(e.params.method)
+    return keys
+
+
+def curve_label(key: str, method: str) -> str:
+    """A model's name in the loss-curve legend: its method and the setting that differs
+    (``HVC: base``, ``HVC: hvc.alpha=0.5``, ``LIIR: equal budget``), the method by its
+    display name (:mod:`hvc.config.registry`)."""
+    from hvc.config.registry import method_spec
+
+    name = method_spec(method).display
+    if key == method:
+        return f"{name}: base"
+    if key.startswith("budget-"):
+        return f"{name}: equal budget"
+    parts = [part for part in key.split(",") if not part.startswith("method=")]
+    return f"{name}: {', '.join(parts) or 'base'}"
+
+
+def read_curve(model_dir: Path, metric: str = "loss") -> tuple[list[int], list[float]]:
+    """(optimizer steps, values) of one dvclive metric of a trained model
+    (``<model>/dvclive/plots/metrics/train/<metric>.tsv``; empty when absent)."""
+    path = Path(model_dir) / "dvclive" / "plots" / "metrics" / "train" / f"{metric}.tsv"
+    if not path.is_file():
+        return [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    steps = [int(r["step"]) for r in rows]
+    return steps, [float(r[metric]) for r in rows]
+
+
+def loss_curves(curves: list[tuple[str, Path]], out_png: Path) -> bool:
+    """The training loss of every trained model against the optimizer step (one line per
+    model, labelled with ``curves``' labels), from each model's dvclive metrics.
+
+    Args:
+        curves: (legend label, trained model folder) per model.
+    Returns:
+        False (nothing written) when no model has a logged loss.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn = [(label, *read_curve(model)) for label, model in curves]
+    drawn = [(label, steps, values) for label, steps, values in drawn if steps]
+    if not drawn:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, steps, values in drawn:
+        ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Training loss of every trained model (dvclive, logged every train.log_every steps)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return True

@@ -1,14 +1,15 @@
 """The paper's tables, with our numbers beside the published ones.
 
-Every cell is ours (from a score file) or says why it is empty (a cell that was not run
-is "–" with the reason once in the notes); the published value, where the paper has one
-(hvc/config/published.yaml), stands in its own column labelled "paper". Output per table: Markdown, CSV, LaTeX and HTML under ``results/tables/``.
+Every cell is ours (from a score file), a published value, or empty with the reason said
+once in the notes; the published value, where the paper has one
+(hvc/config/published.yaml), stands in its own column labelled "paper". Tables are built
+as pandas DataFrames: Markdown, LaTeX and HTML show the formatted values ("–" where
+empty), the CSV the numbers (empty where empty). Beside them, ``runs.csv``: one row per
+(experiment, benchmark), the tidy form of every result (:func:`runs_frame`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -56,31 +57,36 @@ def source_name(source: str) -> str:
     return get_benchmark(source.removeprefix("flow_")).display
 
 
-def _format(metric: str, value: float | None) -> str:
-    kind = METRICS[metric][1]
-    if value is None:
-        return "–"
-    if kind == "percent":
-        return f"{100 * value:.1f}"
-    if kind == "count":
-        return f"{value:,.0f}"
-    return f"{value:.2f}"
+# how a value column is shown (format spec; "" for text); the CSV keeps the unformatted number
+FORMATS = {"percent": ".1f", "count": ",.0f", "number": ".2f"}
+PUBLISHED_FORMATS = {"percent": ".1f", "count": ",.0f", "number": "g"}  # as the paper prints them
 
 
-def _published(metric: str, value: float | None) -> str:
-    """A published value as the paper prints it: percent with one decimal, counts, hours, GB, EPE."""
+def _ours(metric: str, value: float | None) -> float | None:
+    """A value of ours in the unit its column shows: fractions become percent."""
     if value is None:
-        return "–"
-    kind = METRICS[metric][1]
-    if kind == "count":
-        return f"{value:,.0f}"
-    if kind == "number":
-        return f"{value:g}"
-    return f"{value:.1f}"
+        return None
+    return round(100 * float(value), 10) if METRICS[metric][1] == "percent" else float(value)  # 71.9, not 71.89999999999999
+
+
+def _header(cols: list[tuple[str, str, bool]]) -> tuple[list[str], list[str]]:
+    """Column names and format specs of a table: the label, then per column ours and,
+    where the paper has a value, the paper's."""
+    header, formats = ["Setting"], [""]
+    for src, m, has_pub in cols:
+        label = f"{source_name(src)} {METRICS[m][0]}"
+        header.append(f"{label} (ours)")
+        formats.append(FORMATS[METRICS[m][1]])
+        if has_pub and src != "demo":
+            header.append(f"{label} (paper)")
+            formats.append(PUBLISHED_FORMATS[METRICS[m][1]])
+    return header, formats
 
 
 def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> dict[str, Any]:
-    """One table as ``{"title", "header", "rows", "notes"}`` of strings.
+    """One table as ``{"title", "header", "formats", "rows", "notes"}``: each row is its
+    label and one number (or None) per value column, in the unit the column shows
+    (percent for scores), ``formats`` the format spec of each column.
 
     Args:
         name: a key of ``published.yaml``.
@@ -88,21 +94,14 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
         scores: {(experiment key, source): summary}: a benchmark's scores (fractions),
             ``"train"``: the model's train.json, ``"flow_<benchmark>"``: Table 11 errors.
     Returns:
-        every cell is ours, a published value, or says why it is empty; ``notes`` hold
-        the longer instructions (e.g. where a server's score file goes). A cell that was
-        not run is "–", and the reason is said once in ``notes``, naming the rows it
-        concerns (or the columns, when it concerns every row).
+        every cell is ours, a published value, or None; why a cell of ours is None is said
+        once in ``notes``, naming the rows it concerns (or the columns, when it concerns
+        every row), with the longer instructions (e.g. where a server's score file goes).
     """
     table = published_tables()[name]
-    cols = columns(table, p)
-    header = ["Setting"]
-    for src, m, has_pub in cols:
-        label = f"{source_name(src)} {METRICS[m][0]}"
-        header.append(f"{label} (ours)")
-        if has_pub and src != "demo":
-            header.append(f"{label} (paper)")
+    header, formats = _header(cols := columns(table, p))
     trained = {exp.key for _, _, exp in run_rows(p)}
-    rows, notes = [], []
+    rows, notes, host = [], [], []
     display = method_spec(p.method).display
     for row in table["rows"]:
         if row.get("overrides", {}).get("method") == p.method:
@@ -110,7 +109,9 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
         exp = row_experiment(p, row)
         ours = "{method}" in row["label"]  # a row of the trained method; its published values are the paper's (HVC's)
         published = row.get("published") or [] if not ours or p.method == DEFAULT_METHOD else []
-        cells = [row["label"].format(method=display) if ours else row["label"]]
+        train_set = exp.params.data.train_set if exp is not None else p.data.train_set
+        label = row["label"].format(method=display) if ours else row["label"]
+        cells: list[Any] = [label.replace("{train_set}", train_set)]
         for i, (src, m, has_pub) in enumerate(cols):
             summary = scores.get((exp.key, src)) if exp is not None else None
             if src == "train" and summary is not None and "train_seconds" in summary:
@@ -126,26 +127,31 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
             elif summary is None and row.get("overrides") and exp.key not in trained:
                 cells.append("not run: a training variant; list its ablation table (e.g. table7e) in ablations")
             elif summary is None:
-                cells.append("missing score")
+                cells.append("no score file (missing score)")
             elif m in summary and summary[m] is not None:
-                cells.append(_format(m, summary[m]))
+                cells.append(_ours(m, summary[m]))
             elif "status" in summary:
-                cells.append("needs server score (see notes)")
+                cells.append("needs the server's score (see the note on the submission)")
                 if summary["status"] not in notes:
                     notes.append(summary["status"])
             elif m == "peak_gpu_memory_gb" and summary.get("peak_host_memory_gb") is not None:
-                cells.append(f"{summary['peak_host_memory_gb']:.2f} host (no GPU: {summary.get('device', 'CPU')})")
+                cells.append(float(summary["peak_host_memory_gb"]))
+                host.append((cells[0], summary.get("device") or "cpu"))
             elif m == "peak_gpu_memory_gb":
                 cells.append(f"not measured: trained on {summary.get('device', 'CPU')}")
             else:
                 cells.append(f"not in the score file: {m}")
             if has_pub and src != "demo":
-                cells.append(_published(m, published[i] if i < len(published) else None))
+                cells.append(published[i] if i < len(published) else None)
         rows.append(cells)
-    return {"title": table["title"], "header": header, "rows": rows, "notes": _not_run_notes(header, rows) + notes}
+    notes = _empty_cell_notes(header, rows) + notes + [
+        f"{label}: trained without a GPU ({device}); its memory value is the training process's peak host memory." for label, device in host
+    ]
+    return {"title": table["title"], "header": header, "formats": formats, "rows": rows, "notes": notes}
 
 
-BUDGET_HEADER = ["Method", "J&F", "training time (s)", "images/s", "peak memory (GB)", "steps", "samples seen", "phases run (steps)", "device"]
+BUDGET_HEADER = ["Method", "J&F", "training time (s)", "images/s", "peak memory (GB)", "memory", "steps", "samples seen", "phases run (steps)", "device"]
+BUDGET_FORMATS = ["", ".1f", ".1f", ".1f", ".2f", "", ",.0f", ",.0f", "", ""]
 
 
 def budget_points(p: Params, scores: dict[tuple[str, str], dict]) -> list[dict[str, Any]]:
@@ -193,112 +199,212 @@ def build_budget_table(p: Params, scores: dict[tuple[str, str], dict]) -> dict[s
     title = f"Equal budget: {amount} per method on {p.data.train_set}, scored on {source_name(bench) if bench else '–'}"
     points = budget_points(p, scores)
 
-    def num(v: float | None, fmt: str) -> str:
-        return "–" if v is None else format(v, fmt)
-
     rows = [
         [
-            r["display"],
-            "–" if r["jf"] is None else f"{100 * r['jf']:.1f}",
-            num(r["seconds"], ".1f"),
-            num(r["images_per_s"], ".1f"),
-            "–" if r["peak_gb"] is None else f"{r['peak_gb']:.2f} ({r['memory_kind']})",
-            num(r["steps"], ",d"),
-            num(r["samples"], ",d"),
-            "–" if r["phases"] is None else ", ".join(f"{name} {steps:,d}" for name, steps in r["phases"]),
-            r["device"] or "–",
+            r["display"], _ours("JF_mean", r["jf"]), r["seconds"], r["images_per_s"], r["peak_gb"],
+            r["memory_kind"] if r["peak_gb"] is not None else None, r["steps"], r["samples"],
+            None if r["phases"] is None else ", ".join(f"{name} {steps:,d}" for name, steps in r["phases"]), r["device"],
         ]
         for r in points
-    ]
+    ]  # fmt: skip
     notes = [
         "Each method trains on the same training set, data.train_set (HVC on its images, clip methods on its videos; on the demo both are made from the same training photographs) "
         "with train.batch_size samples per step (or its phase's own batch); a method with several training phases splits "
         "the budget between them by their shares, and 'phases run' gives the steps each phase got.",
-        "Peak memory: the GPU's peak allocation when trained on a GPU, else the training process's peak resident memory.",
+        "Peak memory: the GPU's peak allocation when trained on a GPU, else the training process's peak resident memory (column memory: GPU or host).",
     ]
     if bench is None:
         notes.append("No J&F: data.benchmarks has no DAVIS-style benchmark (set budget.benchmark).")
-    return {"title": title, "header": list(BUDGET_HEADER), "rows": rows, "notes": notes, "points": points}
+    if any(r[1] is None for r in rows) and bench is not None:
+        missing = [r[0] for r in rows if r[1] is None]
+        notes.append(f"No J&F ({', '.join(missing)}): no score file.")
+    return {"title": title, "header": list(BUDGET_HEADER), "formats": list(BUDGET_FORMATS), "rows": rows, "notes": notes, "points": points}
 
 
-def _not_run_notes(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Replace every "not run: <reason>" cell by "–" and return one note per reason, naming
-    the columns it empties when no row of them was run, else the rows it concerns."""
+def _empty_cell_notes(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """Replace every value cell that holds a reason (a string) by None and return one note
+    per reason, naming the columns it empties when it empties every row of them, else the
+    rows it concerns ("Not run (...): reason." for cells not run, else "Empty (...): reason.")."""
     where: dict[str, tuple[dict[str, None], dict[int, None]]] = {}
     for row in rows:
         for c, cell in enumerate(row):
-            if c and cell.startswith("not run: "):
-                labels, cols = where.setdefault(cell.removeprefix("not run: "), ({}, {}))
+            if c and isinstance(cell, str):
+                labels, cols = where.setdefault(cell, ({}, {}))
                 labels[row[0]] = None
                 cols[c] = None
-                row[c] = "–"
+                row[c] = None
     notes = []
     for reason, (labels, cols) in where.items():
-        whole_columns = len(rows) > 1 and all(row[c] == "–" for row in rows for c in cols)
+        whole_columns = len(rows) > 1 and all(row[c] is None for row in rows for c in cols)
         named = [header[c].removesuffix(" (ours)") for c in cols] if whole_columns else list(labels)
-        notes.append(f"Not run ({', '.join(named)}): {reason}.")
+        kind, text = ("Not run", reason.removeprefix("not run: ")) if reason.startswith("not run: ") else ("Empty", reason)
+        notes.append(f"{kind} ({', '.join(named)}): {text}.")
     return notes
 
 
+def frame(t: dict[str, Any]):
+    """The table as a pandas DataFrame: the label column and one numeric column (float,
+    NaN where empty) per value column; text columns (the budget table's device) as text."""
+    import pandas as pd
+
+    formats = t.get("formats") or [""] * len(t["header"])
+    columns = {}
+    for c, name in enumerate(t["header"]):
+        values = [r[c] for r in t["rows"]]
+        if not (c and formats[c]):
+            columns[name] = pd.Series(values, dtype="object")
+        elif formats[c] == ",.0f" and all(v is None or float(v).is_integer() for v in values):
+            columns[name] = pd.Series([None if v is None else int(v) for v in values], dtype="Int64")  # counts: 96, not 96.0
+        else:
+            columns[name] = pd.Series(values, dtype="float64")
+    return pd.DataFrame(columns)
+
+
+def _shown(t: dict[str, Any]):
+    """The table with every cell as text, as it is shown: each column in its format, "–" where empty."""
+    import pandas as pd
+
+    formats = t.get("formats") or [""] * len(t["header"])
+    df = frame(t)
+    for c, name in enumerate(t["header"]):
+        fmt = formats[c]
+        df[name] = ["–" if v is None or v is pd.NA or v != v else (format(v, fmt) if fmt else str(v)) for v in df[name].tolist()]
+    return df.astype("object")
+
+
+def _caption_lines(t: dict[str, Any]) -> list[str]:
+    return [t["settings"]] if t.get("settings") else []
+
+
 def to_markdown(t: dict[str, Any]) -> str:
-    lines = [f"## {t['title']}", "", "| " + " | ".join(t["header"]) + " |", "|" + "---|" * len(t["header"])]
-    lines += ["| " + " | ".join(r) + " |" for r in t["rows"]]
+    """The table in Markdown (pandas ``to_markdown``): title, settings line, table, notes."""
+    df = _shown(t)
+    align = ["left"] + ["right"] * (len(df.columns) - 1)
+    lines = [f"## {t['title']}", ""] + [f"*{line}*" for line in _caption_lines(t)] + [""] * bool(_caption_lines(t))
+    lines.append(df.to_markdown(index=False, disable_numparse=True, colalign=align))
     if t.get("notes"):
         lines += [""] + [f"- {n}" for n in t["notes"]]
     return "\n".join(lines) + "\n"
 
 
 def to_html(t: dict[str, Any]) -> str:
-    """A standalone HTML page of one table and its notes (for the Snakemake report)."""
+    """A standalone HTML page of one table (pandas ``to_html``), its settings and notes (for the Snakemake report)."""
     import html
 
     esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in t["header"])
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in t["rows"])
+    table = _shown(t).to_html(index=False, escape=True, border=0, justify="center", classes="results")
     notes = "".join(f"<li>{esc(n)}</li>" for n in t.get("notes") or [])
+    caption = "".join(f'<p class="settings">{esc(line)}</p>\n' for line in _caption_lines(t))
     style = (
-        "body{font-family:sans-serif;font-size:14px}table{border-collapse:collapse}"
+        "body{font-family:sans-serif;font-size:14px}table{border-collapse:collapse}.settings{color:#555}"
         "th,td{border:1px solid #bbb;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
     )
     return (
         f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{esc(t['title'])}</title>"
-        f"<style>{style}</style></head><body>\n<h3>{esc(t['title'])}</h3>\n"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
+        f"<style>{style}</style></head><body>\n<h3>{esc(t['title'])}</h3>\n{caption}{table}\n"
         + (f"<ul>{notes}</ul>\n" if notes else "")
         + "</body></html>\n"
     )
 
 
 def to_csv(t: dict[str, Any]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(t["header"])
-    w.writerows(t["rows"])
-    return buf.getvalue()
+    """The table as CSV (pandas ``to_csv``): numbers unformatted (percent for scores), empty where
+    a cell has no value (the reason is in the notes of the other formats)."""
+    return frame(t).to_csv(index=False, lineterminator="\n")
 
 
 def to_latex(t: dict[str, Any]) -> str:
+    """The table as a LaTeX ``table`` (pandas ``to_latex``, booktabs rules), captioned with its
+    title and settings line."""
+
     def esc(s: str) -> str:
-        return s.replace("&", r"\&").replace("_", r"\_").replace("%", r"\%")
+        return s.replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("_", r"\_").replace("%", r"\%").replace("#", r"\#")
 
+    caption = esc(" ".join([t["title"] + "."] + _caption_lines(t)))
     spec = "l" + "c" * (len(t["header"]) - 1)
-    lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{esc(t['title'])}}}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule"]
-    lines.append(" & ".join(esc(h) for h in t["header"]) + r" \\")
-    lines.append(r"\midrule")
-    lines += [" & ".join(esc(c) for c in r) + r" \\" for r in t["rows"]]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    return _shown(t).to_latex(index=False, escape=True, column_format=spec, caption=caption, position="t")
 
 
-def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path) -> list[str]:
+# runs.csv: the training cost columns (from the model's train.json)
+RUN_COST = ("steps", "train_seconds", "images_per_s", "peak_gpu_memory_gb", "peak_host_memory_gb", "device")
+HEADLINE = {"davis": "JF_mean", "vost": "J_mean", "miou": "mIoU", "pck": "PCK@0.1", "server": "overall"}
+
+
+def _flat_params(params: Params) -> dict[str, Any]:
+    """Every parameter as a dotted key → scalar (lists as YAML flow text: one cell each)."""
+    import yaml
+
+    from hvc.config.plan import flatten
+
+    flat = flatten(params.model_dump(mode="json"))
+    return {k: yaml.safe_dump(v, default_flow_style=True).strip() if isinstance(v, list) else v for k, v in flat.items()}
+
+
+def _run_row(key: str, exp: Any, bench: str, summary: dict, train: dict) -> dict[str, Any]:
+    """One row of runs.csv without the parameter columns."""
+    from hvc.eval.registry import get_benchmark
+
+    scoring = get_benchmark(bench).scoring
+    headline = HEADLINE[scoring] if scoring != "server" or "overall" in summary else "JF_mean"
+    parts = {m: float(summary[m]) for m in METRICS if isinstance(summary.get(m), (int, float)) and not isinstance(summary[m], bool)}
+    return {
+        "experiment": key, "trained": exp.trained, "method": exp.params.method if exp.trained else key.removesuffix("+semantic"),
+        "benchmark": bench, "headline": headline, "score": parts.get(headline), **parts,
+        **{k: train.get(k) for k in RUN_COST},
+        "model_id": exp.ids["model"] if exp.trained else None,
+        "model_code": (train.get("provenance") or {}).get("code_hash"),
+        "evaluation_code": (summary.get("provenance") or {}).get("code_hash"),
+        "git_commit": (summary.get("provenance") or train.get("provenance") or {}).get("git_commit"),
+    }  # fmt: skip
+
+
+def runs_frame(p: Params, scores: dict[tuple[str, str], dict]):
+    """The tidy results: one row per (experiment, benchmark) scored, as a pandas DataFrame.
+
+    Columns: ``experiment``, ``trained``, ``method``, ``benchmark``; ``headline`` (the name
+    of the benchmark's headline metric: JF_mean, J_mean for VOST, mIoU, PCK@0.1, overall
+    for YouTube-VOS) and ``score`` (its value); every metric of the score file (fractions
+    in [0, 1], as the evaluate stage writes them); the training cost of the model
+    (``steps``, ``train_seconds``, ``images_per_s``, peak GPU and host memory in GiB,
+    ``device``; empty for baselines); ``model_id`` and the code hashes of training and
+    scoring (``model_code``, ``evaluation_code``) and ``git_commit``; then one column per
+    parameter (dotted key) whose value differs between the experiments of the set.
+    Numbers are numbers; what a run lacks is empty.
+    """
+    import pandas as pd
+
+    from hvc.config.plan import plan
+
+    experiments = plan(p)
+    records, params = [], []
+    for (key, source), summary in sorted(scores.items()):
+        exp = experiments.get(key)
+        if exp is None or source == "train" or source.startswith("flow_"):
+            continue
+        records.append(_run_row(key, exp, source, summary, scores.get((key, "train")) or {}))
+        params.append(_flat_params(exp.params))
+    runs = pd.DataFrame.from_records(records)
+    if "steps" in runs:
+        runs["steps"] = runs["steps"].astype("Int64")  # 96, not 96.0 beside the baselines' empty cells
+    keys = list(dict.fromkeys(k for row in params for k in row))
+    differing = [k for k in keys if len({repr(row.get(k)) for row in params}) > 1]
+    for k in differing:
+        runs[k] = [row.get(k) for row in params]
+    return runs
+
+
+def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path, settings: str | None = None) -> list[str]:
     """Write every table of these params (Markdown, CSV, LaTeX, HTML) to ``out_dir``, atomically.
 
     Args:
         p: base params.
         scores: {(experiment key, benchmark): the evaluate stage's summary}.
-        out_dir: ``results/tables``; also gets ``summary.json`` (all scores by key, and the
+        out_dir: ``results/tables/<experiment set>``; also gets ``runs.csv`` (the tidy
+            results, :func:`runs_frame`), ``summary.json`` (all scores by key, and the
             ``provenance`` of the tables: :func:`hvc.config.code.provenance`) and
             ``tables.json`` (every table as built, for the figures).
+        settings: a caption line naming the parameter files, overrides and experiment set,
+            printed under every table's title.
     Returns:
         the table names written.
     """
@@ -307,10 +413,13 @@ def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path) -> l
     with atomic_dir(out_dir) as tmp:
         for name in names:
             t = built[name] = build_budget_table(p, scores) if name == "budget" else build_table(name, p, scores)
+            if settings:
+                t["settings"] = settings
             write_text(tmp / f"{name}.md", to_markdown(t))
             write_text(tmp / f"{name}.csv", to_csv(t))
             write_text(tmp / f"{name}.tex", to_latex(t))
             write_text(tmp / f"{name}.html", to_html(t))
+        write_text(tmp / "runs.csv", runs_frame(p, scores).to_csv(index=False, lineterminator="\n"))
         summary = {f"{k}/{b}": v for (k, b), v in sorted(scores.items())}
         write_json(tmp / "summary.json", {**summary, "provenance": provenance("tables", p.method)})
         write_json(tmp / "tables.json", built)  # for the figures stage's bar charts

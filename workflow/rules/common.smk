@@ -10,6 +10,7 @@ from hvc.config.sources import dataset_fingerprint
 from hvc.config.plan import override_args, plan, shards_owners
 from hvc.config.params import deep_merge, validate_params
 from hvc.config.datasets import TRAIN_SET_DATASETS
+from hvc.config.record import experiment_set_id
 from snakemake.utils import validate
 
 
@@ -63,8 +64,11 @@ SCORES = "artifacts/scores/{encoder}/{propagation}/{evaluation}/{benchmark}.json
 FETCHED = os.path.join(P.data.root, "{dataset}", STAMP_NAME)  # written by `hvc fetch` when verified
 SUBMISSIONS = "results/submissions/{benchmark}/{encoder}-{propagation}.zip"
 SERVER_SCORES = "results/server_scores/{benchmark}/{encoder}-{propagation}.txt"  # saved by the user
-TABLES = "results/tables"
-FIGURES = "results/figures"
+# Tables and figures are kept per experiment set (a hash of the merged parameters, `hvc plan`
+# prints it): another --configfile/--config writes its own folder; `latest` links to the newest.
+SET_ID = experiment_set_id(P)
+TABLES = f"results/tables/{SET_ID}"
+FIGURES = f"results/figures/{SET_ID}"
 LOGS = "logs"  # logs/<rule>/<wildcards>.log (stderr of each job) and .tsv (its benchmark: time, memory)
 # CPU threads of the jobs that compute (PyTorch operators, scoring); Snakemake lowers them
 # to --cores when fewer are given, and each job passes its share to `hvc ... --threads`.

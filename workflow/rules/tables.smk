@@ -1,6 +1,7 @@
 # The paper's tables from every experiment's scores, training logs and flow comparisons.
 from hvc.config.ids import stage_reads
 from hvc.config.plan import published_tables, score_requests
+from hvc.report.figures import overlay_keys
 
 FLOW = "artifacts/flow/{model}/{benchmark}.json"
 
@@ -70,22 +71,23 @@ rule tables:
         mem_mb=2000,
         runtime=10,
     shell:
-        "hvc tables {PARAMS} {params.scores} --out {output:q} 2> {log:q}"
+        "hvc tables {PARAMS} {params.scores} --out {output:q} --latest results/tables/latest --runs-csv results/runs.csv 2> {log:q}"
 
 
 PREDICTION_DIRS = {
     (e.key, b): PREDICTIONS.format(encoder=e.encoder, propagation=e.ids["propagation"], benchmark=b)
-    for e in EXPERIMENTS.values()
-    if e.key in (P.method, "random")
+    for e in (EXPERIMENTS[k] for k in overlay_keys(EXPERIMENTS, set(SCORE_FILES), P.data.benchmarks))  # the trained method, random, each other method
     for b in P.data.benchmarks
     if (e.key, b) in SCORE_FILES and get_benchmark(b).task != "pose"  # overlays of masks and parts
 }
+CURVES = {e.key: MODEL.format(model=model) for model, e in BY_MODEL.items()}  # every trained model's dvclive loss
 
 
 rule figures:
     input:
         list(PREDICTION_DIRS.values()),
         [bench_inputs(b) for b in P.data.benchmarks],
+        list(CURVES.values()),
         tables=TABLES,
         model=MODEL.format(model=BASE.ids["model"]),
     output:
@@ -97,6 +99,7 @@ rule figures:
         ),
     params:
         predictions=" ".join(f"--predictions {shlex.quote(f'{k}:{b}={path}')}" for (k, b), path in PREDICTION_DIRS.items()),
+        curves=" ".join(f"--curves {shlex.quote(f'{k}={path}')}" for k, path in CURVES.items()),
         demo=lambda wc, input: DATA.format(data=BASE.ids["data"]),  # the demo's frames (Fig. 12 on the demo)
         code=stage_reads("figures", P).code_hash(),  # not content-addressed: re-run when this code changes
     log:
@@ -107,4 +110,4 @@ rule figures:
         runtime=10,
     shell:
         "hvc figures {PARAMS} {params.predictions} --demo {params.demo:q} --tables {input.tables:q}"
-        " --model {input.model:q} --out {output:q} --threads {threads} 2> {log:q}"
+        " --model {input.model:q} {params.curves} --out {output:q} --latest results/figures/latest --threads {threads} 2> {log:q}"

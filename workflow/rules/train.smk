@@ -22,4 +22,5 @@ rule train:
         runtime=24 * 60,
     shell:
         "{params.launcher} train {PARAMS}{params.overrides} --expect-id {wildcards.model} --shards {input:q} --out {output:q}"
-        " --threads {threads} 2> {log:q}"
+        # the log file gets the log and the progress bar; stderr (the terminal) a heartbeat line every train.log_every steps
+        " --threads {threads} --log {log:q}"
