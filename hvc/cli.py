@@ -408,7 +408,7 @@ def propagate_cmd(
                 inputs.append(("--encoder", encoder))
             _check_outputs("propagate", [("--out", target, "propagate")], inputs)
             extra = {"encoder": encoder, "merge_semantic": merge_semantic, "benchmark": name, "data": str(root)}
-            with _record(p, "propagation", params, overrides, **extra):
+            with _record(p, "propagation", params, overrides, method=encoder_method(encoder, p), **extra):
                 info = propagate_benchmark(p, encoder, name, root, target, merge_semantic=merge_semantic)
             log.info("%s: %d videos, %.3f s/frame", name, info["videos"], info["seconds_per_frame"])
 

@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hvc.cli import app
-from hvc.config.ids import data_config, shards_config, stage_ids, train_config
+from hvc.config.ids import stage_config, stage_ids
 from hvc.config.params import load_params, parse_overrides
 from hvc.config.plan import plan, score_requests
 from hvc.config.record import RECORD_NAME, experiment_set_id
@@ -57,14 +57,14 @@ def test_every_stage_folder_holds_its_exact_parameters_and_provenance(tmp_path):
     _hvc("demo-data", *files, "--out", "data", cwd=tmp_path)
     _hvc("shards", *files, "--input", "data", "--out", "shards", cwd=tmp_path)
     _hvc("train", *files, "--shards", "shards", "--out", "model", "--threads", "1", cwd=tmp_path)
-    for folder, stage, config in (("data", "data", data_config), ("shards", "shards", shards_config), ("model", "model", train_config)):
+    for folder, stage in (("data", "data"), ("shards", "shards"), ("model", "model")):
         record = yaml.safe_load((tmp_path / folder / RECORD_NAME).read_text())
         assert record["stage"] == stage and record["id"] == ids[stage], folder
-        assert record["params"] == json.loads(json.dumps(config(p), default=str)), folder
+        assert record["params"] == json.loads(json.dumps(stage_config(stage, p), default=str)), folder
         assert record["given"] == {"files": [str(f) for f in TINY], "overrides": ["hvc.alpha=0.5"]}
         assert record["provenance"]["code_hash"] and record["provenance"]["stage"] == stage
     model = yaml.safe_load((tmp_path / "model" / RECORD_NAME).read_text())
-    assert model["params"]["train"]["alpha"] == 0.5 and model["shards"] == "shards"
+    assert model["params"]["params"]["hvc.alpha"] == 0.5 and model["shards"] == "shards"
 
 
 def test_plan_takes_overrides_and_prints_every_id(monkeypatch, tmp_path):
@@ -265,7 +265,7 @@ def test_budget_plot_title_fits_in_the_figure(tmp_path, monkeypatch):
 
 
 def test_every_trained_method_gets_an_overlay():
-    from hvc.report.figures import overlay_keys
+    from hvc.config.plan import overlay_keys
 
     p = load_params([ROOT / "params.yaml", ROOT / "configs" / "compare.yaml"])
     experiments = plan(p)

@@ -372,7 +372,7 @@ def test_a_data_root_inside_its_source_is_one_line(caplog, tmp_path):
 
 
 def test_flow_without_the_raft_weights_offline_is_one_line(caplog, tmp_path, bench, monkeypatch):
-    import hvc.methods.hvc.flow as flow
+    import hvc.eval.flow as flow
 
     def offline(*args, **kwargs):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")

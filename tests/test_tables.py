@@ -73,7 +73,7 @@ def test_server_benchmarks_say_what_to_upload(tmp_path):
 def test_training_cost_table_reads_train_json():
     p = params()
     t = build_table("table8", p, {("hvc", "train"): {"steps": 18460, "train_seconds": 5400, "peak_gpu_memory_gb": 9.25, "device": "H100"}})
-    assert t["rows"][0][0] == "HVC (COCO in the paper; ours: coco)"  # the training set's name, not the key's
+    assert t["rows"][0][0] == "HVC (trained on coco)"  # the training set's name, not the key's
     assert t["rows"][0][1:] == [18460.0, 50000, 1.5, 2, 9.25, 16]
     shown = [c.strip() for c in to_markdown(t).splitlines()[4].split("|")[1:-1]]
     assert shown[1:] == ["18,460", "50,000", "1.50", "2", "9.25", "16"]  # as the paper prints them

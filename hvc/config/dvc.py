@@ -34,7 +34,7 @@ from hvc.config.code import PACKAGE_DIR, STAGE_ENTRIES
 from hvc.config.datasets import STAMP_NAME, TRAIN_SET_DATASETS
 from hvc.config.ids import NOT_READ, StageReads, stage_reads
 from hvc.config.params import Params, ParamsError, read_yaml
-from hvc.config.plan import Experiment, flatten, plan, score_requests, shards_owners
+from hvc.config.plan import Experiment, flatten, overlay_keys, plan, score_requests, shards_owners
 
 # DVC's own output roots (Snakemake writes artifacts/<kind>/<id>, results/tables, results/figures)
 ARTIFACTS = "artifacts/dvc"
@@ -367,7 +367,6 @@ class _Pipeline:
         """Overlays of the masks and parts of HVC, the random encoder and every other trained
         method, the tables' bar charts, every model's loss curve and the base model's
         pseudo-dynamic signals (as the Snakemake rule)."""
-        from hvc.report.figures import overlay_keys
 
         p, requests = self.p, set(score_requests(self.p))
         overlays = [

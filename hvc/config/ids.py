@@ -147,15 +147,24 @@ def content_id(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def _config(stage: str, p: BaseParams, method: str | None = None) -> dict[str, Any]:
+def stage_config(stage: str, p: BaseParams, method: str | None = None) -> dict[str, Any]:
+    """What a stage reads as one mapping: ``params`` (:meth:`StageReads.values`) and, when
+    there are any, the ``derived`` values (:func:`stage_reads`); the train stage's adds its
+    shards' identity (:func:`train_config`). Its content id hashes this and the code."""
+    if stage == "model":
+        return train_config(p)
     reads = stage_reads(stage, p, method)
     return {"params": reads.values(p), **({"derived": reads.derived} if reads.derived else {})}
+
+
+_config = stage_config
 
 
 def train_config(p: BaseParams) -> dict[str, Any]:
     """What the train stage reads (:func:`stage_reads`), with its shards' identity: the
     checkpoint's ``config_id`` (a checkpoint of another setting is not resumed)."""
-    return {**_config("model", p), "shards": content_id(_config("shards", p))}
+    reads = stage_reads("model", p)
+    return {"params": reads.values(p), "shards": content_id(stage_config("shards", p))}
 
 
 def authors_id(p: BaseParams) -> str | None:
@@ -187,7 +196,7 @@ def stage_ids(p: BaseParams, encoder_method: str | None = None) -> dict[str, str
     ids = {"data": content_id({**_config("data", p), "code": code_hash("data", p.method)})}
     from_demo = ids["data"] if p.data.train_set == "demo" else None  # a real set: data.root, in the params
     ids["shards"] = content_id({**_config("shards", p), "code": code_hash("shards", p.method), "data": from_demo})
-    ids["model"] = content_id({**_config("model", p), "code": code_hash("model", p.method), "shards": ids["shards"]})
+    ids["model"] = content_id({"params": stage_reads("model", p).values(p), "code": code_hash("model", p.method), "shards": ids["shards"]})
     prop = stage_reads("propagation", p, encoder_method)
     ids["propagation"] = content_id({"params": prop.values(p), "derived": prop.derived, "code": prop.code_hash()})
     ids["evaluation"] = content_id({**_config("evaluation", p), "code": code_hash("evaluation", p.method)})

@@ -331,3 +331,24 @@ def shards_owners(experiments: dict[str, Experiment]) -> dict[str, Experiment]:
     for e in sorted(trained, key=lambda e: (bool(e.overrides), len(e.set_args), e.key)):
         owners.setdefault(e.ids["shards"], e)
     return owners
+
+
+def overlay_keys(experiments: dict[str, Any], scored: set[tuple[str, str]], benchmarks: list[str]) -> list[str]:
+    """The experiments whose predictions get a mask overlay: the base model (the first
+    experiment of the plan, keyed by its method), the random baseline, and for every other
+    trained method the first of its experiments that is scored on a benchmark (LIIR: its row
+    of Table 1, or its equal-budget run).
+
+    Args:
+        experiments: :func:`hvc.config.plan.plan` (key → experiment, in plan order).
+        scored: the (experiment, benchmark) pairs the tables score.
+        benchmarks: ``data.benchmarks``.
+    """
+    base = next(iter(experiments))
+    keys = [k for k in (base, "random") if k in experiments]
+    methods = {experiments[base].params.method}
+    for key, e in experiments.items():
+        if e.trained and not e.merge_semantic and e.params.method not in methods and any((key, b) in scored for b in benchmarks):
+            keys.append(key)
+            methods.add(e.params.method)
+    return keys

@@ -17,32 +17,17 @@ describes results, it never changes them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import yaml
 
 from hvc.config.code import provenance
-from hvc.config.ids import (
-    content_id,
-    data_config,
-    evaluation_config,
-    propagation_config,
-    shards_config,
-    stage_ids,
-    train_config,
-)
+from hvc.config.ids import content_id, stage_config, stage_ids
 from hvc.config.params import Params
 
 RECORD_NAME = "params.yaml"
-# content-addressed stage -> what it reads (the mapping its content id hashes)
-STAGE_CONFIGS: dict[str, Callable[[Params], dict[str, Any]]] = {
-    "data": data_config,
-    "shards": shards_config,
-    "model": train_config,
-    "propagation": propagation_config,
-    "evaluation": evaluation_config,
-}
+# content-addressed stages: the record holds the mapping its content id hashes (hvc.config.ids.stage_reads)
+STAGE_CONFIGS = ("data", "shards", "model", "propagation", "evaluation")
 COMMANDS = {"data": "demo-data", "model": "train", "propagation": "propagate", "evaluation": "evaluate"}
 
 
@@ -64,7 +49,7 @@ def given(files: list[str], overrides: list[str] | None) -> dict[str, Any]:
     return {"files": [str(f) for f in files], "overrides": list(overrides or [])}
 
 
-def stage_record(p: Params, stage: str, files: list[str], overrides: list[str] | None, **extra: Any) -> str:
+def stage_record(p: Params, stage: str, files: list[str], overrides: list[str] | None, method: str | None = None, **extra: Any) -> str:
     """The YAML text of ``params.yaml`` for one stage's output folder.
 
     Args:
@@ -74,12 +59,14 @@ def stage_record(p: Params, stage: str, files: list[str], overrides: list[str] |
             stage name (``tables``, ``figures``: the record holds the experiment set id and
             every parameter).
         files, overrides: as given on the command line (``--params``, ``--set``).
+        method: for ``propagation``, the method of the encoder (its preset and inference
+            are part of the id; default ``p.method``).
         extra: more fields (the encoder, the benchmark, ...), written after ``params``.
     Returns:
         YAML with ``stage``, ``id``, ``params``, the extras, ``given`` and ``provenance``.
     """
     if stage in STAGE_CONFIGS:
-        head = {"stage": stage, "id": stage_ids(p)[stage], "params": _plain(STAGE_CONFIGS[stage](p))}
+        head = {"stage": stage, "id": stage_ids(p, method)[stage], "params": _plain(stage_config(stage, p, method))}
         code_stage = stage
     else:
         head = {"stage": stage, "experiment_set": experiment_set_id(p), "params": p.model_dump(mode="json")}

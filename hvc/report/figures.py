@@ -209,27 +209,6 @@ def method_figures(p, model_dir: Path, benchmarks: list[tuple[str, Path]], out: 
     return written
 
 
-def overlay_keys(experiments: dict[str, Any], scored: set[tuple[str, str]], benchmarks: list[str]) -> list[str]:
-    """The experiments whose predictions get a mask overlay: the base model (the first
-    experiment of the plan, keyed by its method), the random baseline, and for every other
-    trained method the first of its experiments that is scored on a benchmark (LIIR: its row
-    of Table 1, or its equal-budget run).
-
-    Args:
-        experiments: :func:`hvc.config.plan.plan` (key → experiment, in plan order).
-        scored: the (experiment, benchmark) pairs the tables score.
-        benchmarks: ``data.benchmarks``.
-    """
-    base = next(iter(experiments))
-    keys = [k for k in (base, "random") if k in experiments]
-    methods = {experiments[base].params.method}
-    for key, e in experiments.items():
-        if e.trained and not e.merge_semantic and e.params.method not in methods and any((key, b) in scored for b in benchmarks):
-            keys.append(key)
-            methods.add(e.params.method)
-    return keys
-
-
 def curve_label(key: str, method: str) -> str:
     """A model's name in the loss-curve legend: its method and the setting that differs
     (``HVC: base``, ``HVC: hvc.alpha=0.5``, ``LIIR: equal budget``), the method by its

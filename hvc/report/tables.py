@@ -83,6 +83,17 @@ def _header(cols: list[tuple[str, str, bool]]) -> tuple[list[str], list[str]]:
     return header, formats
 
 
+def _label_and_published(row: dict[str, Any], exp: Any, p: Params) -> tuple[str, list]:
+    """A row's label (``{method}``: the trained method's display name; ``{train_set}``: the
+    row's training set) and its published values: a row of the trained method shows the
+    paper's values (HVC's) only when HVC is the trained method."""
+    ours = "{method}" in row["label"]
+    published = row.get("published") or [] if not ours or p.method == DEFAULT_METHOD else []
+    train_set = exp.params.data.train_set if exp is not None else p.data.train_set
+    label = row["label"].replace("{method}", method_spec(p.method).display).replace("{train_set}", train_set)
+    return label, published
+
+
 def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> dict[str, Any]:
     """One table as ``{"title", "header", "formats", "rows", "notes"}``: each row is its
     label and one number (or None) per value column, in the unit the column shows
@@ -102,16 +113,12 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
     header, formats = _header(cols := columns(table, p))
     trained = {exp.key for _, _, exp in run_rows(p)}
     rows, notes, host = [], [], []
-    display = method_spec(p.method).display
     for row in table["rows"]:
         if row.get("overrides", {}).get("method") == p.method:
             continue  # the trained method's own rows: its base rows show it
         exp = row_experiment(p, row)
-        ours = "{method}" in row["label"]  # a row of the trained method; its published values are the paper's (HVC's)
-        published = row.get("published") or [] if not ours or p.method == DEFAULT_METHOD else []
-        train_set = exp.params.data.train_set if exp is not None else p.data.train_set
-        label = row["label"].format(method=display) if ours else row["label"]
-        cells: list[Any] = [label.replace("{train_set}", train_set)]
+        label, published = _label_and_published(row, exp, p)
+        cells: list[Any] = [label]
         for i, (src, m, has_pub) in enumerate(cols):
             summary = scores.get((exp.key, src)) if exp is not None else None
             if src == "train" and summary is not None and "train_seconds" in summary:
@@ -342,7 +349,7 @@ def _flat_params(params: Params) -> dict[str, Any]:
 
 def _run_row(key: str, exp: Any, bench: str, summary: dict, train: dict) -> dict[str, Any]:
     """One row of runs.csv without the parameter columns."""
-    from hvc.eval.registry import get_benchmark
+    from hvc.config.benchmarks import get_benchmark
 
     scoring = get_benchmark(bench).scoring
     headline = HEADLINE[scoring] if scoring != "server" or "overall" in summary else "JF_mean"

@@ -1,7 +1,7 @@
 # The paper's tables from every experiment's scores, training logs and flow comparisons.
 from hvc.config.ids import stage_reads
 from hvc.config.plan import published_tables, score_requests
-from hvc.report.figures import overlay_keys
+from hvc.config.plan import overlay_keys
 
 FLOW = "artifacts/flow/{model}/{benchmark}.json"
 
