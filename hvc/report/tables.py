@@ -392,7 +392,9 @@ def runs_frame(p: Params, scores: dict[tuple[str, str], dict]):
         params.append(_flat_params(exp.params))
     runs = pd.DataFrame.from_records(records)
     if "steps" in runs:
-        runs["steps"] = runs["steps"].astype("Int64")  # 96, not 96.0 beside the baselines' empty cells
+        steps = pd.to_numeric(runs["steps"])
+        if all(float(v).is_integer() for v in steps.dropna()):
+            runs["steps"] = steps.astype("Int64")  # 96, not 96.0 beside the baselines' empty cells
     keys = list(dict.fromkeys(k for row in params for k in row))
     differing = [k for k in keys if len({repr(row.get(k)) for row in params}) > 1]
     for k in differing:
