@@ -77,7 +77,7 @@ def test_training_cost_table_reads_train_json():
     assert t["rows"][0][1:] == [18460.0, 50000, 1.5, 2, 9.25, 16]
     shown = [c.strip() for c in to_markdown(t).splitlines()[4].split("|")[1:-1]]
     assert shown[1:] == ["18,460", "50,000", "1.50", "2", "9.25", "16"]  # as the paper prints them
-    assert to_csv(t).splitlines()[1] == "HVC (COCO in the paper; ours: coco),18460,50000,1.5,2.0,9.25,16.0"  # numbers
+    assert to_csv(t).splitlines()[1] == "HVC (trained on coco),18460,50000,1.5,2.0,9.25,16.0"  # numbers
     t = build_table("table8", p, {("hvc", "train"): {"steps": 96, "train_seconds": 384, "peak_gpu_memory_gb": None, "device": "cpu"}})
     assert t["rows"][0][5] is None and any("not measured: trained on cpu" in n for n in t["notes"])
     host = {"steps": 96, "train_seconds": 384, "peak_gpu_memory_gb": None, "peak_host_memory_gb": 1.24, "device": "cpu"}

@@ -83,15 +83,15 @@ def _header(cols: list[tuple[str, str, bool]]) -> tuple[list[str], list[str]]:
     return header, formats
 
 
-def _label_and_published(row: dict[str, Any], exp: Any, p: Params) -> tuple[str, list]:
-    """A row's label (``{method}``: the trained method's display name; ``{train_set}``: the
+def _label_and_published(row: dict[str, Any], exp: Any, p: Params) -> tuple[list[Any], list]:
+    """A row's first cell, its label (``{method}``: the trained method's display name; ``{train_set}``: the
     row's training set) and its published values: a row of the trained method shows the
     paper's values (HVC's) only when HVC is the trained method."""
     ours = "{method}" in row["label"]
     published = row.get("published") or [] if not ours or p.method == DEFAULT_METHOD else []
     train_set = exp.params.data.train_set if exp is not None else p.data.train_set
     label = row["label"].replace("{method}", method_spec(p.method).display).replace("{train_set}", train_set)
-    return label, published
+    return [label], published
 
 
 def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> dict[str, Any]:
@@ -117,8 +117,7 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
         if row.get("overrides", {}).get("method") == p.method:
             continue  # the trained method's own rows: its base rows show it
         exp = row_experiment(p, row)
-        label, published = _label_and_published(row, exp, p)
-        cells: list[Any] = [label]
+        cells, published = _label_and_published(row, exp, p)
         for i, (src, m, has_pub) in enumerate(cols):
             summary = scores.get((exp.key, src)) if exp is not None else None
             if src == "train" and summary is not None and "train_seconds" in summary:
