@@ -1,0 +1,11 @@
+"""STT: Spatial-then-Temporal self-supervised learning for video correspondence (Li & Liu, CVPR 2023).
+
+params.py: the ``stt`` section, the propagation preset and display name; model.py: the
+student/teacher ResNet-18 layouts and the step-1 MoCo encoder; loss.py: local and global
+correlations, pyramid reconstruction, entropy selection, correlation distillation;
+method.py: the harness's method interface (spatial phase, then temporal phase).
+"""
+
+from hvc.methods.stt.method import STT as METHOD
+
+__all__ = ["METHOD"]
