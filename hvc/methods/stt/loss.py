@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from hvc.methods.liir.loss import reconstruct, reconstruction_loss, subsample_labels, window_logits, window_size, window_softmax
+from hvc.methods.liir.loss import reconstruct, reconstruction_loss, subsample_labels, window_size, window_softmax
 
 __all__ = [
     "entropy",
@@ -33,10 +33,48 @@ __all__ = [
     "pooled_target",
     "pyramid_reconstruction_loss",
     "reconstruct",
+    "window_logits",
 ]
 
 EPS_LOG = 1e-12
 """Added inside the entropy's log ([C] framework.py ``torch.log(corr + 1e-12)``)."""
+
+
+def window_index(height: int, width: int, radius: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each cell n of an h × w grid and window cell k = ky·P + kx, the row-major index
+    of the reference cell at offset (ky − R, kx − R), clamped into the grid, and whether it
+    lies inside: ((h·w, P²) int64, (h·w, P²) bool)."""
+    p = window_size(radius)
+    y = torch.arange(height, device=device).repeat_interleave(width)[:, None]
+    x = torch.arange(width, device=device).repeat(height)[:, None]
+    off = torch.arange(p, device=device) - radius
+    ry, rx = y + off.repeat_interleave(p)[None], x + off.repeat(p)[None]
+    inside = (ry >= 0) & (ry < height) & (rx >= 0) & (rx < width)
+    return ry.clamp(0, height - 1) * width + rx.clamp(0, width - 1), inside
+
+
+def window_logits(target: torch.Tensor, ref: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dot products F_t(i)·F_r(j) of every query cell with the reference cells of its
+    window of radius R: the same numbers as ``hvc.methods.liir.loss.window_logits``, taken
+    from one dense (h·w) × (h·w) product as [C] computes them (``non_local_correlation``)
+    rather than from unfolded C × P² windows, which for R = 12 at res3 would hold 9 times
+    the dense product's memory.
+
+    Args:
+        target, ref: (B, C, h, w) features.
+        radius: R, feature cells.
+    Returns:
+        (logits (B, h·w, P²), 0 outside the frame; valid (h·w, P²) bool).
+    Raises:
+        ValueError: shapes differ or are not 4-d.
+    """
+    if target.dim() != 4 or target.shape != ref.shape:
+        raise ValueError(f"target and reference features must both be (B, C, h, w) of one shape, got {tuple(target.shape)} and {tuple(ref.shape)}")
+    b, _, h, w = target.shape
+    dense = torch.einsum("bci,bcj->bij", target.flatten(2), ref.flatten(2))
+    index, valid = window_index(h, w, radius, target.device)
+    logits = dense.gather(2, index[None].expand(b, -1, -1))
+    return logits.masked_fill(~valid, 0.0), valid
 
 
 def local_correlation(target: torch.Tensor, ref: torch.Tensor, radius: int, temperature: float | None = None) -> torch.Tensor:

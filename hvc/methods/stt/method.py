@@ -170,6 +170,9 @@ class STT(Method):
         self.given_teacher = teacher_state is not None
         if teacher_state is not None:
             self.moco.trunk.load_state_dict(teacher_state)
+        # 1 once the student was initialised from the step-1 trunk: part of the state dict,
+        # so a checkpoint written before the temporal phase began still gets its copy
+        self.register_buffer("student_initialised", torch.zeros((), dtype=torch.bool))
         self.phase = SPATIAL
         self._pending_keys: torch.Tensor | None = None
 
@@ -200,17 +203,28 @@ class STT(Method):
         """Enter ``phase`` (0 spatial, 1 temporal). Temporal: the student starts from the
         step-1 trunk's weights (parameters and BN statistics), and the whole step-1 module
         (teacher, head, key encoder) is frozen: no gradient, eval mode (kept by
-        :meth:`train`). On resume the checkpoint loaded afterwards overwrites the copy.
+        :meth:`train`). On resume the checkpoint loaded afterwards overwrites the copy;
+        when that checkpoint predates the copy (``student_initialised`` false), the first
+        temporal step makes it (:meth:`initialise_student`).
         Raises ValueError for another phase."""
         if phase not in (SPATIAL, TEMPORAL):
             raise ValueError(f"STT has phases 0 (spatial) and 1 (temporal), got {phase!r}")
         self.phase = phase
         self._pending_keys = None
         if phase == TEMPORAL:
-            self.student.load_state_dict(self.teacher.state_dict())
+            self.initialise_student()
             for p in self.moco.parameters():
                 p.requires_grad_(False)
+                p.grad = None
             self.moco.eval()
+
+    @torch.no_grad()
+    def initialise_student(self) -> None:
+        """Copy the step-1 trunk (parameters and BN statistics, in place) into the student,
+        once (``student_initialised``)."""
+        if not bool(self.student_initialised):
+            self.student.load_state_dict(self.teacher.state_dict())
+            self.student_initialised.fill_(True)
 
     def train(self, mode: bool = True) -> STT:
         """nn.Module.train, but the step-1 module stays in eval mode in the temporal phase."""
@@ -257,6 +271,7 @@ class STT(Method):
         frames, rgb = batch["frames"], batch["rgb"]
         if frames.dim() != 5 or frames.shape[1:3] != (2, 3) or rgb.shape != frames.shape or frames.shape[-1] % 32:
             raise ValueError(f"STT temporal batch needs frames and rgb (B, 2, 3, S, S), S % 32 == 0, got {tuple(frames.shape)}, {tuple(rgb.shape)}")
+        self.initialise_student()
         b, size = frames.shape[0], frames.shape[-1]
         inputs, colour, _ = drop_colour_channel(frames, channel)
         feats = self.student(inputs.flatten(0, 1), ("layer2", "layer3", "layer4"))  # one call: BN over both frames ([C])
