@@ -93,8 +93,9 @@ class STTEncoder(nn.Module):
     """The student as label propagation uses it ([P] §4.1: res4 features at stride 8, Lab
     input; [C] configs/test/res18_d8.py strides=(1, 2, 2, 1), out_indices=(2,), no pool).
 
-    ``forward(x, layer="layer3")``: (B, 3, H, W) normalised Lab (H, W multiples of 8) →
-    (B, 256, H/8, W/8) for "layer3" (res4) or (B, 128, H/4, W/4) for "layer2" (res3).
+    ``forward(x, layer="layer3")``: (B, 3, H, W) normalised Lab → (B, 256, ⌈H/8⌉, ⌈W/8⌉)
+    for "layer3" (res4) or (B, 128, ⌈H/4⌉, ⌈W/4⌉) for "layer2" (res3) (sizes as the strided
+    convolutions round them).
     Its state dict is the student's without layer4 (inference never runs it). Given
     ``trunk`` (the training student), it shares that trunk's modules (no copy).
     Raises ValueError for another layer or a bad shape.
@@ -111,8 +112,8 @@ class STTEncoder(nn.Module):
     def forward(self, x: torch.Tensor, layer: str = "layer3") -> torch.Tensor:
         if layer not in self.LAYERS:
             raise ValueError(f"layer must be one of {self.LAYERS}, got {layer!r}")
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[-2] % 8 or x.shape[-1] % 8:
-            raise ValueError(f"STT encoder input must be (B, 3, H, W) with H, W multiples of 8, got {tuple(x.shape)}")
+        if x.dim() != 4 or x.shape[1] != 3 or min(x.shape[-2:]) < 8:
+            raise ValueError(f"STT encoder input must be (B, 3, H, W) with H, W >= 8, got {tuple(x.shape)}")
         x = self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x)))))
         return x if layer == "layer2" else self.layer3(x)
 
