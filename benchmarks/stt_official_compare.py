@@ -259,7 +259,7 @@ def compare_training(official: dict, size: int, seed: int) -> dict[str, float]:
     # the same mask rule on the stand-in correlation's dot products: separates the rule from rounding
     shifted = ShiftCorrelation(r1)(f["layer3"][:, 1], f["layer3"][:, 0]).flatten(1, 2).flatten(2).transpose(1, 2)
     mask_same_input = entropy_mask(entropy(shifted.softmax(-1)).view(2, h1, h1), 0.7, "official")
-    their_loss = float(sum(theirs.values()))
+    their_loss = float(sum(theirs.values()).detach())
     d = lambda a, b: float((a - b).detach().abs().max())  # noqa: E731
     return {
         "rec_res3": d(theirs["stage0_l1_loss"], ours["rec_res3"]),

@@ -76,3 +76,13 @@ def test_a_static_video_keeps_its_labels_and_later_objects_are_refused():
     assert all((o == labels).mean() > 0.97 for o in out[1:]), [(o == labels).mean() for o in out]
     with pytest.raises(ValueError, match="later_labels"):
         propagate_video_stt(PositionEncoder(), frames, labels, later_labels={3: labels})
+
+
+def test_settings_follow_the_preset_and_the_benchmark():
+    from hvc.methods.stt.inference import stt_settings
+
+    davis = stt_settings("davis2017")
+    assert (davis.topk, davis.context, davis.temperature, davis.radius, davis.resolution, davis.layer) == (10, 20, 0.07, 12, 480, "layer3")
+    assert stt_settings("jhmdb").radius == 5 and stt_settings("vip", radius=3).radius == 3
+    with pytest.raises(TypeError):
+        stt_settings(window=3)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from hvc.eval.propagation import labels_to_onehot, video_objects
 from hvc.methods.base import normalize_input
+from hvc.methods.stt.params import PRESET, RADIUS_BY_BENCHMARK
 
 NEG = float("-inf")
 
@@ -59,6 +60,19 @@ class STTPropagation:
     resolution: int | None = 480
     layer: str = "layer3"
     query_chunk: int = 512
+
+
+def stt_settings(benchmark: str | None = None, **overrides: object) -> STTPropagation:
+    """:class:`STTPropagation` from the method's :data:`~hvc.methods.stt.params.PRESET`, with
+    the square half-width of ``benchmark`` (:data:`~hvc.methods.stt.params.RADIUS_BY_BENCHMARK`;
+    others keep DAVIS's) and explicit ``overrides`` on top. JHMDB and VIP inputs are resized
+    to 320 x 320 and 560 x 560 in the authors' configs, not by short side: pass
+    ``resolution`` accordingly. Raises TypeError for an unknown setting."""
+    keys = {"topk", "context", "temperature", "radius", "resolution"}
+    base = {k: v for k, v in PRESET.items() if k in keys} | {"layer": PRESET["feature_layer"]}
+    if benchmark in RADIUS_BY_BENCHMARK:
+        base["radius"] = RADIUS_BY_BENCHMARK[benchmark]
+    return STTPropagation(**(base | overrides))  # type: ignore[arg-type]
 
 
 def square_mask(h: int, w: int, cells: torch.Tensor, radius: int) -> torch.Tensor:
