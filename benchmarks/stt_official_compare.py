@@ -266,7 +266,7 @@ def compare_training(official: dict, size: int, seed: int) -> dict[str, float]:
         "rec_res4": d(theirs["stage1_l1_loss"], ours["rec_res4"]),
         "local (x1000)": d(theirs["local_corrdis_loss"], method.config.local_weight * ours["local"]),
         "global (x50)": d(theirs["global_corrdis_loss"], method.config.global_weight * ours["global"]),
-        "total": abs(their_loss - float(ours["loss"])),
+        "total": abs(their_loss - float(ours["loss"].detach())),
         "total value": their_loss,
         "res4 correlation": d(c1_theirs, window_to_dense(c1, h1, h1, r1)),
         "entropy mask cells differing": float((weight_theirs[:, :, 0] != mask.flatten(1)).sum()),
