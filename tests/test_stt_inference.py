@@ -35,7 +35,7 @@ def test_square_readout_matches_a_query_by_query_reference(radius):
     q = F.normalize(torch.randn(8, 5, 6, generator=g), dim=0)
     keys = F.normalize(torch.randn(3, 8, 5, 6, generator=g), dim=1)
     values = torch.rand(3, 2, 5, 6, generator=g)
-    cfg = STTPropagation(radius=radius, topk=4, temperature=0.07, query_chunk=7)
+    cfg = STTPropagation(radius=radius, topk=4, temperature=0.07, query_chunk=7)  # bands of one row
     got = predict_square(q, keys, values, cfg)
     assert torch.allclose(got, reference_readout(q, keys, values, radius, 4, 0.07), atol=1e-6)
     other_chunks = predict_square(q, keys, values, STTPropagation(radius=radius, topk=4, temperature=0.07, query_chunk=30))

@@ -50,7 +50,8 @@ class STTPropagation:
             JHMDB 5, VIP 16); 0 attends globally.
         resolution: short side of the network input, pixels (480), None = native.
         layer: encoder layer ("layer3" = res4, stride 8).
-        query_chunk: query cells per matrix product (memory only; [C] ``step``).
+        query_chunk: about this many query cells (whole rows) per matrix product (memory
+            and speed only; [C] ``step``).
     """
 
     topk: int = 10
@@ -75,19 +76,26 @@ def stt_settings(benchmark: str | None = None, **overrides: object) -> STTPropag
     return STTPropagation(**(base | overrides))  # type: ignore[arg-type]
 
 
-def square_mask(h: int, w: int, cells: torch.Tensor, radius: int) -> torch.Tensor:
-    """(Q, h·w) bool: key cell within the square of half-width ``radius`` around each query
-    cell of ``cells`` (Q,) (row-major); ``radius`` 0: everything ([C] ``spatial_neighbor``
-    with ``mode='square'``: rows i − R .. i + R, columns j − R .. j + R)."""
+def square_mask(h: int, w: int, cells: torch.Tensor, radius: int, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """(Q, n) bool: key cell within the square of half-width ``radius`` around each query
+    cell of ``cells`` (Q,) (row-major on the h × w grid), for the key cells of grid rows
+    ``rows`` = (r0, r1) (default all: n = h·w; else n = (r1 − r0)·w); ``radius`` 0:
+    everything ([C] ``spatial_neighbor`` with ``mode='square'``: rows i − R .. i + R,
+    columns j − R .. j + R)."""
+    r0, r1 = rows or (0, h)
     if radius <= 0:
-        return torch.ones(cells.shape[0], h * w, dtype=torch.bool, device=cells.device)
-    ky, kx = torch.arange(h * w, device=cells.device) // w, torch.arange(h * w, device=cells.device) % w
-    qy, qx = cells // w, cells % w
+        return torch.ones(cells.shape[0], (r1 - r0) * w, dtype=torch.bool, device=cells.device)
+    keys = torch.arange(r0 * w, r1 * w, device=cells.device)
+    ky, kx, qy, qx = keys // w, keys % w, cells // w, cells % w
     return ((ky[None] - qy[:, None]).abs() <= radius) & ((kx[None] - qx[:, None]).abs() <= radius)
 
 
 def predict_square(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, cfg: STTPropagation) -> torch.Tensor:
     """Soft labels of one frame ([C] ``masked_attention_efficient``, ``non_mask_len=0``).
+
+    Queries go in bands of whole rows (about ``cfg.query_chunk`` cells); a band is matched
+    only against the key rows its squares reach (every other key is masked out in [C]'s
+    dense affinity anyway), so the candidates and the result are [C]'s.
 
     Args:
         query: (C, h, w) L2-normalised features of the frame.
@@ -100,19 +108,20 @@ def predict_square(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     """
     c, h, w = query.shape
     t, n_labels = keys.shape[0], values.shape[1]
-    k_flat = keys.permute(0, 2, 3, 1).reshape(t * h * w, c)
-    v_flat = values.permute(0, 2, 3, 1).reshape(t * h * w, n_labels)
-    q_flat = query.reshape(c, h * w)
-    out = query.new_zeros(n_labels, h * w)
-    for a in range(0, h * w, cfg.query_chunk):
-        cells = torch.arange(a, min(a + cfg.query_chunk, h * w), device=query.device)
-        aff = (k_flat @ q_flat[:, cells]) / cfg.temperature  # (T·h·w, Q)
-        near = square_mask(h, w, cells, cfg.radius).T.repeat(t, 1)
-        aff = aff.masked_fill(~near, NEG)
+    out = query.new_zeros(n_labels, h, w)
+    band = max(1, cfg.query_chunk // w)
+    for y0 in range(0, h, band):
+        y1 = min(h, y0 + band)
+        r0, r1 = (0, h) if cfg.radius <= 0 else (max(0, y0 - cfg.radius), min(h, y1 + cfg.radius))
+        k_flat = keys[:, :, r0:r1].permute(0, 2, 3, 1).reshape(-1, c)  # (T·rows·w, C)
+        v_flat = values[:, :, r0:r1].permute(0, 2, 3, 1).reshape(-1, n_labels)
+        cells = torch.arange(y0 * w, y1 * w, device=query.device)
+        aff = (k_flat @ query[:, y0:y1].reshape(c, -1)) / cfg.temperature  # (T·rows·w, Q)
+        near = square_mask(h, w, cells, cfg.radius, (r0, r1)).T  # (rows·w, Q)
+        aff = aff.view(t, -1, cells.shape[0]).masked_fill(~near, NEG).view(-1, cells.shape[0])
         top, idx = aff.topk(min(cfg.topk, aff.shape[0]), dim=0)  # (k, Q)
-        weights = top.softmax(dim=0)
-        out[:, cells] = torch.einsum("kq,kql->lq", weights, v_flat[idx])
-    return out.view(n_labels, h, w)
+        out[:, y0:y1] = torch.einsum("kq,kql->lq", top.softmax(dim=0), v_flat[idx]).view(n_labels, y1 - y0, w)
+    return out
 
 
 def _features(encoder: torch.nn.Module, frame: np.ndarray, cfg: STTPropagation, device: torch.device | str) -> torch.Tensor:
