@@ -205,9 +205,9 @@ def test_phases_data_specs_and_encoder():
     assert enc(x, "layer3").shape == (1, 256, 6, 8) and enc(x, "layer2").shape == (1, 128, 12, 16)
     assert torch.equal(enc(x), method.encoder().eval()(x))
     assert method.encoder_spec().colour_space == "lab" and PRESET["feature_layer"] == "layer3"
-    s = ResNet18("student")(torch.randn(1, 3, 256, 256), ("layer2", "layer3", "layer4"))
-    assert [tuple(v.shape[-2:]) for v in s.values()] == [(64, 64), (32, 32), (8, 8)]
-    assert ResNet18("teacher")(torch.randn(1, 3, 256, 256))["layer4"].shape == (1, 512, 8, 8)
+    s = ResNet18("student")(torch.randn(1, 3, 128, 128), ("layer2", "layer3", "layer4"))
+    assert [tuple(v.shape[-2:]) for v in s.values()] == [(32, 32), (16, 16), (4, 4)]  # /4, /8, /32
+    assert ResNet18("teacher")(torch.randn(1, 3, 128, 128))["layer4"].shape == (1, 512, 4, 4)
     with pytest.raises(ValueError, match="state dict does not fit"):
         STT.load_encoder({"conv1.weight": torch.zeros(1)}, method.encoder_spec())
     assert isinstance(method.encoder(), STTEncoder)
@@ -219,14 +219,14 @@ def test_the_teacher_stays_frozen_and_both_steps_lower_the_loss():
     torch.manual_seed(0)
     method = STT(cfg)
     fixed = batches(method, params)
-    losses, opt, after = run(method, params, fixed, 0, 3, 6, recheck=True)
+    losses, opt, after = run(method, params, fixed, 0, 2, 4, recheck=True)
     assert all(a < b for a, b in zip(after, losses)), (losses, after)  # each InfoNCE step lowers the loss
     teacher = {k: v.clone() for k, v in method.teacher.state_dict().items()}
-    losses, _, after = run(method, params, fixed, 3, 6, 6, opt, recheck=True)
+    losses, _, after = run(method, params, fixed, 2, 4, 4, opt, recheck=True)
     assert all(a < b for a, b in zip(after, losses)), (losses, after)  # each temporal step too
-    torch.manual_seed(103)  # the first temporal step's dropped channel
+    torch.manual_seed(102)  # the first temporal step's dropped channel
     with torch.no_grad():
-        assert float(method.loss(fixed[1])["loss"]) < losses[0]  # and three steps lower it overall
+        assert float(method.loss(fixed[1])["loss"]) < losses[0]  # and both steps lower it overall
     after_state = method.teacher.state_dict()
     assert all(torch.equal(teacher[k], after_state[k]) for k in teacher)  # weights and BN statistics
     assert all(not p.requires_grad and p.grad is None for p in method.moco.parameters())
