@@ -221,6 +221,7 @@ def test_the_teacher_stays_frozen_and_both_steps_lower_the_loss():
     fixed = batches(method, params)
     losses, opt, after = run(method, params, fixed, 0, 2, 4, recheck=True)
     assert all(a < b for a, b in zip(after, losses)), (losses, after)  # each InfoNCE step lowers the loss
+    assert not any(p.requires_grad for p in method.student.parameters())  # unused in the spatial phase
     teacher = {k: v.clone() for k, v in method.teacher.state_dict().items()}
     losses, _, after = run(method, params, fixed, 2, 4, 4, opt, recheck=True)
     assert all(a < b for a, b in zip(after, losses)), (losses, after)  # each temporal step too
@@ -230,6 +231,7 @@ def test_the_teacher_stays_frozen_and_both_steps_lower_the_loss():
     after_state = method.teacher.state_dict()
     assert all(torch.equal(teacher[k], after_state[k]) for k in teacher)  # weights and BN statistics
     assert all(not p.requires_grad and p.grad is None for p in method.moco.parameters())
+    assert all(p.requires_grad for p in method.student.parameters())
     method.train()
     assert not method.teacher.training and method.student.training
     assert not torch.equal(method.student.layer1[0].conv1.weight, method.teacher.layer1[0].conv1.weight)

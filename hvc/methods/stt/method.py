@@ -200,7 +200,8 @@ class STT(Method):
         return round(total_steps * self.phases()[0].share)
 
     def start_phase(self, phase: int) -> None:
-        """Enter ``phase`` (0 spatial, 1 temporal). Temporal: the student starts from the
+        """Enter ``phase`` (0 spatial, 1 temporal). Spatial: the student (unused) requires no
+        gradient. Temporal: the student starts from the
         step-1 trunk's weights (parameters and BN statistics), and the whole step-1 module
         (teacher, head, key encoder) is frozen: no gradient, eval mode (kept by
         :meth:`train`). On resume the checkpoint loaded afterwards overwrites the copy;
@@ -211,6 +212,7 @@ class STT(Method):
             raise ValueError(f"STT has phases 0 (spatial) and 1 (temporal), got {phase!r}")
         self.phase = phase
         self._pending_keys = None
+        self.student.requires_grad_(phase == TEMPORAL)  # only the trained modules require gradients
         if phase == TEMPORAL:
             self.initialise_student()
             for p in self.moco.parameters():
