@@ -31,7 +31,11 @@ TOY = ("toy", "toy_method")
 METHODS = [*registry.method_names(), TOY[0]]
 TINY_TRAIN = {"crop_size": 32, "batch_size": 2, "max_steps": 4, "workers": 0, "checkpoint_every": 2, "log_every": 1}
 # per method: the smallest settings its tiny run needs besides TINY_TRAIN
-SMALL = {"liir": {"frame_gaps": [1, 2], "frame_gap_probs": [0.5, 0.5], "bank_frames": 4, "phase2_share": 0.5}, "hvc": {"proj_dim": 16}}
+SMALL = {
+    "liir": {"frame_gaps": [1, 2], "frame_gap_probs": [0.5, 0.5], "bank_frames": 4, "phase2_share": 0.5},
+    "hvc": {"proj_dim": 16},
+    "stt": {"moco_queue": 8, "moco_hidden": 32, "moco_dim": 16, "spatial_share": 0.5},
+}
 
 
 @pytest.fixture(autouse=True)

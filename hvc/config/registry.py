@@ -27,6 +27,7 @@ from typing import Any
 METHODS: dict[str, str] = {
     "hvc": "hvc.methods.hvc",
     "liir": "hvc.methods.liir",
+    "stt": "hvc.methods.stt",
 }
 
 # The method of the paper this pipeline reproduces: the default of ``method``.

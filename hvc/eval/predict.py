@@ -87,7 +87,7 @@ def propagate_benchmark(
         for video in tqdm(videos, desc=f"propagate {benchmark}", unit="video"):
             frames = video.read_frames()
             tic = time.perf_counter()
-            _propagate_video(p, task, encode, video, frames, device, tmp, infer)
+            _propagate_video(p, task, encode, video, frames, device, tmp, infer, benchmark)
             seconds += time.perf_counter() - tic
             frames_done += len(frames) - 1
         info = {
@@ -139,6 +139,7 @@ def _propagate_video(
     device: torch.device,
     out: Path,
     infer: Callable | None = None,
+    benchmark: str | None = None,
 ) -> None:
     """Propagate one video's first labels (joints for ``pose``, part or object labels
     otherwise) with the method's own inference ``infer`` or the generic label propagation,
@@ -150,7 +151,7 @@ def _propagate_video(
         write_pose(out / f"{video.name}.json", joints)
         return
     if infer is not None:
-        pred = infer(encode, frames, video.first_labels(), video.later_labels(), p, device)
+        pred = infer(encode, frames, video.first_labels(), video.later_labels(), p, device, benchmark=benchmark)
     elif task == "parts":
         pred = propagate_parts(encode, frames, video.first_labels(), cfg, **common)
     else:

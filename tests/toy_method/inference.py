@@ -10,7 +10,7 @@ from hvc.propagation import PropagationConfig, propagate_video
 CALLS: list[int] = []
 
 
-def propagate(encode, frames, first_labels, later_labels, p, device, extras=None) -> np.ndarray:
+def propagate(encode, frames, first_labels, later_labels, p, device, extras=None, benchmark=None) -> np.ndarray:
     """(T, H, W) labels of the video: the generic propagation at the toy's top-k and context."""
     q = p.propagation
     CALLS.append(len(frames))

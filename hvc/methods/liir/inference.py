@@ -221,7 +221,7 @@ def propagate_video_liir(
     return out
 
 
-def propagate(encode, frames, first_labels, later_labels, p, device, extras=None) -> np.ndarray:
+def propagate(encode, frames, first_labels, later_labels, p, device, extras=None, benchmark=None) -> np.ndarray:
     """The method's inference as the harness calls it (:class:`hvc.config.registry.MethodSpec`
     ``inference``): :func:`propagate_video_liir` with the window radius of
     ``p.propagation.radius`` (LIIR's preset: 14 cells). ``extras`` (inference modules
