@@ -37,7 +37,13 @@ def test_encoder_shapes_at_stride_4():
     assert trunk.layer1(stem).shape == (2, 64, 16, 24)
     assert trunk.layer2(trunk.layer1(stem)).shape == (2, 128, 8, 12)
     with pytest.raises(ValueError, match="multiples of 4"):
-        enc(torch.randn(1, 3, 30, 32))
+        trunk(torch.randn(1, 3, 30, 32))  # the trunk alone does not pad
+    # the encoder pads to the stride with zeros at the bottom and right (854-wide DAVIS frames)
+    enc.eval()
+    odd = torch.randn(1, 3, 30, 854)
+    padded = torch.nn.functional.pad(odd, (0, 2, 0, 2))
+    assert enc(odd).shape == (1, 64, 8, 214)
+    assert torch.equal(enc(odd), enc(padded))
     with pytest.raises(ValueError, match="layer"):
         enc(x, "layer3")
 

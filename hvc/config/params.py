@@ -182,7 +182,8 @@ PROPAGATION_PRESETS: dict[str, dict[str, Any]] = {
     "crw": {"topk": 10, "context": 20, "temperature": 0.05, "radius": 12},
     "official": {"topk": 15, "context": 50, "temperature": 0.1, "radius": 12},
     # LIIR (Li et al., CVPR 2022, §3.3; LIIR_pytorch mast_momen.py R = 14 at stride 4): its own
-    # propagation (hvc/eval/liir_propagation.py), of which only the window radius is a key here
+    # propagation (hvc/eval/liir_propagation.py), of which only the window radius is a key here:
+    # 14 cells at 480p (56 pixels), scaled to the evaluated frames' short side
     "liir": {"radius": 14},
 }
 
@@ -200,8 +201,9 @@ class LIIRParams(_Section):
     paper is silent). Read only when ``method: liir``. One train stage runs both phases:
     phase 1 (intra-video reconstruction) for the first steps, then phase 2 (inter-video
     negatives + compactness) continuing from phase 1's weights with a fresh Adam state, as
-    the authors' second run does. Both phases use ``train.batch_size`` pairs per step (the
-    paper: 32, then 12); frames are resized to ``clips.size`` (paper: 256); ``clips.length``
+    the authors' second run does. Each phase's pairs per step (``batch_size1``,
+    ``batch_size2``) are reported by the method's data spec; frames are resized to
+    ``clips.size`` (paper: 256); ``clips.length
     and ``clips.gap`` are not read (LIIR draws the query gap from ``frame_gaps``)."""
 
     phase2_share: float = Field(
@@ -223,6 +225,25 @@ class LIIRParams(_Section):
         description="Probability of each of frame_gaps (LIIR_pytorch YouTubeVOSTrain.py: 0.4, 0.4, 0.2).",
     )
     bank_frames: int = Field(1440, ge=1, description="Frames of other videos in the memory bank (paper §3.3: 1,440).")
+    batch_size1: int = Field(32, ge=1, description="Frame pairs per step in phase 1 (paper §3.3: 32).")
+    batch_size2: int = Field(12, ge=1, description="Frame pairs per step in phase 2 (paper §3.3: 12; LIIR_pytorch main_dis.py --bsize 12).")
+    phase2_design: Literal["paper", "code"] = Field(
+        "paper",
+        description="Phase 2 losses: 'paper' (paper Eq. 5: the inter-video reconstruction on the stride-4 features "
+        "replaces the intra one, plus compactness Eq. 8); 'code' (LIIR_pytorch main_dis.py and models/mast_momen.py, "
+        "the design of its published 72.2: intra reconstruction at weight 1, the inter-video one on a separate "
+        "stride-8 head at weight 0.5, plus compactness).",
+    )
+    border: Literal["mask", "zero"] = Field(
+        "mask",
+        description="Training window cells outside the reference frame: 'mask' (left out of the softmax; the paper "
+        "is silent) or 'zero' (dot product 0 and label 0, LIIR_pytorch's correlation sampler and F.unfold padding).",
+    )
+    scale_radius: bool = Field(
+        True,
+        description="Scale the training window radii with clips.size (6 cells at 256 px, paper §3.3 and LIIR_pytorch "
+        "mast_momen.py R = 6), so smaller pairs use the window covering the same share of the frame; False: 6 cells.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LIIRParams:

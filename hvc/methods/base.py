@@ -198,12 +198,14 @@ class DataSpec:
             which the stream seeds per sample from (seed, epoch, sample key): reproducible.
         clip_length: T, frames per clip (clips only).
         frame_gap: index step between consecutive clip frames (clips only; 1 = adjacent).
+        batch_size: samples per step of this phase; None: ``train.batch_size``.
     """
 
     kind: str
     transform: Callable[[torch.Tensor], dict[str, torch.Tensor]]
     clip_length: int = 1
     frame_gap: int = 1
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in BATCH_KINDS:
