@@ -203,7 +203,7 @@ class LIIRParams(_Section):
     negatives + compactness) continuing from phase 1's weights with a fresh Adam state, as
     the authors' second run does. Each phase's pairs per step (``batch_size1``,
     ``batch_size2``) are reported by the method's data spec; frames are resized to
-    ``clips.size`` (paper: 256); ``clips.length
+    ``clips.size`` (paper: 256); ``clips.length``
     and ``clips.gap`` are not read (LIIR draws the query gap from ``frame_gaps``)."""
 
     phase2_share: float = Field(
