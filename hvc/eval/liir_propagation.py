@@ -143,8 +143,9 @@ def reference_compact_affinity(
 ) -> torch.Tensor:
     """Ã for each reference's window separately ([U] colorizer_momen.py, inference branch:
     the jointly normalised affinity reshaped to (references, window), ``topk`` and the
-    ``> 0.1`` test per window): :func:`hvc.methods.liir.loss.compact_affinity` on every
-    (query cell, reference) window, ``chunk`` query cells at a time (bounds memory).
+    ``> 0.1`` test per window): the numbers of :func:`hvc.methods.liir.loss.compact_affinity`
+    on every (query cell, reference) window, the Gaussians computed only for the windows that
+    are replaced, ``chunk`` windows at a time (bounds memory).
 
     Args:
         affinity: (N, K, P²) affinity of N query cells to K reference windows (rows of the
@@ -152,15 +153,25 @@ def reference_compact_affinity(
     Returns:
         (N, K, P²): windows whose top value exceeds ``threshold`` replaced by their Ã.
     Raises:
-        ValueError: the last axis is not P² for ``radius``.
+        ValueError: the last axis is not P² for ``radius``, or ``peaks`` out of range.
     """
-    return torch.cat([compact_affinity(a, radius, peaks, fwhm, threshold) for a in affinity.split(chunk)])
+    p = window_size(radius)
+    if affinity.shape[-1] != p * p or not 1 <= peaks <= p * p:
+        raise ValueError(f"affinity windows of {affinity.shape[-1]} cells and {peaks} peaks do not fit radius {radius}")
+    values, index = torch.topk(affinity, peaks, dim=-1)
+    rows = (values[..., 0] > threshold).nonzero(as_tuple=True)
+    out = affinity.clone()
+    for i in range(0, len(rows[0]), chunk):
+        sel = tuple(r[i : i + chunk] for r in rows)
+        bumps = window_gaussians(index[sel], p, fwhm, affinity.dtype)  # (n, M, P²)
+        out[sel] = (values[sel].softmax(dim=-1)[..., None] * bumps).sum(dim=-2)
+    return out
 
 
 def copy_labels(affinity: torch.Tensor, labels: torch.Tensor, radius: int) -> torch.Tensor:
     """Ŷ(i) = Σ_k Σ_j A(i, k, j) Y_k(i + offset_j): the references' labels weighted by the
     affinity (Eq. 2 over several references; outside the frame labels are 0, the code's
-    ``F.unfold(padding=R)``), one window offset at a time (no unfolded copy of the labels).
+    ``F.unfold(padding=R)``), one window row at a time (no unfolded copy of all the labels).
 
     Args:
         affinity: (h·w, K, P²) affinity (window cell j = (dy + R)·P + (dx + R)).
@@ -176,11 +187,11 @@ def copy_labels(affinity: torch.Tensor, labels: torch.Tensor, radius: int) -> to
     if affinity.shape != (h * w, k, p * p):
         raise ValueError(f"affinity {tuple(affinity.shape)} does not fit labels {tuple(labels.shape)} with radius {radius}")
     padded = F.pad(labels, (radius, radius, radius, radius))
-    weights = affinity.permute(2, 1, 0).reshape(p * p, k, 1, h, w)  # one contiguous slice per offset
+    weights = affinity.view(h, w, k, p, p)
     out = labels.new_zeros(num, h, w)
     for ky in range(p):
-        for kx in range(p):
-            out += (weights[ky * p + kx] * padded[:, :, ky : ky + h, kx : kx + w]).sum(0)
+        row = padded[:, :, ky : ky + h].unfold(3, p, 1)  # (K, L, h, w, P): the window row ky of every cell
+        out += torch.einsum("hwkp,klhwp->lhw", weights[:, :, :, ky], row)
     return out
 
 
