@@ -38,7 +38,13 @@ def test_encoder_shapes_at_stride_4():
     assert trunk.layer1(stem).shape == (2, 64, 16, 24)
     assert trunk.layer2(trunk.layer1(stem)).shape == (2, 128, 8, 12)
     with pytest.raises(ValueError, match="multiples of 4"):
-        enc(torch.randn(1, 3, 30, 32))
+        trunk(torch.randn(1, 3, 30, 32))  # the trunk alone does not pad
+    # the encoder pads to the stride with zeros at the bottom and right (854-wide DAVIS frames)
+    enc.eval()
+    odd = torch.randn(1, 3, 30, 854)
+    padded = torch.nn.functional.pad(odd, (0, 2, 0, 2))
+    assert enc(odd).shape == (1, 64, 8, 214)
+    assert torch.equal(enc(odd), enc(padded))
     with pytest.raises(ValueError, match="layer"):
         enc(x, "layer3")
 
@@ -271,3 +277,70 @@ def test_key_encoder_is_copied_then_averaged():
     method.update_key(0.9)
     assert torch.allclose(method.key.post_convolution.bias, torch.full((64,), 0.9 * 1.0 + 0.1 * 3.0))
     assert not any(p.requires_grad for p in method.key.parameters())
+
+
+@pytest.mark.parametrize("design,border", [("paper", "mask"), ("paper", "zero"), ("code", "mask"), ("code", "zero")])
+def test_each_phase2_design_trains_and_lowers_the_loss(design, border):
+    """Phase 2 as the paper (A′ on the stride-4 features replaces A) and as the code (A on
+    stride 4 at weight 1, A′ on a stride-8 head at weight 0.5), with either border handling:
+    8 steps on one batch lower its loss, against a bank of other videos held fixed."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    frames = normalize_input(_moving_square_clips(4, 32, 2, gen), "lab")
+    others = normalize_input(_moving_square_clips(4, 32, 2, gen), "lab")
+    method = LIIR(LIIRConfig(bank_frames=8, phase2_design=design, train_border=border), phase=2, batch_size=4)
+    ids = torch.arange(4)
+    with torch.no_grad():  # fill the bank with two batches of other videos, then hold it
+        for k in (100, 200):
+            method.loss({"frames": others, "video_id": ids + k})
+            method.after_step(0, 1)
+    assert int(method.bank.filled.sum()) == 8
+    method.bank.push = lambda *args: None
+    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-3)
+    want = {"loss", "rec", "compact", "negatives"} | ({"rec_inter"} if design == "code" else set())
+
+    def loss_now() -> float:
+        torch.manual_seed(123)  # same dropped channel each time
+        with torch.no_grad():
+            out = method.loss({"frames": frames, "video_id": ids})
+        assert set(out) == want and all(torch.isfinite(v) for v in out.values())
+        assert float(out["negatives"]) == 8 * cfg_points(method)
+        return float(out["loss"])
+
+    before = loss_now()
+    for step in range(8):
+        torch.manual_seed(123)
+        out = method.loss({"frames": frames, "video_id": ids})
+        opt.zero_grad()
+        out["loss"].backward()
+        if design == "code":
+            assert method.head.weight.grad.abs().sum() > 0
+            assert out["loss"].item() == pytest.approx((out["rec"] + 0.5 * out["rec_inter"] + out["compact"]).item(), rel=1e-5)
+        opt.step()
+        method.after_step(step, 8)
+    after = loss_now()
+    assert after < 0.5 * before, (before, after)
+    if design == "code":
+        assert method.bank.feats.shape[-1] == 128 and "head_key.weight" in method.state_dict()
+        assert not any(p.requires_grad for p in method.head_key.parameters())
+        assert not torch.equal(method.head_key.weight, method.head.weight)  # an EMA, not a copy
+    else:
+        assert not any(k.startswith("head") for k in method.state_dict())
+
+
+def cfg_points(method: LIIR) -> int:
+    return method.config.bank_points
+
+
+def test_zero_border_lets_outside_cells_take_part():
+    torch.manual_seed(0)
+    q, r = torch.randn(1, 4, 5, 5), torch.randn(1, 4, 5, 5)
+    logits, valid = window_logits(q, r, 2)
+    from hvc.methods.liir.loss import border_valid
+
+    masked = window_softmax(logits, border_valid(valid, "mask"))
+    zero = window_softmax(logits, border_valid(valid, "zero"))
+    assert torch.all(masked[0][~valid] == 0) and torch.all(zero[0][~valid] > 0)
+    assert torch.allclose(zero[0], logits[0].softmax(-1))  # outside cells: logit 0, as the code's sampler
+    with pytest.raises(ValueError, match="border"):
+        border_valid(valid, "wrap")

@@ -61,6 +61,18 @@ def test_liir_is_registered_and_its_params_reach_the_method():
     assert method.phase1_steps(20) == 16 and method.phase1_steps(35) == 28
     spec = method.data_spec(p)
     assert (spec.kind, spec.clip_length, spec.frame_gap) == ("clips", 9, 1)
+    # per-phase batch sizes (paper §3.3: 32, then 12), reported by each phase's data spec
+    assert (p.liir.batch_size1, p.liir.batch_size2) == (32, 12)
+    assert (spec.batch_size, method.data_spec(p, 1).batch_size) == (32, 12)
+    with pytest.raises(ValueError, match="phases 0 and 1"):
+        method.data_spec(p, 2)
+    q = p.model_copy(update={"liir": p.liir.model_copy(update=dict(batch_size2=6, phase2_design="code", border="zero", scale_radius=False))})
+    coded = LIIR.build(q)
+    assert coded.data_spec(q, 1).batch_size == 6
+    assert (coded.config.phase2_design, coded.config.train_border, coded.config.train_radius_size) == ("code", "zero", None)
+    assert (method.config.phase2_design, method.config.train_border, method.config.train_radius_size) == ("paper", "mask", 256)
+    with pytest.raises(ParamsError, match="phase2_design"):
+        load_params(ROOT / "params.yaml", {"method": "liir", "liir": {"phase2_design": "both"}})
     # the liir section is part of the model id (and only of LIIR's)
     other = p.model_copy(update={"liir": p.liir.model_copy(update={"lr2": 5e-5})})
     assert stage_ids(other)["model"] != stage_ids(p)["model"] and stage_ids(other)["shards"] == stage_ids(p)["shards"]

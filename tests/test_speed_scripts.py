@@ -41,3 +41,14 @@ def test_train_speed_runs_the_real_step_and_the_stage():
     assert "batch 2 at 32x32" in out and "images/s" in out, out
     out = _run(str(ROOT / "benchmarks" / "train_speed.py"), "--stage", str(ROOT / "params.yaml"), "--stage-steps", "2", "--rounds", "1")
     assert "round 1: pure step" in out and "training stage" in out and "CPU time per image" in out, out
+
+
+def test_liir_inference_speed_prints_both_paths():
+    import pytest
+
+    sample = ROOT.parent / "shared" / "data" / "davis2016-sample"
+    if not sample.is_dir():
+        pytest.skip(f"no DAVIS 2016 sample at {sample}")
+    out = _run(str(ROOT / "benchmarks" / "liir_inference_speed.py"), "--davis", str(sample), "--frames", "3", "--scale", "0.1", "--context", "2")
+    for needle in ("2 frames of 48 x 85, LIIR window radius 1 cells", "encoder alone:", "LIIR's own inference:", "generic propagation (context 2, radius 12):"):
+        assert needle in out, f"{needle!r} missing from:\n{out}"

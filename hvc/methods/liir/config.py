@@ -86,10 +86,28 @@ class LIIRConfig:
         pairs_per_epoch: training pairs per epoch ([U] YouTubeVOSTrain.py ``refs_train[:69600]``).
         label_stride: labels sampled every this many pixels onto the feature grid ([U]
             mast_momen.py ``self.D = 4``; equals the encoder stride, [P] §3.3).
-        train_radius: window radius R at training, feature cells: 13 × 13 window ([U]
-            mast_momen.py ``self.R = 6`` when training).
+        train_radius: window radius R at training, feature cells, for pairs of
+            ``train_radius_size`` pixels: 13 × 13 window ([U] mast_momen.py ``self.R = 6``
+            when training, on 256 × 256 pairs).
+        train_radius_size: side, pixels, at which ``train_radius`` holds (256, [P] §3.3);
+            pairs of another ``image_size`` use the window covering the same share of the
+            frame (:meth:`radius_at`); None keeps ``train_radius`` cells at every size.
         test_radius: window radius at inference, feature cells: 29 × 29 ([U] mast_momen.py
-            ``self.R = 14``).
+            ``self.R = 14``), for frames whose short side is ``test_radius_size``.
+        test_radius_size: short side, pixels, at which ``test_radius`` holds (480: [U]
+            evaluate_davis.py runs DAVIS at 480p; 14 cells × 4 = 56 pixels).
+        train_border: window cells outside the reference frame at training: "mask" (left
+            out of the softmax; the paper is silent) or "zero" ([U]: the correlation
+            sampler's zero padding, dot product 0 and label 0).
+        phase2_design: "paper" ([P] Eq. 5: A′ on the stride-4 features replaces A, weights
+            ``inter_weight`` and ``intra_weight_phase2``) or "code" ([U] main_dis.py and
+            mast_momen.py: the intra term on the stride-4 features at weight 1, the inter
+            term on a separate stride-8 head at weight ``code_inter_weight``).
+        code_inter_weight: weight of the stride-8 inter term of the "code" design ([U]
+            main_dis.py ``loss += 0.5 * ...``).
+        code_head_radius: window radius, stride-8 cells, of the "code" design's inter term
+            at ``train_radius_size`` ([U] colorizer_momen.py ``patch_size = R + 1`` = 7:
+            radius 3).
         rec_loss: "smooth_l1" ([U] main_dis.py ``F.smooth_l1_loss(outputs*20, tar_y*20)``)
             or "l2" ([P] Eq. 3 ‖·‖₂); the same form is used for L_com (Eq. 8).
         loss_scale: factor on both sides of the smooth-L1 losses ([U] main_dis.py, 20).
@@ -127,7 +145,13 @@ class LIIRConfig:
     pairs_per_epoch: int = 69_600
     label_stride: int = 4
     train_radius: int = 6
+    train_radius_size: int | None = 256
     test_radius: int = 14
+    test_radius_size: int | None = 480
+    train_border: str = "mask"
+    phase2_design: str = "paper"
+    code_inter_weight: float = 0.5
+    code_head_radius: int = 3
     rec_loss: str = "smooth_l1"
     loss_scale: float = 20.0
     bank_frames: int = 1440
@@ -158,6 +182,16 @@ class LIIRConfig:
             raise ValueError(f"rec_loss must be 'smooth_l1' or 'l2', got {self.rec_loss!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.train_border not in ("mask", "zero") or self.phase2_design not in ("paper", "code"):
+            raise ValueError(f"train_border must be 'mask' or 'zero' and phase2_design 'paper' or 'code', got {self.train_border!r}, {self.phase2_design!r}")
+
+    def radius_at(self, radius: int, size: int) -> int:
+        """``radius`` (cells at ``train_radius_size`` pixels) for training pairs of ``size``
+        pixels: ``max(1, round(radius · size / train_radius_size))`` (6 at 256, 3 at 128);
+        ``radius`` itself when ``train_radius_size`` is None."""
+        if self.train_radius_size is None:
+            return radius
+        return max(1, round(radius * size / self.train_radius_size))
 
     def phase(self, number: int) -> PhaseConfig:
         """:attr:`phase1` or :attr:`phase2`. Raises ValueError for another number."""

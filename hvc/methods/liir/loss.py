@@ -10,8 +10,9 @@ compact target, label sub-sampling), main_dis.py (loss scale and form).
 Conventions. Features are (B, C, h, w) at stride 4. A local affinity is (B, h·w, P²): row
 n is query pixel n (row-major over h × w), column k = ky·P + kx is the reference pixel at
 offset (ky - R, kx - R) from it, P = 2R + 1 (the code's ``SpatialCorrelationSampler`` with
-``patch_size = P``). Window cells outside the reference frame are masked out (probability 0);
-the code instead lets them take part with correlation 0 and label 0 (zero padding).
+``patch_size = P``). Window cells outside the reference frame are masked out (probability 0)
+by default; the code instead lets them take part with correlation 0 and label 0 (zero
+padding), which :func:`border_valid` gives with ``border="zero"``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,19 @@ def window_valid(height: int, width: int, radius: int, device: torch.device | No
     ones = torch.ones(1, 1, height, width, device=device)
     inside = F.unfold(ones, window_size(radius), padding=radius)  # (1, P², h·w)
     return inside[0].t() > 0.5
+
+
+def border_valid(valid: torch.Tensor, border: str) -> torch.Tensor:
+    """The window cells that take part in the softmax: ``valid`` (h·w, P²) for
+    ``border="mask"`` (cells outside the frame left out), every cell for ``"zero"`` (they
+    count with the dot product 0 :func:`window_logits` gives them, and label 0, as the
+    code's correlation sampler and ``F.unfold(padding=R)``). Raises ValueError for another
+    ``border``."""
+    if border == "mask":
+        return valid
+    if border == "zero":
+        return torch.ones_like(valid)
+    raise ValueError(f"border must be 'mask' or 'zero', got {border!r}")
 
 
 def window_logits(query: torch.Tensor, ref: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:

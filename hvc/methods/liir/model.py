@@ -6,7 +6,8 @@ Correspondence Learning", CVPR 2022 (LIIR), §3.2 "Position Encoding and Positio
 authors' repository points to decides: github.com/shasha521/LIIR_pytorch, models/resnet.py
 (``ResNet_hr``) and models/mast_momen.py (``post_convolution``).
 
-Shapes for a (B, 3, H, W) Lab input (H, W multiples of 4):
+Shapes for a (B, 3, H, W) Lab input (H, W multiples of 4; :class:`LIIREncoder` pads other
+sizes, :func:`pad_to_stride`):
 
     conv1 7x7 s2 + BN + ReLU  → (B, 64, H/2, W/2)  + P (1DAPE, 64 × 128 × 128, learnable)
     layer1 (64, stride 1)      → (B, 64, H/2, W/2)
@@ -41,6 +42,9 @@ FEATURE_CHANNELS = 64
 POSITION_SHAPE = (64, 128, 128)
 """(c', h', w') of the 1DAPE map P: the stem output of a 256 × 256 input (§3.3: c' = 64,
 h' = H/2, w' = W/2; code: ``nn.Parameter(torch.zeros(1, 64, 128, 128))``)."""
+HEAD_CHANNELS = 128
+"""Channels of the stride-8 head of the code's phase 2 (models/mast_momen.py
+``conv_semantic = nn.Conv2d(256, 128, kernel_size=3, stride=2, padding=1)``)."""
 LAYERS = ("post_conv", "layer4")
 """Feature maps :meth:`LIIREncoder.forward` returns, by name."""
 
@@ -154,14 +158,30 @@ class MASTResNet18(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
+def pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
+    """(B, 3, H, W) → (B, 3, ⌈H/s⌉·s, ⌈W/s⌉·s): zeros appended at the bottom and right
+    (in the input's normalised units; [U] evaluate_davis.py ``nn.ZeroPad2d((0, pad_w, 0,
+    pad_h))``); ``x`` itself when H and W are already multiples of ``stride``.
+    Raises ValueError when ``x`` is not (B, 3, H, W)."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"LIIR encoder input must be (B, 3, H, W), got {tuple(x.shape)}")
+    pad_h, pad_w = -x.shape[-2] % stride, -x.shape[-1] % stride
+    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+
 class LIIREncoder(nn.Module):
     """The feature encoder φ(I, P) of LIIR (Eq. 6): :class:`MASTResNet18` followed by the
     3×3 post-convolution 256 → 64 whose output the affinities (Eqs. 1, 4) and label
     propagation use (code: models/mast_momen.py ``feats = post_convolution(feature_extraction(x))``).
 
     ``forward(x, layer="post_conv", shift=None)``: (B, 3, H, W) normalised Lab →
-    (B, 64, H/4, W/4) for ``"post_conv"`` or (B, 256, H/4, W/4) for ``"layer4"``.
-    Raises ValueError for another layer name or a bad input shape.
+    (B, 64, ⌈H/4⌉, ⌈W/4⌉) for ``"post_conv"`` or (B, 256, ⌈H/4⌉, ⌈W/4⌉) for ``"layer4"``.
+    A frame whose sides are not multiples of the stride (an 854-wide DAVIS frame) is first
+    zero-padded at the bottom and right, in normalised Lab, to the next multiple
+    (:func:`pad_to_stride`; [U] evaluate_davis.py ``pad_divisible = 4``, ``nn.ZeroPad2d``
+    on the normalised frames), so every caller (LIIR's own inference, the generic label
+    propagation) gets features of the padded frame.
+    Raises ValueError for another layer name or an input that is not (B, 3, H, W).
     """
 
     def __init__(self, position_encoding: bool = True) -> None:
@@ -172,5 +192,13 @@ class LIIREncoder(nn.Module):
     def forward(self, x: torch.Tensor, layer: str = "post_conv", shift: tuple[int, int] | None = None) -> torch.Tensor:
         if layer not in LAYERS:
             raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
-        trunk = self.feature_extraction(x, shift)
+        trunk = self.feature_extraction(pad_to_stride(x), shift)
         return trunk if layer == "layer4" else self.post_convolution(trunk)
+
+
+def stride8_head() -> nn.Conv2d:
+    """The code's stride-8 head of phase 2 (not in the paper): layer4 features (B, 256, h, w)
+    → (B, 128, ⌈h/2⌉, ⌈w/2⌉) by a 3×3 stride-2 convolution with PyTorch's default
+    initialisation (models/mast_momen.py ``conv_semantic``; the ResNet initialisation of
+    models/resnet.py does not reach it)."""
+    return nn.Conv2d(TRUNK_CHANNELS, HEAD_CHANNELS, kernel_size=3, stride=2, padding=1)

@@ -3,6 +3,8 @@ keys (batch size, epochs, crop size: the side frames are resized to, ...) are in
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from hvc.config.section import Section
@@ -12,8 +14,9 @@ class LIIRParams(Section):
     """LIIR training (Li et al., CVPR 2022, §3.3; github.com/shasha521/LIIR_pytorch where the
     paper is silent). One train stage runs both phases: phase 1 (intra-video reconstruction)
     for the first steps, then phase 2 (inter-video negatives + compactness) continuing from
-    phase 1's weights with a fresh Adam state, as the authors' second run does. Both phases
-    use ``train.batch_size`` pairs per step (the paper: 32, then 12); frames are resized to
+    phase 1's weights with a fresh Adam state, as the authors' second run does. Each phase's
+    pairs per step are ``batch_size1`` and ``batch_size2`` (default ``train.batch_size``, so an
+    equal budget of samples holds; the paper: 32, then 12); frames are resized to
     ``train.crop_size`` (paper: 256)."""
 
     phase2_share: float = Field(
@@ -35,6 +38,29 @@ class LIIRParams(Section):
         description="Probability of each of frame_gaps (LIIR_pytorch YouTubeVOSTrain.py: 0.4, 0.4, 0.2).",
     )
     bank_frames: int = Field(1440, ge=1, description="Frames of other videos in the memory bank (paper §3.3: 1,440).")
+    batch_size1: int | None = Field(
+        None, ge=1, description="Frame pairs per step in phase 1; None: train.batch_size (paper §3.3: 32)."
+    )
+    batch_size2: int | None = Field(
+        None, ge=1, description="Frame pairs per step in phase 2; None: train.batch_size (paper §3.3: 12; LIIR_pytorch main_dis.py --bsize 12)."
+    )
+    phase2_design: Literal["paper", "code"] = Field(
+        "paper",
+        description="Phase 2 losses: 'paper' (paper Eq. 5: the inter-video reconstruction on the stride-4 features "
+        "replaces the intra one, plus compactness Eq. 8); 'code' (LIIR_pytorch main_dis.py and models/mast_momen.py, "
+        "the design of its published 72.2: intra reconstruction at weight 1, the inter-video one on a separate "
+        "stride-8 head at weight 0.5, plus compactness).",
+    )
+    border: Literal["mask", "zero"] = Field(
+        "mask",
+        description="Training window cells outside the reference frame: 'mask' (left out of the softmax; the paper "
+        "is silent) or 'zero' (dot product 0 and label 0, LIIR_pytorch's correlation sampler and F.unfold padding).",
+    )
+    scale_radius: bool = Field(
+        True,
+        description="Scale the training window radii with train.crop_size (6 cells at 256 px, paper §3.3 and LIIR_pytorch "
+        "mast_momen.py R = 6), so smaller pairs use the window covering the same share of the frame; False: 6 cells.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LIIRParams:
