@@ -333,3 +333,29 @@ def test_state_dict_holds_the_cluster_cache_and_step_counters():
         m.step_count.fill_(2)
     assert torch.equal(method.pseudo_masks(feats, clip["video_id"]), resumed.pseudo_masks(feats, clip["video_id"]))
     assert int(method.clusters.stamp[method.clusters.slot(7)]) == 2
+
+
+def test_published_numbers_are_the_papers():
+    import yaml
+    from pathlib import Path
+
+    import hvc.methods.maskvos as pkg
+
+    pub = yaml.safe_load((Path(pkg.__file__).parent / "published.yaml").read_text())
+    assert set(pub) == {"table1", "table2", "table9"}
+    assert pub["table1"]["benchmarks"]["davis2017"] == {"JF_mean": 74.5, "J_mean": 71.6, "J_recall": 82.9, "F_mean": 77.4, "F_recall": 86.9}
+    assert pub["table2"]["benchmarks"]["ytvos2018"]["overall"] == 71.6
+    assert pub["table9"]["benchmarks"]["davis2017_testdev"]["JF_mean"] == 61.3
+    assert all("Table" in row["source"] for row in pub.values())
+
+
+def test_official_compare_script_names_a_bad_checkout(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "maskvos_official_compare.py"
+    spec = importlib.util.spec_from_file_location("maskvos_official_compare", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit, match="not a checkout"):
+        mod.main(["--official", str(tmp_path)])
