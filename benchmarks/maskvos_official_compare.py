@@ -26,9 +26,12 @@ two partitions):
   KMeans) on given features vs ours with the same settings, and both vs the truth of a
   generated video.
 
-Not comparable, and why: the correspondence losses (the official code has no
-implementation of the paper's L_Short/L_Long, Eqs. 12-15; it trains with DUL's losses,
-models/framework.py); the full mask-stage loss (``FrameworkMask.forward`` hard-wires
+* the code's correspondence terms (``corr_loss: official``): ``Framework._ref_loss`` and
+  ``_cluster_grid`` + ``_ce_loss`` vs ``dul_cross_view_loss`` and ``dul_temporal_loss`` on the
+  same keys and anchor grids.
+
+Not comparable, and why: the paper's correspondence losses L_Short and L_Long (Eqs. 12-15;
+the official code has no implementation of them, it trains with DUL's losses); the full mask-stage loss (``FrameworkMask.forward`` hard-wires
 ResNet-50 encoders, models/__init__.py, and two objects per clip); the value encoder as a
 whole (their ResNet-50 trunk, ours ResNet-18); the mask-embedded inference (infer_mask.py
 needs the DAVIS loader, a trained checkpoint and CUDA memory management).
@@ -51,7 +54,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from hvc.methods.maskvos.clustering import assign, kmeans, pixel_embeddings
-from hvc.methods.maskvos.loss import readout, reference_affinity
+from hvc.methods.maskvos.loss import dul_cross_view_loss, dul_temporal_loss, readout, reference_affinity
 from hvc.methods.maskvos.model import ChannelGate, Decoder, ResBlock, SpatialGate, soft_aggregate
 
 WRITTEN: dict[str, np.ndarray] = {}
@@ -77,7 +80,7 @@ def load_official(root: Path) -> dict[str, types.ModuleType]:
         mod.__path__ = [str(root / pkg)]
         sys.modules[pkg] = mod
     _cv2_stand_in()
-    names = {"modules": "models.modules", "framework_mask": "models.framework_mask", "cbam": "models.cbam"}
+    names = {"modules": "models.modules", "framework_mask": "models.framework_mask", "framework": "models.framework", "cbam": "models.cbam"}
     return {k: importlib.import_module(v) for k, v in names.items()}
 
 
@@ -144,6 +147,36 @@ def compare_readout(off: dict) -> dict[str, float]:
     qv = torch.randn(2, 64, 8, 8)
     mem = off["modules"].MemoryReader().readout(ours, values, qv)[:, :64]
     out["readout"] = _diff(readout(ours, values.permute(0, 2, 1, 3, 4)).view(2, 64, 8, 8), mem)
+    return out
+
+
+def compare_dul_losses(off: dict) -> dict[str, float]:
+    """The code's correspondence terms on the same unit keys and anchor grid: their
+    ``Framework._ref_loss`` ("cross_key") and ``_cluster_grid`` + ``_ce_loss`` ("temp"),
+    with identity alignments, vs :func:`dul_cross_view_loss` and :func:`dul_temporal_loss`.
+    Their grids are drawn from torch's global generator; the same draws are replayed for ours."""
+    cfg = types.SimpleNamespace(TEST=types.SimpleNamespace(TEMP=0.05), MODEL=types.SimpleNamespace(GRID_SIZE=8, GRID_SIZE_REF=4, CE_REF=0.1))
+    fw = off["framework"].Framework(cfg, torch.nn.Identity())
+    b, t = 2, 3
+    g = torch.Generator().manual_seed(2)
+    k1 = torch.nn.functional.normalize(torch.randn(b * t, 128, 8, 8, generator=g), dim=1)
+    k2 = torch.nn.functional.normalize(k1 + 0.3 * torch.randn(b * t, 128, 8, 8, generator=g), dim=1)
+    out = {}
+    with torch.no_grad():
+        torch.manual_seed(5)
+        index = fw._sample_index(k1[::t], T=1, N=4).reshape(b, 16)
+        torch.manual_seed(5)
+        theirs = fw._ref_loss(k1[::t], k2[::t], N=4)
+        out["dul cross_key"] = _diff(dul_cross_view_loss(k1[::t], k2[::t], index, 0.05), theirs)
+        eye = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(b * t, 2, 3)
+        torch.manual_seed(6)
+        index = fw._sample_index(k1, T=t, N=8).reshape(b, 64)
+        torch.manual_seed(6)
+        vals, pseudo, _, _ = fw._cluster_grid(k1, k2, eye, eye, t)
+        _, theirs, _ = fw._ce_loss(vals, pseudo, t)
+        ours = dul_temporal_loss(k1.view(b, t, 128, 8, 8), k2.view(b, t, 128, 8, 8), index, 0.05)
+        out["dul temp"] = _diff(ours, theirs)
+        out["dul temp (value)"] = float(theirs)
     return out
 
 
@@ -215,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     off = load_official(args.official.resolve())
-    figures = {**compare_networks(off), **compare_readout(off), **compare_clustering(args.official.resolve())}
+    figures = {**compare_networks(off), **compare_readout(off), **compare_dul_losses(off), **compare_clustering(args.official.resolve())}
     for k, v in figures.items():
         print(f"{k:24s} {v:.3g}")
     if args.json:

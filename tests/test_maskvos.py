@@ -23,6 +23,9 @@ from hvc.methods.maskvos.clustering import (
 from hvc.methods.maskvos.inference import memory_affinity, propagate_video_maskvos
 from hvc.methods.maskvos.loss import (
     apply_transform,
+    dul_cross_view_loss,
+    dul_temporal_loss,
+    grid_index,
     long_term_loss,
     random_transform,
     readout,
@@ -259,8 +262,7 @@ def _measure(method: MaskVOS, batch: dict[str, torch.Tensor], labels: torch.Tens
     frames = batch["frames"]
     b, t = frames.shape[:2]
     feats = {k: v.reshape(b, t, *v.shape[1:]) for k, v in method.encoder_net.features(frames.flatten(0, 1)).items()}
-    short, long = method.correspondence_losses(frames, feats["key"])
-    value = 0.1 * short + 0.5 * long
+    value = method.correspondence_total(method.correspondence_losses(frames, feats["key"]), None)
     if labels is not None:
         value = value + method.segmentation(frames, feats, labels)
     method.step_count.copy_(count)
@@ -359,3 +361,27 @@ def test_official_compare_script_names_a_bad_checkout(tmp_path, capsys):
     spec.loader.exec_module(mod)
     with pytest.raises(SystemExit, match="not a checkout"):
         mod.main(["--official", str(tmp_path)])
+
+
+def test_official_dul_losses():
+    g = torch.Generator().manual_seed(0)
+    index = grid_index(2, 8, 8, 4, g)
+    assert index.shape == (2, 16) and (index >= 0).all() and (index < 64).all()
+    assert len(set((index[0] % 8).tolist())) == 4 and len(set((index[0] // 8).tolist())) == 4
+    keys = torch.nn.functional.normalize(torch.randn(2, 3, 16, 8, 8, generator=g), dim=2)
+    # the same view twice: each point finds itself (small loss), a shuffled view does not
+    assert dul_cross_view_loss(keys[:, 0], keys[:, 0], index, 0.05) < 0.1
+    assert dul_cross_view_loss(keys[:, 0], keys[:, 0].roll(1, -1), index, 0.05) > 1.0
+    anchors = grid_index(2, 8, 8, 8, g)
+    # frames that repeat frame 0: every cell's best anchor is itself, the loss is small
+    still = keys[:, :1].expand(-1, 3, -1, -1, -1)
+    assert dul_temporal_loss(still, still, anchors, 0.05) < 0.1
+    with pytest.raises(ValueError, match="multiples"):
+        grid_index(1, 6, 8, 4)
+    torch.manual_seed(0)
+    method = MaskVOS(MaskVOSParams(size=64, corr_loss="official", batch_corr=1))
+    out = method.loss(_batch(0, 5) | {"frames": torch.nn.functional.interpolate(_batch(0, 5)["frames"][0], size=64)[None]})
+    assert set(out) == {"loss", "cross_key", "temp"} and torch.isfinite(out["loss"])
+    assert torch.allclose(out["loss"], 0.1 * out["cross_key"] + out["temp"])
+    with pytest.raises(ValueError, match="dul_grid"):
+        MaskVOSParams(size=32, corr_loss="official")

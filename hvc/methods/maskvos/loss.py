@@ -116,6 +116,60 @@ def long_term_loss(x_prime: torch.Tensor, x: torch.Tensor, i_t: torch.Tensor, te
     return F.cross_entropy(logits.reshape(b * n, m), target.reshape(-1))
 
 
+# ------------------------------------------------------------------ the code's DUL losses
+
+
+def grid_index(batch: int, height: int, width: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flat cell indices (B, n·n) of an n x n grid of anchors per clip, spaced (h // n,
+    w // n), shifted by one random offset per clip (DUL's ``_sample_index``, [C]
+    models/framework.py). Raises ValueError when the grid does not fit the map."""
+    xs, ys = width // n, height // n
+    if xs < 1 or ys < 1 or width % n or height % n:
+        raise ValueError(f"a {n}x{n} anchor grid needs a map whose sides are multiples of {n}, got {height}x{width}")
+    x = torch.arange(0, width, xs).view(1, 1, n) + torch.randint(0, xs, (batch, 1, 1), generator=generator)
+    y = torch.arange(0, height, ys).view(1, n, 1) + torch.randint(0, ys, (batch, 1, 1), generator=generator)
+    return (x + y * width).reshape(batch, n * n)
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, K, h, w) features at (B, P) flat cells → (B·P, K)."""
+    b, k = x.shape[:2]
+    return x.flatten(2).gather(2, index.to(x.device)[:, None].expand(-1, k, -1)).transpose(1, 2).reshape(-1, k)
+
+
+def dul_cross_view_loss(x1: torch.Tensor, x2: torch.Tensor, index: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The code's "cross_key" term ([C] models/framework.py ``_ref_loss``): frame 0 of two
+    augmented views, aligned to each other, (B, K, h, w) each; at the (B, P) grid cells
+    ``index`` each point of view 1 must pick its own point of view 2 among all B·P points
+    (raw dot products of the unit keys / τ, InfoNCE)."""
+    a, b = _gather(x1, index), _gather(x2, index)
+    logits = a @ b.t() / temperature
+    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+
+
+def dul_temporal_loss(k1: torch.Tensor, k2: torch.Tensor, index: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The code's "temp" term ([C] models/framework.py ``_cluster_grid``, ``_pseudo_mask``,
+    ``_ce_loss``): anchors = view 1's frame-0 keys at the (B, P) cells ``index``; every cell
+    of view 1's frames 1..T−1 is classified among all B·P anchors (dot / τ), the target
+    being the anchor of its own clip that view 2's key of that cell matches best (no
+    gradient through the target).
+
+    Args:
+        k1, k2: (B, T, K, h, w) keys of the two views, aligned to the same geometry.
+    Returns:
+        scalar, mean over the cells of frames 1..T−1.
+    """
+    b, t, k, h, w = k1.shape
+    anchors = _gather(k1[:, 0], index)  # (B·P, K)
+    p = index.shape[1]
+    logits = torch.einsum("btkx,ak->btax", k1.flatten(3), anchors) / temperature  # (B, T, B·P, hw)
+    with torch.no_grad():
+        target = torch.einsum("btkx,ak->btax", k2.flatten(3), anchors) / temperature
+        own = torch.eye(b, device=k1.device).repeat_interleave(p, dim=1)[:, None, :, None]  # (B, 1, B·P, 1)
+        target = (target.softmax(dim=2) * own).argmax(dim=2)  # (B, T, hw)
+    return F.cross_entropy(logits[:, 1:].flatten(0, 1), target[:, 1:].flatten(0, 1))
+
+
 # ------------------------------------------------------------------ Eqs. 5-10
 
 

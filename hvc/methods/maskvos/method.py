@@ -33,6 +33,9 @@ from hvc.methods.maskvos.clustering import ClusterCache, assign, cluster_video, 
 from hvc.methods.maskvos.loss import (
     apply_transform,
     decode_objects,
+    dul_cross_view_loss,
+    dul_temporal_loss,
+    grid_index,
     long_term_loss,
     random_transform,
     readout,
@@ -83,7 +86,8 @@ class MaskVOS(Method):
 
     Batch: ``{"frames": (B, T, 3, S, S)}`` ImageNet-normalised RGB clips and, in the mask
     phase, ``"video_id": (B,)`` int64. Loss dict: ``loss``, ``short``, ``long`` and, in the
-    mask phase, ``seg`` and ``objects`` (mean kept clusters per clip).
+    mask phase, ``seg`` and ``objects`` (mean objects per clip); with ``corr_loss="official"``
+    ``cross_key`` and ``temp`` replace ``short`` and ``long``.
 
     Args:
         config: :class:`MaskVOSParams` (every number with its source).
@@ -146,10 +150,13 @@ class MaskVOS(Method):
     def _generator(self, *parts: int) -> torch.Generator:
         return torch.Generator().manual_seed(_mix(self.seed, int(self.step_count), *parts))
 
-    def correspondence_losses(self, frames: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L_Short, L_Long) of Eqs. 12 and 15 for clips (B, T, 3, S, S) with ``clean`` =
-        E's keys of the frames (B, T, D, h, w): the short pair is frames (0, 1), the long
-        pair frames (0, T − 1); each pair gets its own random Φ."""
+    def correspondence_losses(self, frames: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Correspondence terms for clips (B, T, 3, S, S) with ``clean`` = E's keys of the
+        frames (B, T, D, h, w). ``corr_loss="paper"``: {"short": L_Short (Eq. 12) of frames
+        (0, 1), "long": L_Long (Eq. 15) of frames (0, T − 1)}, each pair with its own random
+        Φ; ``"official"``: :meth:`dul_losses`."""
+        if self.config.corr_loss == "official":
+            return self.dul_losses(frames, clean)
         b = frames.shape[0]
         gen = self._generator(0)
         theta_s = random_transform(b, tuple(self.config.equivariance_scale), gen)
@@ -159,7 +166,35 @@ class MaskVOS(Method):
         tau = self.config.temperature
         short = short_term_loss(x_prime[:b], apply_transform(clean[:, 1], theta_s), tau)
         long = long_term_loss(x_prime[b:], apply_transform(clean[:, -1], theta_l), clean[:, 0], tau)
-        return short, long
+        return {"short": short, "long": long}
+
+    def dul_losses(self, frames: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The code's DUL terms ([C] models/framework.py): view 1 = the clip, its keys aligned
+        to view 2 by Φ (Φ(E(I)), bilinear; the code resamples with nearest); view 2 = Φ(clip)
+        encoded, frame 0 with gradient and the other frames without ([C] TRAIN.STOP_GRAD).
+        {"cross_key": :func:`dul_cross_view_loss`, "temp": :func:`dul_temporal_loss`}."""
+        cfg, (b, t) = self.config, frames.shape[:2]
+        gen = self._generator(1)
+        theta = random_transform(b, tuple(cfg.equivariance_scale), gen).repeat_interleave(t, dim=0)
+        x1 = apply_transform(clean.flatten(0, 1), theta).view(clean.shape)
+        warped = apply_transform(frames.flatten(0, 1), theta).view(frames.shape)
+        first = self.encoder_net(warped[:, 0], "key")
+        with torch.no_grad():
+            rest = self.encoder_net(warped[:, 1:].flatten(0, 1), "key").view(b, t - 1, *first.shape[1:])
+        k2 = torch.cat([first[:, None], rest], dim=1)
+        h, w = clean.shape[-2:]
+        ref = grid_index(b, h, w, cfg.dul_grid_ref, gen)
+        anchors = grid_index(b, h, w, cfg.dul_grid, gen)
+        tau = cfg.temperature
+        return {"cross_key": dul_cross_view_loss(x1[:, 0], k2[:, 0], ref, tau), "temp": dul_temporal_loss(x1, k2, anchors, tau)}
+
+    def correspondence_total(self, terms: dict[str, torch.Tensor], seg: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 16 (``seg`` None: L_Corr alone); official terms: seg + 0.1 cross_key + 1 temp."""
+        cfg = self.config
+        if cfg.corr_loss == "official":
+            corr = cfg.dul_cross_weight * terms["cross_key"] + cfg.dul_temp_weight * terms["temp"]
+            return corr if seg is None else seg + corr
+        return total_loss(seg, terms["short"], terms["long"], cfg.lambda_short, cfg.lambda_long)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Loss of one batch in the current phase (module docstring).
@@ -173,10 +208,9 @@ class MaskVOS(Method):
             raise ValueError(f"Mask-VOS batch 'frames' must be (B, T >= 2, 3, S, S), S a multiple of 8, got {tuple(frames.shape)}")
         b, t = frames.shape[:2]
         feats = {k: v.reshape(b, t, *v.shape[1:]) for k, v in self.encoder_net.features(frames.flatten(0, 1)).items()}
-        cfg, terms = self.config, {}
+        cfg = self.config
         corr = self.phase == CORR or not cfg.freeze_encoder_mask
-        if corr:
-            terms["short"], terms["long"] = self.correspondence_losses(frames, feats["key"])
+        terms = self.correspondence_losses(frames, feats["key"]) if corr else {}
         seg = None
         if self.phase == MASK:
             video_id = batch.get("video_id")
@@ -186,8 +220,7 @@ class MaskVOS(Method):
             seg = self.segmentation(frames, feats, labels)
             terms["seg"] = seg
             terms["objects"] = self._objects(labels)
-        zero = frames.new_zeros(())
-        total = total_loss(seg, terms.get("short", zero), terms.get("long", zero), cfg.lambda_short, cfg.lambda_long)
+        total = self.correspondence_total(terms, seg) if corr else seg
         return {"loss": total, **terms}
 
     @staticmethod

@@ -75,9 +75,16 @@ class MaskVOSParams(_Section):
     )
     flip: bool = Field(True, description="Random horizontal flip of the clip ([P] §3.3; [C] GUIDED_HFLIP).")
     # ---------------------------------------------------------------- correspondence loss
-    corr_loss: Literal["paper"] = Field(
-        "paper", description="paper: L_Short (Eq. 12) and L_Long (Eqs. 14-15). The code's DUL losses are not implemented."
+    corr_loss: Literal["paper", "official"] = Field(
+        "paper",
+        description="paper: lambda_1 L_Short (Eq. 12) + lambda_2 L_Long (Eqs. 14-15); official: the code's DUL losses "
+        "([C] models/framework.py): dul_cross_weight x cross-view InfoNCE at a 4x4 grid + dul_temp_weight x the "
+        "8x8-anchor temporal classification.",
     )
+    dul_grid: int = Field(8, ge=1, description="Anchors per side of the official temporal term ([C] core/config.py MODEL.GRID_SIZE 8).")
+    dul_grid_ref: int = Field(4, ge=1, description="Points per side of the official cross-view term ([C] MODEL.GRID_SIZE_REF 4).")
+    dul_cross_weight: float = Field(0.1, ge=0, description="Weight of the official cross-view term ([C] MODEL.CE_REF 0.1).")
+    dul_temp_weight: float = Field(1.0, ge=0, description="Weight of the official temporal term ([C] models/framework.py: 1).")
     lambda_short: float = Field(0.1, ge=0, description="Weight of L_Short ([P] Eq. 16: lambda_1 = 0.1).")
     lambda_long: float = Field(0.5, ge=0, description="Weight of L_Long ([P] Eq. 16: lambda_2 = 0.5).")
     temperature: float = Field(
@@ -135,6 +142,8 @@ class MaskVOSParams(_Section):
                 raise ValueError(
                     f"maskvos: the {stage} clip spans {(length - 1) * gap} frames, fewer than long_min_gap = {self.long_min_gap} (L_Long pair)"
                 )
+        if self.corr_loss == "official" and any((self.size // 8) % n for n in (self.dul_grid, self.dul_grid_ref)):
+            raise ValueError(f"maskvos: the feature map side {self.size // 8} is not a multiple of dul_grid and dul_grid_ref")
         if self.size % 8:
             raise ValueError(f"maskvos.size must be a multiple of the stride 8, got {self.size}")
         return self
