@@ -13,7 +13,9 @@ previous ``context`` frames (their E keys, V values per object, and masks at str
   with Ŷ^0 = Ȳ_t (Eq. 9 then its recurrence, Table 4e: R = 3). The paper's "round 0"
   decodes from V_t alone, which the trained decoder (input [V_t, V̄_t]) cannot do; we read
   it as the coarse mask. ``mode="official"``: the output is the mean of the decoder's
-  probabilities and the upsampled Ȳ_t.
+  probabilities and the upsampled Ȳ_t (infer_mask.py averages the decoder's aggregated
+  logits, log(p / (1 − p)), with Ȳ_t's probabilities, so its logits dominate; we average
+  two probabilities).
 
 Frame t then joins the references with the one-hot of its predicted labels (objects first
 annotated at t pasted in), its values V([I_t, Y_t^k]) and key. The plain label propagation
