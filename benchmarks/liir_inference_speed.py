@@ -3,8 +3,8 @@
 Propagates the first ``--frames`` frames of the first video of a DAVIS 2016 folder,
 resized by ``--scale`` (0.5: 240 × 427), with a random-initialisation LIIR encoder (seed
 0), through :func:`hvc.methods.liir.inference.propagate_video_liir` (references 0, 5, t-5,
-t-3, t-1, window radius scaled to the frames) and :func:`hvc.eval.propagation.propagate_video`
-(the generic windowed path, :class:`~hvc.eval.propagation.PropagationConfig` defaults but
+t-3, t-1, window radius scaled to the frames) and :func:`hvc.propagation.propagate_video`
+(the generic windowed path, :class:`~hvc.propagation.PropagationConfig` defaults but
 ``--context``), and prints ms per propagated frame of each, the encoder's share, and the
 window radius used.
 
@@ -23,7 +23,7 @@ from PIL import Image
 
 from hvc.eval.encoders import Renormalized
 from hvc.methods.liir.inference import LIIRInference, propagate_video_liir
-from hvc.eval.propagation import PropagationConfig, propagate_video
+from hvc.propagation import PropagationConfig, propagate_video
 from hvc.methods.liir.method import LIIR
 
 

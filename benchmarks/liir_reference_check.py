@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc.methods.base import normalize_input
+from hvc.inputs import normalize_input
 from hvc.methods.liir.config import LIIRConfig
 from hvc.methods.liir.method import LIIR
 from hvc.methods.liir.window import window_correlation

@@ -204,7 +204,7 @@ def test_an_854_wide_frame_goes_through_both_inference_paths():
     """DAVIS frames are 854 pixels wide, not a multiple of the LIIR stride 4: the encoder
     pads them (zeros in normalised Lab), in LIIR's own inference and in the generic one."""
     from hvc.eval.encoders import Renormalized
-    from hvc.eval.propagation import PropagationConfig, propagate_video
+    from hvc.propagation import PropagationConfig, propagate_video
     from hvc.methods.liir.method import LIIR
 
     torch.manual_seed(0)

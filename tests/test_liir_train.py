@@ -61,9 +61,11 @@ def test_liir_is_registered_and_its_params_reach_the_method():
     assert method.phase1_steps(20) == 16 and method.phase1_steps(35) == 28
     spec = method.data_spec(p)
     assert (spec.kind, spec.clip_length, spec.frame_gap) == ("clips", 9, 1)
-    # per-phase batch sizes (paper §3.3: 32, then 12), reported by each phase's data spec
-    assert (p.liir.batch_size1, p.liir.batch_size2) == (32, 12)
-    assert (spec.batch_size, method.data_spec(p, 1).batch_size) == (32, 12)
+    # per-phase batch sizes: the loop's by default (equal budgets), the paper's 32, then 12 when set
+    assert (p.liir.batch_size1, p.liir.batch_size2) == (None, None) and spec.batch_size is None
+    paper = p.model_copy(update={"liir": p.liir.model_copy(update={"batch_size1": 32, "batch_size2": 12})})
+    method = LIIR.build(paper)
+    assert (method.data_spec(paper).batch_size, method.data_spec(paper, 1).batch_size) == (32, 12)
     with pytest.raises(ValueError, match="phases 0 and 1"):
         method.data_spec(p, 2)
     q = p.model_copy(update={"liir": p.liir.model_copy(update=dict(batch_size2=6, phase2_design="code", border="zero", scale_radius=False))})

@@ -35,6 +35,7 @@ SMALL = {
     "liir": {"frame_gaps": [1, 2], "frame_gap_probs": [0.5, 0.5], "bank_frames": 4, "phase2_share": 0.5},
     "hvc": {"proj_dim": 16},
     "stt": {"moco_queue": 8, "moco_hidden": 32, "moco_dim": 16, "spatial_share": 0.5},
+    "maskvos": {"corr_share": 0.5, "clusters": 2, "kmeans_iters": 5, "inference": {"rounds": 1, "context": 2}},
 }
 
 
@@ -115,7 +116,8 @@ def test_the_toy_ran_both_phases_with_their_own_batches(demo, tmp_path):
 
 def _perturbed(section: type, key: str, value: typing.Any) -> list[typing.Any]:
     """Other values the key of ``section`` may take (candidates; the caller validates)."""
-    return [c for c in _candidates(section, key, value) if c != value]
+    same = list(value) if isinstance(value, tuple) else value
+    return [c for c in _candidates(section, key, value) if c != same]
 
 
 def _candidates(section: type, key: str, value: typing.Any) -> list[typing.Any]:

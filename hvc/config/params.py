@@ -172,7 +172,9 @@ class PropagationParams(_Section):
     resolution: int | None = Field(
         None, ge=32, description="Resize frames so the short side has this many pixels (None = native)."
     )
-    feature_layer: Literal["layer3", "layer4"] = Field("layer3", description="Encoder layer whose features are matched.")
+    feature_layer: Literal["layer3", "layer4", "key", "res4", "post_conv"] = Field(
+        "layer3", description="Encoder layer whose features are matched (one of the encoder's layers, encoder.json; HVC: layer3 or layer4)."
+    )
     precision: Literal["fp32", "bf16"] = Field("fp32", description="Feature extraction precision (bf16 on GPU).")
     query_chunk: int = Field(4096, ge=1, description="Query pixels per chunk (bounds memory).")
     semantic_checkpoint: str | None = Field(

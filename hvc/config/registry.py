@@ -28,6 +28,7 @@ METHODS: dict[str, str] = {
     "hvc": "hvc.methods.hvc",
     "liir": "hvc.methods.liir",
     "stt": "hvc.methods.stt",
+    "maskvos": "hvc.methods.maskvos",
 }
 
 # The method of the paper this pipeline reproduces: the default of ``method``.

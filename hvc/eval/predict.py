@@ -79,6 +79,7 @@ def propagate_benchmark(
     p = p.model_copy(update={"propagation": propagation_for(p, method)})  # the method's preset, for its encoders only
     encode = feature_function(p, encoder_spec, device, merge_semantic)
     infer = _method_inference(p, method, task)
+    extras = _inference_modules(encoder_spec, method, encode, device) if infer is not None else None
     videos = read_benchmark(benchmark, root)
     for video in tqdm(videos, desc=f"check {benchmark}", unit="video", mininterval=2.0):
         video.check()  # every frame decoded once before any work: a bad file costs seconds
@@ -87,7 +88,7 @@ def propagate_benchmark(
         for video in tqdm(videos, desc=f"propagate {benchmark}", unit="video"):
             frames = video.read_frames()
             tic = time.perf_counter()
-            _propagate_video(p, task, encode, video, frames, device, tmp, infer, benchmark)
+            _propagate_video(p, task, encode, video, frames, device, tmp, infer, benchmark, extras)
             seconds += time.perf_counter() - tic
             frames_done += len(frames) - 1
         info = {
@@ -115,9 +116,34 @@ def feature_function(p: Params, encoder_spec: str, device: torch.device, merge_s
     """
     encoder = load_encoder(encoder_spec, p.seed, p.method, p).to(device)
     encode: Encode = lambda x, layer: encoder(x, layer)  # noqa: E731
+    encode.module = encoder  # type: ignore[attr-defined]  # the method's own inference may need the module
     if merge_semantic:
         encode = merged_encoder(encode, semantic_features(p, device), p.propagation.semantic_weight)
     return encode
+
+
+def _inference_modules(encoder_spec: str, method: str, encode: Encode, device: torch.device) -> dict:
+    """What the method's own inference gets besides the frames: ``"encoder"`` (the frozen
+    encoder module) and the modules its training saved beside ``encoder.pt`` (``<name>.pt``,
+    loaded weights-only through :meth:`~hvc.methods.base.Method.load_inference_modules`;
+    random ones for a random initialisation).
+
+    Raises:
+        DataError: a module file that is not a state dict or does not fit.
+    """
+    from hvc.io import DataError, load_torch
+    from hvc.methods import get_method
+
+    states, path = {}, Path(encoder_spec)
+    if path.name == "encoder.pt" and path.is_file():
+        for f in sorted(path.parent.glob("*.pt")):
+            if f.name not in ("encoder.pt", "checkpoint.pt"):
+                states[f.stem] = load_torch(f, "inference module", f"the {f.name} written by `hvc train`")
+    try:
+        modules = get_method(method).load_inference_modules(states)
+    except (ValueError, RuntimeError) as e:
+        raise DataError(path.parent, f"the inference modules of method {method!r} do not load: {str(e).splitlines()[0]}") from None
+    return {"encoder": getattr(encode, "module", None), **{k: m.to(device) for k, m in modules.items()}}
 
 
 def _method_inference(p: Params, method: str, task: str) -> Callable | None:
@@ -140,6 +166,7 @@ def _propagate_video(
     out: Path,
     infer: Callable | None = None,
     benchmark: str | None = None,
+    extras: dict | None = None,
 ) -> None:
     """Propagate one video's first labels (joints for ``pose``, part or object labels
     otherwise) with the method's own inference ``infer`` or the generic label propagation,
@@ -151,7 +178,7 @@ def _propagate_video(
         write_pose(out / f"{video.name}.json", joints)
         return
     if infer is not None:
-        pred = infer(encode, frames, video.first_labels(), video.later_labels(), p, device, benchmark=benchmark)
+        pred = infer(encode, frames, video.first_labels(), video.later_labels(), p, device, extras=extras, benchmark=benchmark)
     elif task == "parts":
         pred = propagate_parts(encode, frames, video.first_labels(), cfg, **common)
     else:

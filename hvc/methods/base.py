@@ -270,6 +270,13 @@ class Method(nn.Module):
         decoder); each is saved as ``<name>.pt`` beside ``encoder.pt``. Default: none."""
         return {}
 
+    @classmethod
+    def load_inference_modules(cls, states: dict[str, dict[str, torch.Tensor]]) -> dict[str, nn.Module]:
+        """The frozen modules of :meth:`inference_modules` from their state dicts (``{}``:
+        randomly initialised ones); handed to the method's own inference with the encoder.
+        Raises ValueError when one does not fit. Default: none."""
+        return {}
+
     def encoder(self) -> nn.Module:
         """The module label propagation runs, frozen: ``encoder(x, layer)`` maps the
         normalised input (B, 3, H, W) to features (B, C, H/stride, W/stride) for each

@@ -3,7 +3,7 @@
 The same numbers as :func:`hvc.methods.liir.loss.window_logits` (the code's
 ``SpatialCorrelationSampler(patch_size=2R+1)``: raw dot products of each query cell with the
 reference cells of its (2R+1)² window, 0 where the window leaves the frame), computed the way
-the generic label propagation computes its local affinities (:class:`hvc.eval.propagation._Bands`):
+the generic label propagation computes its local affinities (:class:`hvc.propagation._Bands`):
 query columns are cut into segments of ``s`` columns; all queries of one segment and one row
 reach into the same ``s + 2R`` columns of a reference row, so one (s, C) × (C, s + 2R)
 product per (row, segment, window row) gives them all, and the (2R+1) window columns of

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from hvc.config.params import _Section
+from hvc.config.section import Section as _Section
 
 DISPLAY = "STT"
 """Display name of the method in tables."""
