@@ -204,9 +204,11 @@ def test_params_check_the_long_term_pair_and_phase_data():
         MaskVOSParams(frame_gap_mask=2)
     method = MaskVOS(MaskVOSParams())
     assert [(p.name, p.kind, p.share) for p in method.phases()] == [("correspondence", "clips", 0.75), ("mask", "clips", 0.25)]
-    spec0, spec1 = method.data_spec(None, 0), method.data_spec(None, 1)
+    params = SimpleNamespace(train=SimpleNamespace(crop_size=256))
+    spec0, spec1 = method.data_spec(params, 0), method.data_spec(params, 1)
     assert (spec0.clip_length, spec0.frame_gap, spec1.clip_length, spec1.frame_gap) == (5, 2, 3, 3)
-    assert method.batch_size(0) == 16 and method.batch_size(1) == 16
+    assert method.batch_size(0) is None and method.batch_size(1) is None  # the loop's batch (equal budgets)
+    assert MaskVOS(MaskVOSParams(batch_corr=16, batch_mask=12)).batch_size(1) == 12
     out = spec1.transform(torch.randint(0, 255, (3, 3, 300, 400), dtype=torch.uint8))
     assert out["frames"].shape == (3, 3, 256, 256)
 
@@ -343,7 +345,9 @@ def test_published_numbers_are_the_papers():
 
     import hvc.methods.maskvos as pkg
 
-    pub = yaml.safe_load((Path(pkg.__file__).parent / "published.yaml").read_text())
+    rows = yaml.safe_load((Path(pkg.__file__).parent / "published.yaml").read_text())
+    assert {t: r[0]["published"][0] for t, r in rows.items()} == {"table1": 74.5, "table2": 71.6, "table9": 61.3}  # the harness's rows
+    pub = yaml.safe_load((Path(pkg.__file__).parent / "published_sources.yaml").read_text())
     assert set(pub) == {"table1", "table2", "table9"}
     assert pub["table1"]["benchmarks"]["davis2017"] == {"JF_mean": 74.5, "J_mean": 71.6, "J_recall": 82.9, "F_mean": 77.4, "F_recall": 86.9}
     assert pub["table2"]["benchmarks"]["ytvos2018"]["overall"] == 71.6
