@@ -227,3 +227,32 @@ def test_the_registry_drives_the_parameter_model():
     assert "toy" not in params_model().model_fields
     with pytest.raises(ParamsError, match="toy"):
         validate_params({"method": "toy"})
+
+
+def test_a_time_budget_is_split_between_the_phases(demo, tmp_path):
+    """Under train.max_seconds each phase gets its share of the wall time (a method's second
+    phase is never starved by the first), and the steps each phase ran are in train.json."""
+    from hvc.data.shards import write_training_shards
+    from hvc.device import Dist
+    from hvc.train import _phase_over, _phase_plans, _Run
+
+    p = _params("toy", train={**TINY_TRAIN, "max_steps": None, "max_seconds": 10.0, "epochs": 50}, toy={"still_share": 0.25})
+    write_training_shards(p, demo, tmp_path / "shards")
+    model = get_method("toy").build(p)
+    plans = _phase_plans(p, model, tmp_path / "shards", Dist(0, 1, 0))
+    assert [plan.seconds for plan in plans] == [2.5, 7.5]
+    run = _Run(p=p, device=torch.device("cpu"), d=Dist(0, 1, 0), model=model, plans=plans, bf16=False, config_id="x", work=tmp_path, shard_dir=tmp_path)
+    run.phase, run.starts, run.step = 0, [(0, 0.0)], 3
+    run.elapsed = 2.4
+    assert not _phase_over(run)  # phase 1 has time left and steps left
+    run.elapsed = 2.6
+    assert _phase_over(run)  # its 2.5 s are used: phase 2 starts, with 7.5 s of its own
+    run.phase, run.starts = 1, [(0, 0.0), (3, 2.6)]
+    run.elapsed = 9.9
+    assert not _phase_over(run) and _phase_over(_with(run, elapsed=10.2))
+
+
+def _with(run, **changes):
+    import dataclasses
+
+    return dataclasses.replace(run, **changes)
