@@ -106,8 +106,8 @@ def _tiny_shards(tmp_path):
     write_shards(list_training_images(tmp_path / "src", "demo"), tmp_path / "src", tmp_path / "shards", "demo-train", max_count=4)
     params = tmp_path / "p.yaml"
     params.write_text(
-        "device: cpu\ntrain:\n  crop_size: 32\n  batch_size: 4\n  max_steps: 8\n  workers: 0\n  proj_dim: 16\n"
-        "  checkpoint_every: 1\n  log_every: 1\n"
+        "device: cpu\ntrain:\n  crop_size: 32\n  batch_size: 4\n  max_steps: 8\n  workers: 0\n"
+        "  checkpoint_every: 1\n  log_every: 1\nhvc:\n  proj_dim: 16\n"
     )
     return params
 
