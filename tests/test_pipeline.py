@@ -113,7 +113,7 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     assert counts == {"propagate": 2, "evaluate": 2, "tables": 1, "figures": 1, "all_tables": 1}
 
     # an override on the command line reaches every job (each stage subcommand takes --set)
-    log = run(f"{smk} --config 'train={{alpha: 0.5}}'", ws)
+    log = run(f"{smk} --config 'hvc={{alpha: 0.5}}'", ws)
     assert job_counts(log) == {"train": 1, "propagate": 1, "evaluate": 1, "tables": 1, "figures": 1, "all_tables": 1}
     assert "hvc.heartbeat" in log and "train step 2/2" in log  # the terminal shows the training's progress
     other = os.readlink(ws / "results/tables/latest")
@@ -121,7 +121,7 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     assert "--set hvc.alpha=0.5" in (ws / f"results/tables/{other}/demo.md").read_text()
     model = stage_ids(load_params([ws / "params.yaml", TINY], {"hvc": {"alpha": 0.5}}))["model"]
     assert (ws / f"artifacts/models/{model}/encoder.pt").is_file()  # the model of alpha 0.5, under its id
-    assert "Nothing to be done" in run(f"{smk} -n --config 'train={{alpha: 0.5}}'", ws)
+    assert "Nothing to be done" in run(f"{smk} -n --config 'hvc={{alpha: 0.5}}'", ws)
 
 
 def _normalize(cmd):
