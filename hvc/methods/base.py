@@ -56,6 +56,21 @@ def ema_parameters_(target: nn.Module, online: nn.Module, momentum: float) -> No
     torch._foreach_add_(params, list(online.parameters()), alpha=1.0 - momentum)
 
 
+def frozen(module: nn.Module, state: dict[str, torch.Tensor] | None, what: str) -> nn.Module:
+    """``module`` with ``state`` loaded (None: as initialised), no parameter requiring a
+    gradient, in eval mode: how every method's ``load_encoder`` (and inference modules)
+    hand back a frozen module. Raises ValueError naming ``what`` when the state dict does
+    not fit."""
+    if state is not None:
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"state dict does not fit {what}: {str(err).splitlines()[0]}") from None
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
 class ClipCrop:
     """Callable: clip (T, 3, H, W) uint8 → ``{"frames": (T, 3, S, S) float}``, the frames in
     the colour space and normalisation given (:func:`normalize_input`), plus, with

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, Phase, ema_parameters_
+from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, Phase, ema_parameters_, frozen
 from hvc.methods.liir.colour import drop_colour_channel
 from hvc.methods.liir.config import PHASE1, PHASE2, PHASES, LIIRConfig
 from hvc.methods.liir.loss import (
@@ -365,14 +365,7 @@ class LIIR(Method):
         Raises ValueError when the state dict does not fit."""
         if spec.method != cls.name:
             raise ValueError(f"encoder spec is for method {spec.method!r}, not {cls.name!r}")
-        enc = LIIREncoder()
-        if state is not None:
-            try:
-                enc.load_state_dict(state)
-            except RuntimeError as err:
-                raise ValueError(f"state dict does not fit the LIIR encoder: {str(err).splitlines()[0]}") from None
-        for p in enc.parameters():
-            p.requires_grad_(False)
-        return enc.eval()
+        return frozen(LIIREncoder(), state, "the LIIR encoder")
+
 
 METHOD = LIIR

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method
+from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, frozen
 from hvc.methods.maskvos.clustering import ClusterCache, assign, cluster_video, pixel_embeddings, pseudo_labels
 from hvc.methods.maskvos.loss import (
     apply_transform,
@@ -129,9 +129,9 @@ class MaskVOS(Method):
         if phase not in (CORR, MASK):
             raise ValueError(f"Mask-VOS has phases 0 and 1, got {phase!r}")
         self.phase = phase
-        frozen = phase == MASK and self.config.freeze_encoder_mask
+        freeze = phase == MASK and self.config.freeze_encoder_mask
         for p in self.encoder_net.trunk.parameters():
-            p.requires_grad_(not frozen)
+            p.requires_grad_(not freeze)
 
     def batch_size(self, phase: int) -> int | None:
         """Clips per step of ``phase`` (None: ``train.batch_size``; [P] §3.3: 16 and 16; [C]: 16 and 12)."""
@@ -327,33 +327,22 @@ class MaskVOS(Method):
         (None: random). Raises ValueError when the spec or state dict does not fit."""
         if spec.method != cls.name:
             raise ValueError(f"encoder spec is for method {spec.method!r}, not {cls.name!r}")
-        return _frozen(MaskVOSEncoder(), state, "the Mask-VOS encoder")
+        return frozen(MaskVOSEncoder(), state, "the Mask-VOS encoder")
 
     @classmethod
     def load_inference_modules(cls, states: dict[str, dict[str, torch.Tensor]]) -> dict[str, nn.Module]:
         """Frozen V and D (eval mode) from the state dicts of :meth:`inference_modules`
         (the value head is read off the keys). Raises ValueError when one is missing or does not fit."""
         if not states:  # a random initialisation (the baseline of the method)
-            return {"value_encoder": _frozen(ValueEncoder("paper"), None, "V"), "decoder": _frozen(Decoder(), None, "D")}
+            return {"value_encoder": frozen(ValueEncoder("paper"), None, "V"), "decoder": frozen(Decoder(), None, "D")}
         missing = {"value_encoder", "decoder"} - set(states)
         if missing:
             raise ValueError(f"Mask-VOS inference needs {sorted(missing)}")
         head = "official" if any(k.startswith("block1.") for k in states["value_encoder"]) else "paper"
         return {
-            "value_encoder": _frozen(ValueEncoder(head), states["value_encoder"], "the Mask-VOS value encoder"),
-            "decoder": _frozen(Decoder(), states["decoder"], "the Mask-VOS decoder"),
+            "value_encoder": frozen(ValueEncoder(head), states["value_encoder"], "the Mask-VOS value encoder"),
+            "decoder": frozen(Decoder(), states["decoder"], "the Mask-VOS decoder"),
         }
-
-
-def _frozen(module: nn.Module, state: dict[str, torch.Tensor] | None, what: str) -> nn.Module:
-    if state is not None:
-        try:
-            module.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(f"state dict does not fit {what}: {str(err).splitlines()[0]}") from None
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module.eval()
 
 
 METHOD = MaskVOS

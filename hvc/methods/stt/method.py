@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from hvc.inputs import normalize_input
-from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, Phase
+from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, Phase, frozen
 from hvc.methods.liir.colour import drop_colour_channel
 from hvc.methods.liir.loss import window_valid
 from hvc.methods.stt.loss import (
@@ -345,16 +345,9 @@ class STT(Method):
         (``state=None``: random). Raises ValueError when it does not fit."""
         if spec.method != cls.name:
             raise ValueError(f"encoder spec is for method {spec.method!r}, not {cls.name!r}")
-        enc = STTEncoder()
         if state is not None:
             state = {k: v for k, v in state.items() if not k.startswith("layer4.")}
-            try:
-                enc.load_state_dict(state)
-            except RuntimeError as err:
-                raise ValueError(f"state dict does not fit the STT encoder: {str(err).splitlines()[0]}") from None
-        for p in enc.parameters():
-            p.requires_grad_(False)
-        return enc.eval()
+        return frozen(STTEncoder(), state, "the STT encoder")
 
 
 __all__ = ["STT", "MoCoViews", "Phase", "load_teacher_checkpoint"]
