@@ -25,5 +25,5 @@ def test_short_maskvos_training_beats_its_random_initialisation(davis2016_sample
     result = _benchmark().run(davis2016_sample, corr_steps=40, mask_steps=6, batch=4, mask_batch=1, size=64, scale=0.125, clusters=3)
     assert result["samples"] == 40 * 4 + 6
     trained, random = result["trained"], result["random"]
-    assert trained["plain"]["JF"] > random["plain"]["JF"] + 0.02, (trained, random)
+    assert trained["plain"]["JF"] > random["plain"]["JF"] + 0.02, (trained, random)  # measured: 19.0 against 14.6 (RESULTS.md)
     assert 0.0 <= trained["mask"]["JF"] <= 1.0 and 0.0 <= random["mask"]["JF"] <= 1.0
