@@ -138,7 +138,7 @@ def _check_id(p: Params, stage: str, expected: str | None, out: Path, encoder_me
     actual = stage_ids(p, encoder_method)[stage]
     if actual != expected:
         raise ParamsError(
-            f"{out}: planned with {stage} id {expected}, but the parameter files, code and training data now give {actual} "
+            f"{out}: planned with id {expected} (stage {stage}), but the parameter files, code and training data now give {actual} "
             "(edited since the workflow started); restore them or start the workflow again"
         )
 
@@ -188,11 +188,11 @@ def _is_json_object(data: bytes) -> bool:
 # provenance record every stage writes (hvc.config.code.provenance), or, for the outputs
 # whose format has no room for one, their fixed names or content.
 EARLIER: dict[str, Earlier] = {
-    "demo-data": by_provenance("data", "manifest.json"),
+    "demo-data": by_provenance("demo_data", "manifest.json"),
     "shards": by_provenance("shards", "index.json"),
-    "train": by_provenance("model", "train.json"),
-    "propagate": by_provenance("propagation", "propagation.json"),
-    "evaluate": by_provenance("evaluation"),
+    "train": by_provenance("train", "train.json"),
+    "propagate": by_provenance("propagate", "propagation.json"),
+    "evaluate": by_provenance("evaluate"),
     "evaluate objects": by_content(_is_json_object, "JSON mapping of per-object scores"),
     "evaluate toolkit": by_members(("global_results-val.csv", "per-sequence_results-val.csv", "README.txt")),
     "evaluate metrics": by_content(_is_flat_json_of_numbers, "flat JSON mapping of numbers"),
@@ -296,9 +296,9 @@ def demo_data(params: ParamsOpt = None, overrides: SetOpt = None, out: OutOpt = 
 
     with _stage("demo-data"):
         p = _load(params, overrides)
-        _check_id(p, "data", expect_id, out)
+        _check_id(p, "demo_data", expect_id, out)
         _check_outputs("demo-data", [("--out", out, "demo-data")], _inputs(params))
-        with _record(p, "data", params, overrides):
+        with _record(p, "demo_data", params, overrides):
             manifest = build_demo(p.demo, out, videos=demo_videos(p))
         log.info("demo: %d training images, %d sequences", manifest["train"]["num_images"], len(manifest["benchmark"]["sequences"]))
 
@@ -351,11 +351,11 @@ def train_cmd(
 
     with _stage("train"):
         p = _load(params, overrides)
-        _check_id(p, "model", expect_id, out)
+        _check_id(p, "train", expect_id, out)
         if verify_shards not in ("sha256", "size"):
             raise ParamsError(f"--verify-shards {verify_shards!r}: expected 'sha256' or 'size'")
         _check_outputs("train", [("--out", out, "train")], _inputs(params, shards=shards))
-        with _record(p, "model", params, overrides, shards=str(shards)):
+        with _record(p, "train", params, overrides, shards=str(shards)):
             summary = train(p, shards, out, verify=verify_shards, heartbeat=heartbeat, bar_file=bar_file)
         log.info("trained %d steps, %.0f images/s", summary["steps"], summary["images_per_s"])
 
@@ -400,7 +400,7 @@ def propagate_cmd(
 
     with _stage("propagate"):
         p = _load(params, overrides)
-        _check_id(p, "propagation", expect_id, out, encoder_method(encoder, p))
+        _check_id(p, "propagate", expect_id, out, encoder_method(encoder, p))
         for name, root in _benchmarks(p, benchmark, data, demo):
             target = out if benchmark is not None else out / name
             inputs = _inputs(params, data=root, demo=demo, **{"propagation.semantic_checkpoint": p.propagation.semantic_checkpoint})
@@ -408,7 +408,7 @@ def propagate_cmd(
                 inputs.append(("--encoder", encoder))
             _check_outputs("propagate", [("--out", target, "propagate")], inputs)
             extra = {"encoder": encoder, "merge_semantic": merge_semantic, "benchmark": name, "data": str(root)}
-            with _record(p, "propagation", params, overrides, method=encoder_method(encoder, p), **extra):
+            with _record(p, "propagate", params, overrides, method=encoder_method(encoder, p), **extra):
                 info = propagate_benchmark(p, encoder, name, root, target, merge_semantic=merge_semantic)
             log.info("%s: %d videos, %.3f s/frame", name, info["videos"], info["seconds_per_frame"])
 
@@ -456,7 +456,7 @@ def evaluate_cmd(
         _check_outputs("evaluate", outputs, inputs)
         if benchmark is not None:
             root = _benchmarks(p, benchmark, data, demo)[0][1]
-            with _record(p, "evaluation", params, overrides, benchmark=benchmark, predictions=str(predictions)):
+            with _record(p, "evaluate", params, overrides, benchmark=benchmark, predictions=str(predictions)):
                 s, _ = evaluate_benchmark(
                     p, benchmark, root, predictions, out, server_scores=server_scores, archive=archive,
                     workers=threads or 1, toolkit_csv=toolkit_csv,
@@ -719,8 +719,8 @@ def plan_cmd(params: ParamsOpt = None, overrides: SetOpt = None) -> None:  # typ
             if name not in shown_in.setdefault(exp.key, []):
                 shown_in[exp.key].append(name)
     set_id = experiment_set_id(p)
-    columns = ("experiment", "encoder", "setting", "shards id", "model id", "propagation id", "evaluation id", "tables")
-    table = Table(title=f"experiments (set {set_id}: results/tables/{set_id}, results/figures/{set_id})")
+    columns = ("experiment", "encoder", "setting", "shards", "train", "propagate", "evaluate", "tables")
+    table = Table(title=f"experiments and the content id of each stage (set {set_id}: results/tables/{set_id}, results/figures/{set_id})")
     for column in columns:
         table.add_column(column, overflow="fold")  # long keys wrap, never cut
     for key, exp in experiments.items():
@@ -731,7 +731,7 @@ def plan_cmd(params: ParamsOpt = None, overrides: SetOpt = None) -> None:  # typ
         trained = exp.trained
         table.add_row(*map(escape, (
             key, kind, ", ".join(exp.set_args) or "base params", exp.ids["shards"] if trained else "–",
-            exp.ids["model"] if trained else "–", exp.ids["propagation"], exp.ids["evaluation"],
+            exp.ids["train"] if trained else "–", exp.ids["propagate"], exp.ids["evaluate"],
             ", ".join(shown_in.get(key, [])) or "–",
         )))  # fmt: skip
     Console(width=max(Console().width, 160)).print(table)

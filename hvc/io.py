@@ -547,7 +547,7 @@ class Earlier:
 
     Attributes:
         test: path -> whether the existing file or folder is this stage's output.
-        what: what ``test`` looks for, for the message (e.g. "train.json with the provenance of stage model").
+        what: what ``test`` looks for, for the message (e.g. "train.json with the provenance of stage train").
     """
 
     test: Callable[[Path], bool]

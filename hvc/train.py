@@ -552,7 +552,7 @@ def _summary(run: _Run) -> dict:
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "final_loss": run.last_loss,
         "config_id": run.config_id,
-        "provenance": provenance("model", run.p.method, device_label(device)),
+        "provenance": provenance("train", run.p.method, device_label(device)),
     }
 
 

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 LOSS = Path("methods/hvc/loss.py")
 TABLES = Path("report/tables.py")
-ID_STAGES = ("data", "shards", "model", "propagation", "evaluation")
+ID_STAGES = ("demo_data", "shards", "train", "propagate", "evaluate")
 
 
 def copy_package(dest: Path) -> Path:
@@ -53,14 +53,14 @@ def hashes(root: Path) -> dict[str, str]:
 
 
 def test_a_stage_runs_the_files_it_imports_and_no_other():
-    model = stage_files("model")
+    model = stage_files("train")
     tables = stage_files("tables")
     assert PACKAGE_DIR / LOSS in model and PACKAGE_DIR / "train.py" in model
     assert PACKAGE_DIR / TABLES not in model
     assert PACKAGE_DIR / TABLES in tables and PACKAGE_DIR / LOSS not in tables
     assert PACKAGE_DIR / "cli.py" not in {f for s in STAGE_ENTRIES for f in stage_files(s)}  # see README
     # function-level imports count: propagation loads the trained backbone inside functions too
-    assert PACKAGE_DIR / "methods/hvc/model.py" in stage_files("propagation")
+    assert PACKAGE_DIR / "methods/hvc/model.py" in stage_files("propagate")
 
 
 def test_another_method_is_not_followed(tmp_path, monkeypatch):
@@ -72,12 +72,12 @@ def test_another_method_is_not_followed(tmp_path, monkeypatch):
     (pkg / "methods" / "other" / "__init__.py").write_text('"""Another method."""\n')
     (pkg / "methods" / "other" / "method.py").write_text('"""Its method."""\nfrom hvc.methods.other import loss\n')
     (pkg / "methods" / "other" / "loss.py").write_text("def loss():\n    return 0\n")
-    hvc_model = stage_files("model", "hvc", root=pkg)
-    other_model = stage_files("model", "other", root=pkg)
+    hvc_model = stage_files("train", "hvc", root=pkg)
+    other_model = stage_files("train", "other", root=pkg)
     assert pkg / "methods/other/loss.py" in other_model and pkg / "methods/other/loss.py" not in hvc_model
-    before = code_hash("model", "hvc", root=pkg)
+    before = code_hash("train", "hvc", root=pkg)
     append(pkg / "methods/other/loss.py", "\nSCALE = 2\n")
-    assert code_hash("model", "hvc", root=pkg) == before  # an edit to one method never re-trains another
+    assert code_hash("train", "hvc", root=pkg) == before  # an edit to one method never re-trains another
 
 
 # --------------------------------------------------------------------------- which edits change a code hash
@@ -96,11 +96,11 @@ def test_layout_edits_keep_the_hash_code_and_docstring_edits_change_it(tmp_path)
 
     loss.write_text(original + "\n_UNUSED = None\n")  # a new statement, even one that does nothing
     changed = {s for s, h in hashes(pkg).items() if h != base[s]}
-    assert {"model", "propagation"} <= changed  # training, and propagation (it builds the backbone)
-    assert not changed & {"data", "shards", "evaluation", "tables"}
+    assert {"train", "propagate"} <= changed  # training, and propagation (it builds the backbone)
+    assert not changed & {"demo_data", "shards", "evaluate", "tables"}
 
     loss.write_text(original.replace('"""', '"""Edited docstring. ', 1))
-    assert hashes(pkg)["model"] != base["model"]  # a docstring is part of the syntax tree
+    assert hashes(pkg)["train"] != base["train"]  # a docstring is part of the syntax tree
 
     loss.write_text(original)
     append(pkg / TABLES, "\n_UNUSED = None\n")
@@ -110,9 +110,9 @@ def test_layout_edits_keep_the_hash_code_and_docstring_edits_change_it(tmp_path)
 def test_code_hash_includes_torch_and_torchvision_versions(monkeypatch):
     from hvc.config import code
 
-    base = code_hash("data")
+    base = code_hash("demo_data")
     monkeypatch.setattr(code, "_library_versions", lambda: {"torch": "0.0.0", "torchvision": "0.0.0"})
-    assert code_hash("data") != base
+    assert code_hash("demo_data") != base
 
 
 # --------------------------------------------------------------------------- how a code hash moves the ids
@@ -126,11 +126,11 @@ def fake_code(changed_stage: str):
 @pytest.mark.parametrize(
     "edited, moved",
     [
-        ("data", {"data", "shards", "model"}),  # new data → new shards → new model
-        ("shards", {"shards", "model"}),
-        ("model", {"model"}),
-        ("propagation", {"propagation"}),
-        ("evaluation", {"evaluation"}),
+        ("demo_data", {"demo_data", "shards", "train"}),  # new data → new shards → new model
+        ("shards", {"shards", "train"}),
+        ("train", {"train"}),
+        ("propagate", {"propagate"}),
+        ("evaluate", {"evaluate"}),
     ],
 )
 def test_a_code_change_moves_the_ids_of_its_stage_and_what_reads_its_output(monkeypatch, edited, moved):
@@ -144,17 +144,17 @@ def test_a_code_change_moves_the_ids_of_its_stage_and_what_reads_its_output(monk
 def test_a_real_training_set_has_no_data_id_upstream(monkeypatch):
     p = Params(data={"train_set": "coco", "root": "data"})
     base = ids.stage_ids(p)
-    monkeypatch.setattr(ids, "code_hash", fake_code("data"))
+    monkeypatch.setattr(ids, "code_hash", fake_code("demo_data"))
     new = ids.stage_ids(p)
-    assert new["shards"] == base["shards"] and new["data"] != base["data"]  # the demo is not its input
+    assert new["shards"] == base["shards"] and new["demo_data"] != base["demo_data"]  # the demo is not its input
 
 
 # --------------------------------------------------------------------------- provenance
 
 
 def test_provenance_names_the_code_versions_and_device():
-    prov = provenance("model", "hvc", "cuda:0 (NVIDIA H200)")
-    assert prov["code_hash"] == code_hash("model") and prov["stage"] == "model"
+    prov = provenance("train", "hvc", "cuda:0 (NVIDIA H200)")
+    assert prov["code_hash"] == code_hash("train") and prov["stage"] == "train"
     assert prov["package"].startswith("hvc ") and prov["device"] == "cuda:0 (NVIDIA H200)"
     assert prov["torch"] and prov["torchvision"] and prov["python"]
     assert prov["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", prov["git_commit"])
@@ -178,8 +178,8 @@ def test_score_json_carries_the_provenance_of_the_evaluation_code(bench, tmp_pat
     summary, _ = evaluate_benchmark(p, "demo", bench, bench / "Annotations/480p", out)
     written = read_json(out)
     assert written["JF_mean"] == 1.0 and written == summary
-    assert written["provenance"]["stage"] == "evaluation"
-    assert written["provenance"]["code_hash"] == code_hash("evaluation")
+    assert written["provenance"]["stage"] == "evaluate"
+    assert written["provenance"]["code_hash"] == code_hash("evaluate")
 
 
 # --------------------------------------------------------------------------- end to end with Snakemake

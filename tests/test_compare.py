@@ -35,7 +35,7 @@ def test_compare_plans_liir_rows_and_the_budget_experiments():
     assert liir.params.method == "liir" and liir.encoder_method == "liir"
     assert propagation_for(liir.params, "liir").radius == 14  # LIIR's preset fills what the files leave out
     assert liir.params.train.max_steps == exps["budget-hvc"].params.train.max_steps == 2  # 8 samples / batch 4
-    assert liir.ids["data"] == exps["hvc"].ids["data"]  # one demo, with training videos, for every method
+    assert liir.ids["demo_data"] == exps["hvc"].ids["demo_data"]  # one demo, with training videos, for every method
     assert table_names(p)[-1] == "budget" and budget_benchmark(p) == "demo"
     assert ("budget-liir", "demo") in score_requests(p) and ("budget-liir", "train") in score_requests(p)
     # the LIIR row of Table 8 is trained (with its own key) beside HVC
@@ -131,6 +131,6 @@ def test_a_method_preset_reaches_its_own_encoders_only():
     p = load_params([*TINY, COMPARE], {"baselines": ["random", "imagenet"]})
     exps = plan(p)
     assert exps["imagenet"].encoder_method == "hvc" and exps["random"].encoder_method == "hvc"
-    assert exps["budget-liir"].ids["propagation"] != exps["budget-hvc"].ids["propagation"]
-    assert exps["imagenet"].ids["propagation"] == exps["hvc"].ids["propagation"]
+    assert exps["budget-liir"].ids["propagate"] != exps["budget-hvc"].ids["propagate"]
+    assert exps["imagenet"].ids["propagate"] == exps["hvc"].ids["propagate"]
     assert propagation_for(exps["hvc"].params, "hvc").radius == 12

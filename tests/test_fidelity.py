@@ -188,10 +188,10 @@ def test_content_ids_follow_what_each_stage_reads():
 
     base = stage_ids(Params())
     seeded = stage_ids(Params(seed=1))
-    assert seeded["propagation"] != base["propagation"]  # the random-init baseline is drawn from the seed
-    assert seeded["model"] != base["model"]
+    assert seeded["propagate"] != base["propagate"]  # the random-init baseline is drawn from the seed
+    assert seeded["train"] != base["train"]
     bound = stage_ids(Params(eval={"bound_th": 0.01}))
-    assert bound["evaluation"] != base["evaluation"]
-    assert {k: v for k, v in bound.items() if k != "evaluation"} == {k: v for k, v in base.items() if k != "evaluation"}
+    assert bound["evaluate"] != base["evaluate"]
+    assert {k: v for k, v in bound.items() if k != "evaluate"} == {k: v for k, v in base.items() if k != "evaluate"}
     logging_only = stage_ids(Params(train={"log_every": 1}))
     assert logging_only == base  # logging frequency does not make another model

@@ -77,7 +77,7 @@ def test_liir_is_registered_and_its_params_reach_the_method():
         load_params(ROOT / "params.yaml", {"method": "liir", "liir": {"phase2_design": "both"}})
     # the liir section is part of the model id (and only of LIIR's)
     other = p.model_copy(update={"liir": p.liir.model_copy(update={"lr2": 5e-5})})
-    assert stage_ids(other)["model"] != stage_ids(p)["model"] and stage_ids(other)["shards"] == stage_ids(p)["shards"]
+    assert stage_ids(other)["train"] != stage_ids(p)["train"] and stage_ids(other)["shards"] == stage_ids(p)["shards"]
     assert "liir.lr2" in train_config(p)["params"] and not any(k.startswith("liir.") for k in train_config(Params())["params"])
     with pytest.raises(ParamsError, match="train.crop_size"):
         LIIR.build(p.model_copy(update={"train": p.train.model_copy(update={"crop_size": 34})}))

@@ -164,10 +164,10 @@ def test_ids_follow_exactly_the_method_section(name):
     ids = stage_ids(base)
     for key, value in variants:
         changed = stage_ids(validate_params({**base.model_dump(exclude_unset=True), name: {**(base.model_dump(exclude_unset=True).get(name) or {}), key: value}}))
-        assert changed["model"] != ids["model"], f"{name}.{key}"
-        assert changed["data"] == ids["data"] and changed["shards"] == ids["shards"] and changed["evaluation"] == ids["evaluation"]
+        assert changed["train"] != ids["train"], f"{name}.{key}"
+        assert changed["demo_data"] == ids["demo_data"] and changed["shards"] == ids["shards"] and changed["evaluate"] == ids["evaluate"]
         inference_key = key in registry.method_spec(name).inference_keys
-        assert (changed["propagation"] != ids["propagation"]) == inference_key, f"{name}.{key}"
+        assert (changed["propagate"] != ids["propagate"]) == inference_key, f"{name}.{key}"
     for other in METHODS:  # another method's knobs change nothing of this method's experiments
         if other == name or registry.method_spec(other).section is None:
             continue
@@ -192,9 +192,9 @@ def test_dvc_stages_list_the_method_section_and_no_other(name, tmp_path, monkeyp
     listed = {k.split(".")[0] for k in train}
     assert (name in listed) == (name in sections), train
     assert not listed & (set(sections) - {name}), train
-    for key in stage_reads("model", p).keys:
+    for key in stage_reads("train", p).keys:
         assert any(k == key or k.startswith(key + ".") for k in train) or key not in params and "." not in key, key
-    reads = stage_reads("model", p)
+    reads = stage_reads("train", p)
     assert set(stages[f"train-{name}"]["deps"]) >= set(reads.code_files())
 
 

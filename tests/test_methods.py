@@ -40,22 +40,22 @@ def test_registry_loads_hvc_by_name_and_rejects_unknown_names():
 
 
 def test_only_the_trained_method_enters_the_model_code():
-    files = {p.relative_to(code.PACKAGE_DIR).as_posix() for p in code.stage_files("model", "hvc")}
+    files = {p.relative_to(code.PACKAGE_DIR).as_posix() for p in code.stage_files("train", "hvc")}
     assert {"methods/base.py", "methods/__init__.py", "methods/hvc/method.py", "methods/hvc/loss.py"} <= files
-    other = {p.relative_to(code.PACKAGE_DIR).as_posix() for p in code.stage_files("model", "liir")}
+    other = {p.relative_to(code.PACKAGE_DIR).as_posix() for p in code.stage_files("train", "liir")}
     assert not any(f.startswith("methods/hvc/") for f in other)
     assert "train.py" in other and "methods/base.py" in other
 
 
 def test_hvc_ids_of_data_and_shards_do_not_see_the_video_settings():
     p = Params()
-    assert not any("train_video" in k for k in stage_reads("data", p).values(p))
+    assert not any("train_video" in k for k in stage_reads("demo_data", p).values(p))
     changed = p.model_copy(update={"demo": p.demo.model_copy(update={"train_videos": 3})})
     assert stage_ids(changed) == stage_ids(p)
     assert train_config(p)["params"]["method"] == "hvc"
     # a compared method trained on clips: one demo, with training videos, for every method
     compared = p.model_copy(update={"compare": ["liir"]})
-    assert any("train_video" in k for k in stage_reads("data", compared).values(compared))
+    assert any("train_video" in k for k in stage_reads("demo_data", compared).values(compared))
 
 
 def test_encoder_spec_round_trip_and_checks():

@@ -59,10 +59,10 @@ def test_overrides_merge_and_change_only_dependent_ids(tmp_path):
     changed = load_params(ROOT / "params.yaml", parse_overrides(["hvc.alpha=0.5"]))
     assert changed.hvc.alpha == 0.5
     a, b = stage_ids(base), stage_ids(changed)
-    assert a["data"] == b["data"] and a["shards"] == b["shards"] and a["propagation"] == b["propagation"]
-    assert a["model"] != b["model"]
+    assert a["demo_data"] == b["demo_data"] and a["shards"] == b["shards"] and a["propagate"] == b["propagate"]
+    assert a["train"] != b["train"]
     stepped = stage_ids(load_params(ROOT / "params.yaml", parse_overrides(["shards.step=5"])))
-    assert stepped["shards"] != a["shards"] and stepped["model"] != a["model"] and stepped["data"] == a["data"]
+    assert stepped["shards"] != a["shards"] and stepped["train"] != a["train"] and stepped["demo_data"] == a["demo_data"]
 
 
 def test_crw_preset_sets_its_values(tmp_path):
@@ -74,7 +74,7 @@ def test_ablation_grid_has_one_experiment_per_distinct_model(tmp_path):
     text = yaml.safe_dump({"ablations": ["table7c", "table7d"]})
     p = load_params(write(tmp_path, text))
     exps = plan(p)
-    models = [e.ids["model"] for k, e in exps.items() if k not in ("random", "imagenet")]
+    models = [e.ids["train"] for k, e in exps.items() if k not in ("random", "imagenet")]
     assert len(models) == len(set(models))
     # the row equal to the base setting (alpha 1.0, radius 0.1) is the base model itself
     assert "hvc.alpha=1.0" not in exps and "hvc.radius=0.1" not in exps

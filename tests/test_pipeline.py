@@ -80,7 +80,7 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     assert runs[0].startswith("experiment,trained,method,benchmark,headline,score,") and len(runs) == 3  # hvc, random on demo
     (model_dir,) = [d for d in ws.glob("artifacts/models/*") if not d.name.startswith(".")]
     record = yaml.safe_load((model_dir / "params.yaml").read_text())
-    assert record["id"] == model_dir.name and record["stage"] == "model"
+    assert record["id"] == model_dir.name and record["stage"] == "train"
     print((ws / "results/runs.csv").read_text())
     print("\n".join(line for line in (ws / f"logs/train/{model_dir.name}.log").read_text().splitlines() if "heartbeat" in line))
     # the DAVIS toolkit's CSVs next to each encoder's scores; a log for every job
@@ -90,10 +90,10 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     # every output JSON says which code made it, where
     (train_json,) = ws.glob("artifacts/models/*/train.json")
     provenance = json.loads(train_json.read_text())["provenance"]
-    assert provenance["code_hash"] == code_hash("model")
+    assert provenance["code_hash"] == code_hash("train")
     assert provenance["device"].startswith("cuda:" if torch.cuda.is_available() else "cpu")
     provenance = json.loads(toolkit[0].parent.with_suffix(".json").read_text())["provenance"]
-    assert provenance["code_hash"] == code_hash("evaluation") and provenance["stage"] == "evaluation"
+    assert provenance["code_hash"] == code_hash("evaluate") and provenance["stage"] == "evaluate"
     assert list(ws.glob("logs/propagate/**/*.tsv")) and list(ws.glob("logs/train/*.log"))
 
     # the report: captioned tables and figures, and the run time of every job
@@ -119,7 +119,7 @@ def test_snakemake_demo_runs_caches_and_reruns_only_dependents(tmp_path):
     other = os.readlink(ws / "results/tables/latest")
     assert other != set_id and (ws / f"results/tables/{set_id}/demo.md").read_text() == table  # the first set's tables kept
     assert "--set hvc.alpha=0.5" in (ws / f"results/tables/{other}/demo.md").read_text()
-    model = stage_ids(load_params([ws / "params.yaml", TINY], {"hvc": {"alpha": 0.5}}))["model"]
+    model = stage_ids(load_params([ws / "params.yaml", TINY], {"hvc": {"alpha": 0.5}}))["train"]
     assert (ws / f"artifacts/models/{model}/encoder.pt").is_file()  # the model of alpha 0.5, under its id
     assert "Nothing to be done" in run(f"{smk} -n --config 'hvc={{alpha: 0.5}}'", ws)
 
@@ -317,7 +317,7 @@ def test_dvc_trains_at_snakemakes_speed(tmp_path):
     ws = workspace(tmp_path, tiny_params=True, extra=extra)
     stages = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]
     assert stages["train-hvc"]["cmd"].endswith("--threads 2")  # 1 + train.workers, as the Snakemake rule
-    model = stage_ids(load_params(ws / "params.yaml"))["model"]
+    model = stage_ids(load_params(ws / "params.yaml"))["train"]
     commands = {"dvc": "dvc repro -f -s train-hvc", "snakemake": f"snakemake --cores 2 --forcerun train artifacts/models/{model}"}
     outputs = {"dvc": ws / "artifacts/dvc/models/hvc/train.json", "snakemake": ws / f"artifacts/models/{model}/train.json"}
     run("dvc repro shards-hvc", ws, package=True)

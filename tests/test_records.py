@@ -57,7 +57,7 @@ def test_every_stage_folder_holds_its_exact_parameters_and_provenance(tmp_path):
     _hvc("demo-data", *files, "--out", "data", cwd=tmp_path)
     _hvc("shards", *files, "--input", "data", "--out", "shards", cwd=tmp_path)
     _hvc("train", *files, "--shards", "shards", "--out", "model", "--threads", "1", cwd=tmp_path)
-    for folder, stage in (("data", "data"), ("shards", "shards"), ("model", "model")):
+    for folder, stage in (("data", "demo_data"), ("shards", "shards"), ("model", "train")):
         record = yaml.safe_load((tmp_path / folder / RECORD_NAME).read_text())
         assert record["stage"] == stage and record["id"] == ids[stage], folder
         assert record["params"] == json.loads(json.dumps(stage_config(stage, p), default=str)), folder
@@ -73,9 +73,9 @@ def test_plan_takes_overrides_and_prints_every_id(monkeypatch, tmp_path):
     out = CliRunner().invoke(app, args, env={"COLUMNS": "250"}).output
     p = load_params(TINY, parse_overrides(["hvc.alpha=0.5"]))
     ids = stage_ids(p)
-    for value in (ids["shards"], ids["model"], ids["propagation"], ids["evaluation"], experiment_set_id(p)):
+    for value in (ids["shards"], ids["train"], ids["propagate"], ids["evaluate"], experiment_set_id(p)):
         assert value in out, (value, out)
-    base = stage_ids(load_params(TINY))["model"]
+    base = stage_ids(load_params(TINY))["train"]
     assert base not in out  # the override changed the model id
 
 
@@ -144,7 +144,7 @@ def test_runs_csv_is_tidy_and_numeric(tmp_path):
     for column in ("score", "JF_mean", "J_mean", "F_mean", "steps", "train_seconds", "images_per_s", "peak_host_memory_gb", "hvc.alpha"):
         assert pd.api.types.is_numeric_dtype(df[column]), column
     hvc = df[(df.experiment == "hvc") & (df.benchmark == "davis2016")].iloc[0]
-    assert hvc["headline"] == "JF_mean" and hvc["score"] == 0.4 and hvc["model_id"] == experiments["hvc"].ids["model"]
+    assert hvc["headline"] == "JF_mean" and hvc["score"] == 0.4 and hvc["model_id"] == experiments["hvc"].ids["train"]
     assert hvc["model_code"].startswith("m") and hvc["evaluation_code"] == "e1" and hvc["steps"] == 2
     random = df[df.experiment == "random"].iloc[0]
     assert not random["trained"] and pd.isna(random["steps"])  # a baseline has no training cost

@@ -174,20 +174,20 @@ def test_a_stage_refuses_parameters_that_no_longer_give_its_planned_id(caplog, t
     ids = stage_ids(p)
     edited = tmp_path / "edited.yaml"
     edited.write_text("demo:\n  seed: 7\n")
-    out = tmp_path / "artifacts" / "data" / ids["data"]
-    args = ["demo-data", *PARAMS, "--params", edited, "--expect-id", ids["data"], "--out", out]
-    message = assert_fails(caplog, args, out, ids["data"], out=out, problem="edited since the workflow started")
-    assert stage_ids(load_params([*PARAMS_FILES, edited]))["data"] in message
-    code, _, errors = hvc_cli(caplog, "demo-data", *PARAMS, "--expect-id", ids["data"], "--out", out)
+    out = tmp_path / "artifacts" / "data" / ids["demo_data"]
+    args = ["demo-data", *PARAMS, "--params", edited, "--expect-id", ids["demo_data"], "--out", out]
+    message = assert_fails(caplog, args, out, ids["demo_data"], out=out, problem="edited since the workflow started")
+    assert stage_ids(load_params([*PARAMS_FILES, edited]))["demo_data"] in message
+    code, _, errors = hvc_cli(caplog, "demo-data", *PARAMS, "--expect-id", ids["demo_data"], "--out", out)
     assert code == 0 and out.is_dir(), errors
 
 
 def test_train_and_propagate_check_their_ids_too(caplog, tmp_path, shard_dir, bench):
     out = tmp_path / "model"
-    assert_fails(caplog, [*train_args(shard_dir, out), "--expect-id", "0123456789ab"], out, "0123456789ab", out=out, problem="model id")
+    assert_fails(caplog, [*train_args(shard_dir, out), "--expect-id", "0123456789ab"], out, "0123456789ab", out=out, problem="(stage train)")
     pred = tmp_path / "pred"
     args = [*propagate_args(bench, pred), "--expect-id", "0123456789ab"]
-    assert_fails(caplog, args, pred, "0123456789ab", out=pred, problem="propagation id")
+    assert_fails(caplog, args, pred, "0123456789ab", out=pred, problem="(stage propagate)")
 
 
 def _workspace(tmp_path: Path, configs: str) -> Path:
@@ -376,7 +376,7 @@ def test_an_unreadable_training_image(caplog, tmp_path, demo_dir, mode):
 def test_a_configfile_path_with_a_space(tmp_path):
     """The rules quote every path they hand to the shell."""
     ws = _workspace(tmp_path, "my configs")
-    data_id = stage_ids(load_params(PARAMS_FILES))["data"]
+    data_id = stage_ids(load_params(PARAMS_FILES))["demo_data"]
     proc = _snakemake(ws, f"artifacts/data/{data_id}", "--cores", "1", "--configfile", "my configs/tiny.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (ws / "artifacts/data" / data_id / "manifest.json").is_file()

@@ -408,8 +408,8 @@ def test_a_changed_training_set_gives_new_shards_and_model_ids(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(lab / "VOCdevkit/VOC2012/JPEGImages/2012_000001.jpg")
     dataset_fingerprint.cache_clear()
     changed = stage_ids(p)
-    assert changed["shards"] != first["shards"] and changed["model"] != first["model"]
-    assert changed["propagation"] == first["propagation"] and changed["data"] == first["data"]
+    assert changed["shards"] != first["shards"] and changed["train"] != first["train"]
+    assert changed["propagate"] == first["propagate"] and changed["demo_data"] == first["demo_data"]
     other = _voc(tmp_path / "other" / "voc", images=3)  # another dataset at the same data.root
     q = load_params([ROOT / "params.yaml"], {"data": {"train_set": "voc", "root": str(root), "sources": {"voc2012_trainval": str(other)}}})
     assert stage_ids(q)["shards"] not in (first["shards"], changed["shards"])

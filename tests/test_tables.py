@@ -92,7 +92,7 @@ def test_semantic_checkpoint_adds_merged_and_alone_rows_without_retraining():
     with_moco = params("data.benchmarks=[davis2017]", "propagation.semantic_checkpoint=moco.pth.tar")
     assert stage_ids(base) == stage_ids(with_moco)  # same model and same plain-HVC predictions
     exps = plan(with_moco)
-    assert exps["hvc+semantic"].ids["model"] == exps["hvc"].ids["model"]
+    assert exps["hvc+semantic"].ids["train"] == exps["hvc"].ids["train"]
     assert exps["hvc+semantic"].encoder.startswith(exps["hvc"].encoder + "+semantic-")
     assert exps["semantic"].encoder.startswith("semantic-") and not exps["semantic"].trained
     other = params("data.benchmarks=[davis2017]", "propagation.semantic_checkpoint=other.pth.tar")

@@ -33,11 +33,11 @@ PACKAGE = PACKAGE_DIR.name
 # Modules each stage starts from. The CLI is left out: it only parses arguments and calls
 # these, and every call passes the same Params; see docs in README ("What re-runs").
 STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
-    "data": ("hvc.data.demo",),
+    "demo_data": ("hvc.data.demo",),
     "shards": ("hvc.data.shards",),
-    "model": ("hvc.train",),
-    "propagation": ("hvc.eval.predict",),
-    "evaluation": ("hvc.eval.score",),
+    "train": ("hvc.train",),
+    "propagate": ("hvc.eval.predict",),
+    "evaluate": ("hvc.eval.score",),
     "tables": ("hvc.report.tables",),
     # the overlays and bars, plus each method-only figure of the trained method (its registry entry)
     "figures": ("hvc.report.figures",),
@@ -107,10 +107,10 @@ def method_entries(stage: str, method: str) -> list[str]:
         KeyError: unknown method.
     """
     package = method_package(method)
-    if stage == "model":
+    if stage == "train":
         return [f"{package}.method", f"{package}.spec"]
     spec = method_spec(method)
-    if stage == "propagation":
+    if stage == "propagate":
         return [f"{package}.method"] + ([spec.inference.partition(":")[0]] if spec.inference else [])
     if stage == "figures":
         return [target.partition(":")[0] for target in spec.figures.values()]
@@ -121,8 +121,8 @@ def stage_files(stage: str, method: str = "hvc", root: Path = PACKAGE_DIR) -> li
     """Source files of this package that ``stage`` runs, sorted.
 
     Args:
-        stage: a key of :data:`STAGE_ENTRIES` (``data``, ``shards``, ``model``, ``propagation``,
-            ``evaluation``, ``tables``, ``figures``, ``flow``).
+        stage: a key of :data:`STAGE_ENTRIES` (``demo_data``, ``shards``, ``train``, ``propagate``,
+            ``evaluate``, ``tables``, ``figures``, ``flow``).
         method: the trained method (``params.method``), or the propagated encoder's; only
             its package under ``hvc/methods/`` is followed (:func:`method_entries`).
         root: the package folder to read (default: this package; another copy of it, e.g.

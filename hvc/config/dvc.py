@@ -68,21 +68,6 @@ HEADLINES = {
     "pck": ("PCK@0.1", "PCK@0.1"),
 }
 
-# The stage of hvc.config.ids.stage_reads behind each kind of DVC stage: its parameters
-# are the stage's `params:`, its code files its code `deps:`.
-READS_OF = {
-    "fetch": "fetch",
-    "demo_data": "data",
-    "shards": "shards",
-    "train": "model",
-    "propagate": "propagation",
-    "evaluate": "evaluation",
-    "submission": "submission",
-    "flow": "flow",
-    "tables": "tables",
-    "figures": "figures",
-}
-
 
 def slug(key: str) -> str:
     """An experiment key as a DVC stage-name part and folder name.
@@ -210,7 +195,7 @@ class _Pipeline:
         all from what the stage reads (:func:`hvc.config.ids.stage_reads`)."""
         params_ = exp.params if exp is not None else self.p
         method = exp.encoder_method if exp is not None and kind == "propagate" else params_.method
-        reads = stage_reads(READS_OF[kind], params_, method)
+        reads = stage_reads(kind, params_, method)  # a DVC stage's kind is its stage's name
         st: dict[str, Any] = {"cmd": " ".join(cmd), "deps": list(dict.fromkeys(deps + _code(reads)))}
         params = self._params_of(kind, reads, exp)
         if params:

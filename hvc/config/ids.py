@@ -3,8 +3,8 @@
 :func:`stage_reads` is the one place that says which parameter keys and which code each
 stage reads. Everything else derives from it: the content id that names a stage's output
 (:func:`stage_ids`: a hash of those parameters' values, the stage's code hash
-(:func:`hvc.config.code.code_hash`) and the id of the output it reads, data → shards →
-model), the code hash the workflow's rules carry as params, and the ``params:`` and
+(:func:`hvc.config.code.code_hash`) and the id of the output it reads, demo_data → shards →
+train), the code hash the workflow's rules carry as params, and the ``params:`` and
 ``deps:`` of each generated DVC stage (:mod:`hvc.config.dvc`).
 
 A method's own section (``hvc:``, ``liir:``, ...; :mod:`hvc.config.registry`) is read by the
@@ -32,7 +32,9 @@ NOT_READ = {"train.log_every"}
 # Propagation keys that name the semantic encoder: part of the encoder's identity
 # (:func:`semantic_id`), not of the propagation settings.
 SEMANTIC_KEYS = ("propagation.semantic_checkpoint", "propagation.semantic_weight")
-STAGES = ("fetch", "data", "shards", "model", "propagation", "evaluation", "submission", "flow", "tables", "figures")
+# One name per stage: the workflow's rule, the DVC stage's kind, the ``hvc`` command
+# (``demo-data`` for demo_data) and the key of its id and provenance record.
+STAGES = ("fetch", "demo_data", "shards", "train", "propagate", "evaluate", "submission", "flow", "tables", "figures")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def stage_reads(stage: str, p: BaseParams, method: str | None = None) -> StageRe
     Args:
         stage: one of :data:`STAGES`.
         p: the experiment's resolved parameters.
-        method: for ``propagation``, the method of the encoder propagated (its preset and
+        method: for ``propagate``, the method of the encoder propagated (its preset and
             inference apply; default ``p.method``); elsewhere ``p.method``.
     Raises:
         KeyError: unknown stage or method.
@@ -107,23 +109,23 @@ def stage_reads(stage: str, p: BaseParams, method: str | None = None) -> StageRe
     method = method or p.method
     spec = method_spec(method)
     section = (method,) if spec.section is not None else ()
-    if stage == "data":
+    if stage == "demo_data":
         exclude = () if demo_videos(p) else tuple(f"demo.{k}" for k in DEMO_VIDEO_FIELDS)
         return StageReads(stage, ("demo",), exclude, method)
     if stage == "shards":
         if p.data.train_set == "demo":  # the demo data's id is the upstream id
             return StageReads(stage, ("method", "data.train_set", "shards"), (), method)
         return StageReads(stage, ("method", "data.train_set", "shards", "data.root"), (), method, {"content": train_set_content(p)})
-    if stage == "model":
+    if stage == "train":
         return StageReads(stage, ("seed", "method", "train", *section), (), method)
-    if stage == "propagation":
+    if stage == "propagate":
         own = tuple(f"{method}.{k}" for k in spec.inference_keys)
         effective = propagation_for(p, method).model_dump(mode="json", exclude={"semantic_checkpoint", "semantic_weight"})
         derived = {"method": method, "propagation": effective}
         return StageReads(stage, ("seed", "propagation", *own), SEMANTIC_KEYS, method, derived)
     simple = {
         "fetch": ("data.root", "data.sources"),
-        "evaluation": ("eval",),
+        "evaluate": ("eval",),
         "submission": (),
         "flow": ("device", "propagation.resolution"),
         "tables": ("method", "compare", "data.benchmarks", "ablations", "baselines", "authors_checkpoint", "propagation.semantic_checkpoint"),
@@ -151,7 +153,7 @@ def stage_config(stage: str, p: BaseParams, method: str | None = None) -> dict[s
     """What a stage reads as one mapping: ``params`` (:meth:`StageReads.values`) and, when
     there are any, the ``derived`` values (:func:`stage_reads`); the train stage's adds its
     shards' identity (:func:`train_config`). Its content id hashes this and the code."""
-    if stage == "model":
+    if stage == "train":
         return train_config(p)
     reads = stage_reads(stage, p, method)
     return {"params": reads.values(p), **({"derived": reads.derived} if reads.derived else {})}
@@ -163,7 +165,7 @@ _config = stage_config
 def train_config(p: BaseParams) -> dict[str, Any]:
     """What the train stage reads (:func:`stage_reads`), with its shards' identity: the
     checkpoint's ``config_id`` (a checkpoint of another setting is not resumed)."""
-    reads = stage_reads("model", p)
+    reads = stage_reads("train", p)
     return {"params": reads.values(p), "shards": content_id(stage_config("shards", p))}
 
 
@@ -183,8 +185,9 @@ def semantic_id(p: BaseParams) -> str | None:
 
 
 def stage_ids(p: BaseParams, encoder_method: str | None = None) -> dict[str, str]:
-    """Content ids of every stage output, keyed by stage: data, shards, model, propagation,
-    evaluation.
+    """Content ids of every stage output, keyed by stage: demo_data, shards, train, propagate,
+    evaluate (the workflow's rule names and the ``hvc`` commands; their outputs lie in
+    ``artifacts/data``, ``shards``, ``models``, ``predictions`` and ``scores``).
 
     Each hashes what the stage reads (:func:`stage_reads`: parameter values and code hash)
     and the id of the stage output it reads (data → shards → model), so a change upstream
@@ -193,11 +196,11 @@ def stage_ids(p: BaseParams, encoder_method: str | None = None) -> dict[str, str
     the propagation id is for (default ``p.method``; HVC for the ImageNet, semantic and
     authors' encoders, which are HVC's backbone).
     """
-    ids = {"data": content_id({**_config("data", p), "code": code_hash("data", p.method)})}
-    from_demo = ids["data"] if p.data.train_set == "demo" else None  # a real set: data.root, in the params
+    ids = {"demo_data": content_id({**_config("demo_data", p), "code": code_hash("demo_data", p.method)})}
+    from_demo = ids["demo_data"] if p.data.train_set == "demo" else None  # a real set: data.root, in the params
     ids["shards"] = content_id({**_config("shards", p), "code": code_hash("shards", p.method), "data": from_demo})
-    ids["model"] = content_id({"params": stage_reads("model", p).values(p), "code": code_hash("model", p.method), "shards": ids["shards"]})
-    prop = stage_reads("propagation", p, encoder_method)
-    ids["propagation"] = content_id({"params": prop.values(p), "derived": prop.derived, "code": prop.code_hash()})
-    ids["evaluation"] = content_id({**_config("evaluation", p), "code": code_hash("evaluation", p.method)})
+    ids["train"] = content_id({"params": stage_reads("train", p).values(p), "code": code_hash("train", p.method), "shards": ids["shards"]})
+    prop = stage_reads("propagate", p, encoder_method)
+    ids["propagate"] = content_id({"params": prop.values(p), "derived": prop.derived, "code": prop.code_hash()})
+    ids["evaluate"] = content_id({**_config("evaluate", p), "code": code_hash("evaluate", p.method)})
     return ids

@@ -55,7 +55,7 @@ class Experiment:
             when merged with the semantic encoder.
         overrides: nested overrides of the base params.
         params: the resolved parameters.
-        ids: content ids (data, shards, model, propagation).
+        ids: content ids by stage (:func:`hvc.config.ids.stage_ids`: demo_data, shards, train, propagate, evaluate).
     """
 
     key: str
@@ -103,7 +103,7 @@ class Experiment:
         elif self.key in BASELINE_ENCODERS:
             return self.key
         else:
-            base = self.ids["model"]
+            base = self.ids["train"]
         return f"{base}+semantic-{semantic_id(self.params)}" if self.merge_semantic else base
 
     @property
@@ -197,11 +197,11 @@ def row_experiment(p: Params, row: dict[str, Any]) -> Experiment | None:
     row_overrides = with_video_train_set(p, row.get("overrides")) or {}
     rp = resolve(p, row_overrides)
     ids = stage_ids(rp)
-    base_model = stage_ids(p)["model"]
-    key = p.method if ids["model"] == base_model else ",".join(override_args(row_overrides))
+    base_model = stage_ids(p)["train"]
+    key = p.method if ids["train"] == base_model else ",".join(override_args(row_overrides))
     if merge:
         key += "+semantic"
-    overrides = row_overrides if ids["model"] != base_model else {}
+    overrides = row_overrides if ids["train"] != base_model else {}
     return Experiment(key, overrides, rp, ids, merge_semantic=merge)
 
 

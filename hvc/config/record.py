@@ -27,8 +27,8 @@ from hvc.config.params import Params
 
 RECORD_NAME = "params.yaml"
 # content-addressed stages: the record holds the mapping its content id hashes (hvc.config.ids.stage_reads)
-STAGE_CONFIGS = ("data", "shards", "model", "propagation", "evaluation")
-COMMANDS = {"data": "demo-data", "model": "train", "propagation": "propagate", "evaluation": "evaluate"}
+STAGE_CONFIGS = ("demo_data", "shards", "train", "propagate", "evaluate")
+COMMANDS = {"demo_data": "demo-data"}  # the command of a stage whose name is not its own
 
 
 def experiment_set_id(p: Params) -> str:
@@ -54,12 +54,12 @@ def stage_record(p: Params, stage: str, files: list[str], overrides: list[str] |
 
     Args:
         p: the resolved parameters the stage ran with.
-        stage: ``data``, ``shards``, ``model``, ``propagation``, ``evaluation`` (content
+        stage: ``demo_data``, ``shards``, ``train``, ``propagate``, ``evaluate`` (content
             addressed: the record holds the id and the exact mapping it hashes), or another
             stage name (``tables``, ``figures``: the record holds the experiment set id and
             every parameter).
         files, overrides: as given on the command line (``--params``, ``--set``).
-        method: for ``propagation``, the method of the encoder (its preset and inference
+        method: for ``propagate``, the method of the encoder (its preset and inference
             are part of the id; default ``p.method``).
         extra: more fields (the encoder, the benchmark, ...), written after ``params``.
     Returns:
@@ -70,7 +70,7 @@ def stage_record(p: Params, stage: str, files: list[str], overrides: list[str] |
         code_stage = stage
     else:
         head = {"stage": stage, "experiment_set": experiment_set_id(p), "params": p.model_dump(mode="json")}
-        code_stage = stage if stage in ("tables", "figures") else "model"
+        code_stage = stage if stage in ("tables", "figures") else "train"
     record = {
         **head,
         **_plain(extra),

@@ -115,7 +115,7 @@ def build_demo(params: DemoParams, out_dir: str | Path, videos: bool = False) ->
             "seed": params.seed,
             "params": params.model_dump(exclude=None if videos else {"train_videos", "train_video_frames"}),
             "skimage_version": skimage.__version__,
-            "provenance": provenance("data"),
+            "provenance": provenance("demo_data"),
             "sources": _sources(),
             "train": {"num_images": num_train, "photos": list(TRAIN_PHOTOS), "short_side": params.train_size},
             "benchmark": {

@@ -100,7 +100,7 @@ def propagate_benchmark(
             "videos": len(videos),
             "frames": frames_done,
             "seconds_per_frame": seconds / max(frames_done, 1),
-            "provenance": provenance("propagation", method, device_label(device)),
+            "provenance": provenance("propagate", method, device_label(device)),
         }
         write_json(tmp / "propagation.json", info)
     return info

@@ -62,7 +62,7 @@ def evaluate_benchmark(
         scores, details = _server_scores(bench, server_scores, archive), {}
     else:
         scores, details = _local_scores(p, bench, videos, root, predictions, workers)
-    scores["provenance"] = provenance("evaluation", p.method)
+    scores["provenance"] = provenance("evaluate", p.method)
     if toolkit_csv is not None:
         _write_toolkit_csv(toolkit_csv, benchmark, bench.scoring, scores, details)
     if out is not None:

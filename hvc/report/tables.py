@@ -357,7 +357,7 @@ def _run_row(key: str, exp: Any, bench: str, summary: dict, train: dict) -> dict
         "experiment": key, "trained": exp.trained, "method": exp.params.method if exp.trained else key.removesuffix("+semantic"),
         "benchmark": bench, "headline": headline, "score": parts.get(headline), **parts,
         **{k: train.get(k) for k in RUN_COST},
-        "model_id": exp.ids["model"] if exp.trained else None,
+        "model_id": exp.ids["train"] if exp.trained else None,
         "model_code": (train.get("provenance") or {}).get("code_hash"),
         "evaluation_code": (summary.get("provenance") or {}).get("code_hash"),
         "git_commit": (summary.get("provenance") or train.get("provenance") or {}).get("git_commit"),

@@ -51,7 +51,7 @@ PARAMS = " ".join(f"--params {shlex.quote(f)}" for f in PARAMS_FILES) + "".join(
 EXPERIMENTS = plan(P)  # key -> Experiment (overrides, resolved params, content ids)
 BASE = EXPERIMENTS[P.method]  # the base setting of the trained method
 TRAINED = [e for e in EXPERIMENTS.values() if e.trained]
-BY_MODEL = {e.ids["model"]: e for e in sorted(TRAINED, key=lambda e: not e.merge_semantic)}  # unmerged wins
+BY_MODEL = {e.ids["train"]: e for e in sorted(TRAINED, key=lambda e: not e.merge_semantic)}  # unmerged wins
 BY_SHARDS = shards_owners(EXPERIMENTS)  # the base, else the fewest overrides: --set names the shards setting
 BY_ENCODER = {e.encoder: e for e in EXPERIMENTS.values()}
 
@@ -81,20 +81,20 @@ def set_args(exp):
 
 
 def bench_root(benchmark):
-    return str(benchmark_root(benchmark, P.data.root, DATA.format(data=BASE.ids["data"])))
+    return str(benchmark_root(benchmark, P.data.root, DATA.format(data=BASE.ids["demo_data"])))
 
 
 def bench_inputs(benchmark):
     """The demo benchmark is built by a rule; a real benchmark is its dataset's fetch stamp."""
     if benchmark == "demo":
-        return [DATA.format(data=BASE.ids["data"])]
+        return [DATA.format(data=BASE.ids["demo_data"])]
     return [FETCHED.format(dataset=get_benchmark(benchmark).folder.split("/")[0])]
 
 
 def train_set_inputs(exp):
     """The demo training set is built by a rule; a real one is its dataset's fetch stamp."""
     if exp.params.data.train_set == "demo":
-        return [DATA.format(data=exp.ids["data"])]
+        return [DATA.format(data=exp.ids["demo_data"])]
     return [FETCHED.format(dataset=TRAIN_SET_DATASETS[exp.params.data.train_set])]
 
 

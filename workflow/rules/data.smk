@@ -2,7 +2,7 @@
 
 # The experiment behind each demo-data id: a method trained on clips gets the demo with its
 # training videos (another id), built with that experiment's overrides.
-BY_DATA = {e.ids["data"]: e for e in [*TRAINED[::-1], BASE]}
+BY_DATA = {e.ids["demo_data"]: e for e in [*TRAINED[::-1], BASE]}
 
 
 rule demo_data:
@@ -61,7 +61,7 @@ rule shards:
     params:
         id=lambda wc: wc.shards,
         overrides=lambda wc: set_args(BY_SHARDS[wc.shards]),
-        source=lambda wc: DATA.format(data=BY_SHARDS[wc.shards].ids["data"]) if BY_SHARDS[wc.shards].params.data.train_set == "demo" else P.data.root,
+        source=lambda wc: DATA.format(data=BY_SHARDS[wc.shards].ids["demo_data"]) if BY_SHARDS[wc.shards].params.data.train_set == "demo" else P.data.root,
     log:
         f"{LOGS}/shards/{{shards}}.log",
     # no benchmark: a rule eligible for the between-workflow cache may not have one (Snakemake)

@@ -6,7 +6,7 @@ def encoder_input(wildcards):
     exp = BY_ENCODER[wildcards.encoder]
     deps = bench_inputs(wildcards.benchmark)
     if exp.trained:
-        deps.append(MODEL.format(model=exp.ids["model"]))
+        deps.append(MODEL.format(model=exp.ids["train"]))
     if exp.key == "semantic" or exp.merge_semantic:
         deps.append(P.propagation.semantic_checkpoint)
     if exp.key.removesuffix("+semantic") == "authors":
@@ -20,7 +20,7 @@ def encoder_args(wildcards):
     merge = " --merge-semantic" if exp.merge_semantic else ""
     if not exp.trained:
         return f"--encoder {exp.key.removesuffix('+semantic')}" + merge
-    spec = os.path.join(MODEL.format(model=exp.ids["model"]), "encoder.pt")
+    spec = os.path.join(MODEL.format(model=exp.ids["train"]), "encoder.pt")
     return f"--encoder {shlex.quote(spec)}" + merge
 
 

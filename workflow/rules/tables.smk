@@ -11,11 +11,11 @@ def score_file(key, source):
     scores, the model's train.json (Table 8) or its flow comparison (Table 11)."""
     exp = EXPERIMENTS[key]
     if source == "train":
-        return os.path.join(MODEL.format(model=exp.ids["model"]), "train.json")
+        return os.path.join(MODEL.format(model=exp.ids["train"]), "train.json")
     if source.startswith("flow_"):
-        return FLOW.format(model=exp.ids["model"], benchmark=source.removeprefix("flow_"))
+        return FLOW.format(model=exp.ids["train"], benchmark=source.removeprefix("flow_"))
     return SCORES.format(
-        encoder=exp.encoder, propagation=exp.ids["propagation"], evaluation=exp.ids["evaluation"], benchmark=source
+        encoder=exp.encoder, propagation=exp.ids["propagate"], evaluation=exp.ids["evaluate"], benchmark=source
     )
 
 
@@ -23,7 +23,7 @@ def score_file(key, source):
 SCORE_FILES = {(key, src): score_file(key, src) for key, src in score_requests(P)}
 
 
-rule pseudo_dynamic:
+rule flow:
     input:
         model=MODEL,
         benchmark=lambda wc: bench_inputs(wc.benchmark),
@@ -33,9 +33,9 @@ rule pseudo_dynamic:
         data=lambda wc: bench_root(wc.benchmark),
         code=stage_reads("flow", P).code_hash(),  # the path holds the model's id only: re-run when this code changes
     log:
-        f"{LOGS}/pseudo_dynamic/{{model}}/{{benchmark}}.log",
+        f"{LOGS}/flow/{{model}}/{{benchmark}}.log",
     benchmark:
-        f"{LOGS}/pseudo_dynamic/{{model}}/{{benchmark}}.tsv"
+        f"{LOGS}/flow/{{model}}/{{benchmark}}.tsv"
     threads: COMPUTE_THREADS
     resources:
         gpu=gpus(),
@@ -75,7 +75,7 @@ rule tables:
 
 
 PREDICTION_DIRS = {
-    (e.key, b): PREDICTIONS.format(encoder=e.encoder, propagation=e.ids["propagation"], benchmark=b)
+    (e.key, b): PREDICTIONS.format(encoder=e.encoder, propagation=e.ids["propagate"], benchmark=b)
     for e in (EXPERIMENTS[k] for k in overlay_keys(EXPERIMENTS, set(SCORE_FILES), P.data.benchmarks))  # the trained method, random, each other method
     for b in P.data.benchmarks
     if (e.key, b) in SCORE_FILES and get_benchmark(b).task != "pose"  # overlays of masks and parts
@@ -89,7 +89,7 @@ rule figures:
         [bench_inputs(b) for b in P.data.benchmarks],
         list(CURVES.values()),
         tables=TABLES,
-        model=MODEL.format(model=BASE.ids["model"]),
+        model=MODEL.format(model=BASE.ids["train"]),
     output:
         report(
             directory(FIGURES),
@@ -100,7 +100,7 @@ rule figures:
     params:
         predictions=" ".join(f"--predictions {shlex.quote(f'{k}:{b}={path}')}" for (k, b), path in PREDICTION_DIRS.items()),
         curves=" ".join(f"--curves {shlex.quote(f'{k}={path}')}" for k, path in CURVES.items()),
-        demo=lambda wc, input: DATA.format(data=BASE.ids["data"]),  # the demo's frames (Fig. 12 on the demo)
+        demo=lambda wc, input: DATA.format(data=BASE.ids["demo_data"]),  # the demo's frames (Fig. 12 on the demo)
         code=stage_reads("figures", P).code_hash(),  # not content-addressed: re-run when this code changes
     log:
         f"{LOGS}/figures/figures.log",
