@@ -283,17 +283,6 @@ class BaseParams(_Section):
         a ``--config 'sweep={hvc.alpha: [...]}'``) gives ``{hvc: {alpha: [...]}}``."""
         return sweep_dotted(v) if isinstance(v, dict) else v
 
-    @field_validator("sweep")
-    @classmethod
-    def _check_sweep(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key, values in v.items():
-            if not values:
-                raise ValueError(f"{key}: expected a non-empty list of values, e.g. {{{key}: [0.1, 0.5]}}")
-            twice = [x for i, x in enumerate(values) if x in values[:i]]
-            if twice:
-                raise ValueError(f"{key}: value {twice[0]!r} given twice")
-        return v
-
     @model_serializer(mode="wrap")
     def _drop_unused_repeats(self, handler: Any) -> Any:
         """Leave ``seeds`` and ``sweep`` out of a dump while they are empty, so a run without them
@@ -596,6 +585,11 @@ def check_sweep(p: BaseParams, data: dict[str, Any], source: str) -> None:
     base = {k: v for k, v in data.items() if k not in ("sweep", "seeds")}
     for key, values in p.sweep.items():
         problem = sweep_key_problem(key)
+        twice = [x for i, x in enumerate(values) if x in values[:i]]
+        if problem is None and not values:
+            problem = f"expected a non-empty list of values, e.g. {{{key}: [0.1, 0.5]}}"
+        elif problem is None and twice:
+            problem = f"value {twice[0]!r} given twice"
         if problem is not None:
             raise ParamsError(f"{source}: sweep: {key}: {problem}")
         for value in values:

@@ -480,7 +480,7 @@ def build_sweep_table(p: Params, scores: dict[tuple[str, str], dict]) -> dict[st
             value = (scores.get((exp.key, b)) or {}).get(m)
             row.append(_ours(m, value) if value is not None else None)
             if value is None:
-                missing.setdefault(source_name(b), []).append(row[0])
+                missing.setdefault(source_name(b), {})[row[0]] = None
         train = scores.get((exp.key, "train")) or {}
         host |= train.get("peak_gpu_memory_gb") is None and train.get("peak_host_memory_gb") is not None
         rows.append(row + _sweep_cost(train))
