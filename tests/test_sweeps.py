@@ -260,3 +260,30 @@ def test_snakemake_propagates_a_swept_propagation_key_with_one_model(tmp_path):
     for point, exp in sweep_experiments(p):
         assert f"--set propagation.topk={point['propagation.topk']} --encoder" in log
         assert f"--expect-id {exp.ids['propagation']}" in log
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_sweep_with_seeds_trains_and_tabulates_the_tiny_demo(tmp_path):
+    """The real chain on the tiny setting: one sweep value and two seeds train four models
+    (the base and alpha 0.5, seeds 0 and 1); the sweep table shows mean ± std, runs.csv one
+    row per run, and a second run does nothing."""
+    ws = copy_workflow(tmp_path / "ws")
+    cmd = ["snakemake", "all_tables", "--cores", "2", "--configfile", "tests/configs/tiny.yaml",
+           "--config", "sweep={hvc.alpha: [0.5]}", "seeds=[0, 1]"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ws, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert job_counts(log)["train"] == 4
+    tables = ws / "results" / "tables" / "latest"
+    sweep = (tables / "sweep.md").read_text()
+    row = next(line for line in sweep.splitlines() if line.startswith("| hvc.alpha=0.5"))
+    assert row.count("±") >= 4, row  # J&F, J, F and the training cost, each over two seeds
+    runs = pd.read_csv(ws / "results" / "runs.csv")
+    trained = runs[runs.trained]
+    assert sorted(zip(trained["experiment"], trained["seed"])) == [("hvc", 0), ("hvc", 1), ("hvc.alpha=0.5", 0), ("hvc.alpha=0.5", 1)]
+    assert trained["model_id"].nunique() == 4
+    mean = trained[trained.experiment == "hvc.alpha=0.5"]["score"].mean()
+    assert pd.read_csv(tables / "sweep.csv")["Demo J&F"][0] == pytest.approx(100 * mean)
+    again = subprocess.run([*cmd, "-n"], cwd=ws, capture_output=True, text=True)
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -268,7 +268,7 @@ def frame(t: dict[str, Any], std: bool = True):
         elif formats[c] == ",.0f" and all(v is None or float(v).is_integer() for v in values):
             columns[name] = pd.Series([None if v is None else int(v) for v in values], dtype="Int64")  # counts: 96, not 96.0
         else:
-            columns[name] = pd.Series([None if v is None else float(v) for v in values], dtype="float64")
+            columns[name] = pd.Series(values, dtype="float64")
         if std and any(isinstance(v, MeanStd) and v.n > 1 for v in values):
             columns[f"{name} std"] = pd.Series([v.std if isinstance(v, MeanStd) else None for v in values], dtype="float64")
     return pd.DataFrame(columns)
@@ -437,6 +437,7 @@ SWEEP_METRICS = {
 }
 SWEEP_COST = (("steps", "iterations", ",.0f"), ("train_seconds", "training time (s)", ".1f"),
               ("images_per_s", "images/s", ".1f"), ("peak_memory_gb", "peak memory (GB)", ".2f"))  # fmt: skip
+# (train.json key, column, format); the last, peak memory, is the GPU's or else the host's
 
 
 def _sweep_value(v: Any) -> Any:
@@ -452,7 +453,7 @@ def _sweep_cost(train: dict) -> list[Any]:
     """The training-cost cells of a sweep row (peak memory: the GPU's, else the process's host memory)."""
     gpu = train.get("peak_gpu_memory_gb")
     memory = gpu if gpu is not None else train.get("peak_host_memory_gb")
-    return [train.get("steps"), train.get("train_seconds"), train.get("images_per_s"), memory]
+    return [train.get(key) for key, *_ in SWEEP_COST[:-1]] + [memory]
 
 
 def build_sweep_table(p: Params, scores: dict[tuple[str, str], dict]) -> dict[str, Any]:
