@@ -708,16 +708,20 @@ def plan_cmd(params: ParamsOpt = None, overrides: SetOpt = None) -> None:  # typ
     from rich.markup import escape
     from rich.table import Table
 
-    from hvc.config.plan import plan, run_rows
+    from hvc.config.plan import plan, run_rows, sweep_experiments
     from hvc.config.record import experiment_set_id
 
     with _stage("plan"):
         p = _load(params, overrides)
         experiments = plan(p)
         shown_in: dict[str, list[str]] = {}
-        for name, _, exp in run_rows(p):
-            if name not in shown_in.setdefault(exp.key, []):
-                shown_in[exp.key].append(name)
+        rows = [(name, exp.key) for name, _, exp in run_rows(p)] + [("sweep", exp.key) for _, exp in sweep_experiments(p)]
+        for name, key in rows:
+            if name not in shown_in.setdefault(key, []):
+                shown_in[key].append(name)
+        for key, exp in experiments.items():  # a repetition over seeds: in its experiment's tables (mean ± std)
+            if exp.seed_of is not None:
+                shown_in[key] = shown_in.get(exp.seed_of, [])
     set_id = experiment_set_id(p)
     columns = ("experiment", "encoder", "setting", "shards", "train", "propagate", "evaluate", "tables")
     table = Table(title=f"experiments and the content id of each stage (set {set_id}: results/tables/{set_id}, results/figures/{set_id})")

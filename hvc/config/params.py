@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_serializer, model_validator
 
 from hvc.config import registry
 from hvc.config.benchmarks import BENCHMARKS as _BENCHMARK_ENTRIES
@@ -230,6 +230,18 @@ class BaseParams(_Section):
     section per registered method (:mod:`hvc.config.registry`)."""
 
     seed: int = Field(0, description="Global random seed.")
+    seeds: list[int] = Field(
+        default_factory=list,
+        description="Repeat every trained experiment (training and everything downstream) once per seed, e.g. "
+        "[0, 1, 2]; the list must include `seed` (that run keeps its ids); tables show mean ± std over the seeds, "
+        "runs.csv one row per seed. Empty: `seed` only.",
+    )
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Parameter sweep: {dotted key: [values]}, e.g. {hvc.alpha: [0.1, 0.5, 2.0]}; one experiment "
+        "(its own content ids) per value, the grid product of the values when several keys are given, and one "
+        "comparison table (sweep.*). Keys read by training or propagation only.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available.")
     data: DataParams = Field(default_factory=DataParams)
     demo: DemoParams = Field(default_factory=DemoParams)
@@ -252,6 +264,35 @@ class BaseParams(_Section):
         description="Baseline encoders propagated beside the trained method: random init (of the trained method's "
         "encoder), ImageNet-supervised ResNet-18.",
     )
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, v: list[int], info: Any) -> list[int]:
+        twice = sorted({s for s in v if v.count(s) > 1})
+        if twice:
+            raise ValueError(f"seed(s) {twice} given twice")
+        seed = info.data.get("seed")
+        if v and seed is not None and seed not in v:
+            raise ValueError(f"must include the global seed (seed = {seed}), whose run keeps its ids; add it or set seed to one of {v}")
+        return v
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _dotted_sweep(cls, v: Any) -> Any:
+        """Nested sections to dotted keys: ``--set sweep.hvc.alpha=[...]`` (how every job gets
+        a ``--config 'sweep={hvc.alpha: [...]}'``) gives ``{hvc: {alpha: [...]}}``."""
+        return sweep_dotted(v) if isinstance(v, dict) else v
+
+    @model_serializer(mode="wrap")
+    def _drop_unused_repeats(self, handler: Any) -> Any:
+        """Leave ``seeds`` and ``sweep`` out of a dump while they are empty, so a run without them
+        keeps the experiment set id (a hash of the dump) it had before these keys existed."""
+        out = handler(self)
+        if isinstance(out, dict):
+            for key in ("seeds", "sweep"):
+                if key in out and not out[key]:
+                    del out[key]
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> BaseParams:
@@ -477,16 +518,92 @@ def validate_params(data: dict[str, Any], source: str = "params") -> BaseParams:
     """Validate a nested dict against :func:`params_model`.
 
     Raises:
-        ParamsError: a moved key (one line naming its new key), or the schema's messages
-            (:func:`load_params`).
+        ParamsError: a moved key (one line naming its new key), the schema's messages
+            (:func:`load_params`), or a bad ``sweep`` key or value (:func:`check_sweep`).
     """
     moved = moved_key_error(data, source) if isinstance(data, dict) else None
     if moved is not None:
         raise ParamsError(moved)
     try:
-        return params_model().model_validate(data)
+        p = params_model().model_validate(data)
     except ValidationError as e:
         raise ParamsError(_format_validation_error(e, source)) from None
+    check_sweep(p, data, source)
+    return p
+
+
+# Keys a sweep may not vary, and what to use instead.
+SWEEP_REFUSED = {
+    "seed": "list the seeds in seeds: [...] (the tables then show mean ± std over them)",
+    "seeds": "seeds repeats every experiment already",
+    "sweep": "a sweep of sweeps",
+    "method": "list the other methods in compare",
+}
+
+
+def sweep_dotted(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{hvc: {alpha: [...]}}`` or ``{hvc.alpha: [...]}`` → ``{"hvc.alpha": [...]}`` (lists are values)."""
+    out: dict[str, Any] = {}
+    for k, v in nested.items():
+        if isinstance(v, dict):
+            out.update(sweep_dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def sweep_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be swept (not a single parameter of :func:`params_model`, or one of
+    :data:`SWEEP_REFUSED`), or None."""
+    if key in SWEEP_REFUSED:
+        return f"cannot be swept: {SWEEP_REFUSED[key]}"
+    model: type[BaseModel] = params_model()
+    parts = key.split(".")
+    for n, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return "unknown key (a dotted parameter key, e.g. hvc.alpha; `hvc params` lists them)"
+        ann = field.annotation
+        section = isinstance(ann, type) and issubclass(ann, BaseModel)
+        if n < len(parts) - 1 and not section:
+            return f"{'.'.join(parts[: n + 1])} has no keys below it"
+        if n == len(parts) - 1 and section:
+            return "a whole section; sweep one of its keys (e.g. " + f"{key}.{next(iter(ann.model_fields))})"
+        model = ann if section else model
+    return None
+
+
+def check_sweep(p: BaseParams, data: dict[str, Any], source: str) -> None:
+    """Validate every value of ``sweep`` through the model: the base parameters with that
+    one key set to that value must validate.
+
+    Raises:
+        ParamsError: one line, ``"<source>: sweep: hvc.alpha = 'x': <what is allowed>"``.
+    """
+    if not p.sweep:
+        return
+    base = {k: v for k, v in data.items() if k not in ("sweep", "seeds")}
+    for key, values in p.sweep.items():
+        problem = sweep_key_problem(key)
+        twice = [x for i, x in enumerate(values) if x in values[:i]]
+        if problem is None and not values:
+            problem = f"expected a non-empty list of values, e.g. {{{key}: [0.1, 0.5]}}"
+        elif problem is None and twice:
+            problem = f"value {twice[0]!r} given twice"
+        if problem is not None:
+            raise ParamsError(f"{source}: sweep: {key}: {problem}")
+        for value in values:
+            nested: dict[str, Any] = {}
+            node = nested
+            *sections, leaf = key.split(".")
+            for part in sections:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+            try:
+                params_model().model_validate(deep_merge(base, nested))
+            except ValidationError as e:
+                msg = "; ".join(err["msg"] for err in e.errors())
+                raise ParamsError(f"{source}: sweep: {key} = {value!r}: {msg}") from None
 
 
 def schema_rows(model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, str, str, str]]:

@@ -56,6 +56,8 @@ class Experiment:
         overrides: nested overrides of the base params.
         params: the resolved parameters.
         ids: content ids by stage (:func:`hvc.config.ids.stage_ids`: demo_data, shards, train, propagate, evaluate).
+        seed_of: for a repetition with another seed (``params.seeds``), the key of the
+            experiment it repeats (its key is that key with ``@seed=<n>``); else None.
     """
 
     key: str
@@ -63,6 +65,7 @@ class Experiment:
     params: Params
     ids: dict[str, str] = field(default_factory=dict)
     merge_semantic: bool = False
+    seed_of: str | None = None  # the experiment this one repeats with another seed (params.seeds)
 
     @property
     def trained(self) -> bool:
@@ -130,14 +133,15 @@ def table_names(p: Params) -> list[str]:
     """Tables assembled for these params: every non-ablation table with a column these
     params produce (``demo`` when the demo benchmark is scored; Table 8, the training
     cost, always), then ``params.ablations``, then ``budget`` when ``compare`` lists a method
-    (:func:`budget_experiments`; not a table of the paper)."""
+    (:func:`budget_experiments`; not a table of the paper), then ``sweep`` when ``sweep``
+    is set (:func:`sweep_experiments`)."""
     names = []
     for name, t in published_tables().items():
         if name.startswith("table7") or name == "table6":
             continue
         if any(source_available(src, p) for src, _ in table_columns(t)):
             names.append(name)
-    return names + [a for a in p.ablations if a not in names] + (["budget"] if p.compare else [])
+    return names + [a for a in p.ablations if a not in names] + (["budget"] if p.compare else []) + (["sweep"] if p.sweep else [])
 
 
 def with_video_train_set(p: Params, overrides: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -258,7 +262,10 @@ def plan(p: Params) -> dict[str, Experiment]:
         out["authors"] = baseline("authors", p)
     for _, _, exp in run_rows(p):
         out.setdefault(exp.key, exp)
+    for _, exp in sweep_experiments(p):
+        out.setdefault(exp.key, exp)
     out.update(budget_experiments(p))
+    out.update(seed_experiments(p, out))
     return out
 
 
@@ -319,7 +326,8 @@ def score_requests(p: Params) -> list[tuple[str, str]]:
         needed.add((key, "train"))
         if bench is not None:
             needed.add((key, bench))
-    return sorted(needed)
+    needed |= sweep_requests(p)
+    return sorted(needed | seed_requests(p, needed))
 
 
 def shards_owners(experiments: dict[str, Experiment]) -> dict[str, Experiment]:
@@ -352,3 +360,120 @@ def overlay_keys(experiments: dict[str, Any], scored: set[tuple[str, str]], benc
             keys.append(key)
             methods.add(e.params.method)
     return keys
+
+
+# --------------------------------------------------------------------------- sweeps and seeds
+
+SEED_MARK = "@seed="
+# Stages whose jobs get an experiment's overrides (--set): a swept key must be read by one of them.
+SWEEP_STAGES = ("demo_data", "shards", "train", "propagate")
+
+
+def nested(dotted: dict[str, Any]) -> dict[str, Any]:
+    """``{"hvc.alpha": 0.1}`` → ``{"hvc": {"alpha": 0.1}}`` (the inverse of :func:`flatten`)."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = out
+        *sections, leaf = key.split(".")
+        for part in sections:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def sweep_points(p: Params) -> list[dict[str, Any]]:
+    """The settings of ``params.sweep``, each ``{dotted key: value}``: the grid product of
+    the keys' values, the first key varying slowest (``{a: [1, 2], b: [x, y]}`` → a=1 b=x,
+    a=1 b=y, a=2 b=x, a=2 b=y); none without a sweep.
+
+    Raises:
+        ParamsError: a swept key that no stage running an experiment's overrides reads
+            (:data:`SWEEP_STAGES`: demo data, shards, training, propagation), e.g.
+            ``eval.bound_th`` or ``data.benchmarks``: every value would give the same results.
+    """
+    import itertools
+
+    from hvc.config.ids import stage_reads
+    from hvc.config.section import ParamsError
+
+    if not p.sweep:
+        return []
+    read = {k for stage in SWEEP_STAGES for k in stage_reads(stage, p).values(p)}
+    for key in p.sweep:
+        if key not in read:
+            raise ParamsError(
+                f"sweep: {key}: read by no stage of a {p.method} experiment that takes overrides "
+                f"({', '.join(SWEEP_STAGES)}); run one --config per value instead"
+            )
+    keys = list(p.sweep)
+    return [dict(zip(keys, values)) for values in itertools.product(*(p.sweep[k] for k in keys))]
+
+
+def sweep_experiments(p: Params) -> list[tuple[dict[str, Any], Experiment]]:
+    """(setting, experiment) of every point of the sweep (:func:`sweep_points`). A point's
+    key is its override string (``hvc.alpha=0.1``, ``hvc.alpha=0.1,train.lr=0.01``), the
+    same as an ablation row of that setting, so the two share one model; a point that
+    gives the base setting's ids is the base experiment (key ``params.method``)."""
+    base = stage_ids(p)
+    out = []
+    for point in sweep_points(p):
+        overrides = nested(point)
+        rp = resolve(p, overrides)
+        ids = stage_ids(rp)
+        if all(ids[k] == base[k] for k in SWEEP_STAGES):
+            out.append((point, Experiment(p.method, {}, p, base)))
+        else:
+            out.append((point, Experiment(",".join(override_args(overrides)), overrides, rp, ids)))
+    return out
+
+
+def sweep_requests(p: Params) -> set[tuple[str, str]]:
+    """(experiment key, source) the sweep table reads: every benchmark and the training log."""
+    return {(exp.key, src) for _, exp in sweep_experiments(p) for src in [*p.data.benchmarks, "train"]}
+
+
+def seed_key(key: str, seed: int) -> str:
+    """The key of ``key`` repeated with ``seed``: ``hvc@seed=1``, ``hvc.alpha=0.1@seed=1``,
+    ``hvc@seed=1+semantic`` (the merge suffix stays last, so the plain model's key is the
+    merged key without it, as for the base)."""
+    if key.endswith("+semantic"):
+        return f"{key.removesuffix('+semantic')}{SEED_MARK}{seed}+semantic"
+    return f"{key}{SEED_MARK}{seed}"
+
+
+def seed_experiments(p: Params, experiments: dict[str, Experiment]) -> dict[str, Experiment]:
+    """The repetitions of ``params.seeds``: every trained experiment of ``experiments``
+    (not the baselines, which run at ``seed``, and not the equal-budget runs) once more
+    per seed of ``seeds`` other than ``seed``, with ``seed`` overridden (its own model,
+    propagation and score ids). None with fewer than two seeds."""
+    out: dict[str, Experiment] = {}
+    if len(p.seeds) < 2:
+        return out
+    for key, exp in experiments.items():
+        if not exp.trained or exp.seed_of is not None or key.startswith(BUDGET_PREFIX):
+            continue
+        for seed in p.seeds:
+            if seed == p.seed:
+                continue
+            overrides = deep_merge(exp.overrides, {"seed": seed})
+            rp = resolve(p, overrides)
+            k = seed_key(key, seed)
+            out[k] = Experiment(k, overrides, rp, stage_ids(rp), merge_semantic=exp.merge_semantic, seed_of=key)
+    return out
+
+
+def seed_groups(experiments: dict[str, Experiment]) -> dict[str, list[str]]:
+    """Experiment key → the keys of its runs over ``params.seeds`` (itself first, then its
+    repetitions in seed order), for every experiment that has repetitions."""
+    groups: dict[str, list[str]] = {}
+    for key, exp in experiments.items():
+        if exp.seed_of is not None:
+            groups.setdefault(exp.seed_of, [exp.seed_of]).append(key)
+    return groups
+
+
+def seed_requests(p: Params, needed: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The cells of every repetition (``params.seeds``): each (key, source) of ``needed``
+    whose experiment is repeated, for each repetition."""
+    groups = seed_groups(plan(p)) if len(p.seeds) > 1 else {}
+    return {(k, src) for key, src in needed for k in groups.get(key, [])[1:]}

@@ -19,6 +19,7 @@ from hvc.config.params import Params
 from hvc.config.benchmarks import get_benchmark
 from hvc.config.code import provenance
 from hvc.config.registry import DEFAULT_METHOD, method_spec
+from hvc.report.seeds import MeanStd, aggregate_seeds, seeds_note
 
 # metric → (column label, how a value is shown); fractions are shown in percent
 METRICS = {
@@ -66,6 +67,9 @@ def _ours(metric: str, value: float | None) -> float | None:
     """A value of ours in the unit its column shows: fractions become percent."""
     if value is None:
         return None
+    if isinstance(value, MeanStd):  # a mean over seeds keeps its standard deviation
+        scaled = value.scaled(100) if METRICS[metric][1] == "percent" else value
+        return MeanStd(round(float(scaled), 10), round(scaled.std, 10), scaled.n)
     return round(100 * float(value), 10) if METRICS[metric][1] == "percent" else float(value)  # 71.9, not 71.89999999999999
 
 
@@ -141,7 +145,7 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
                 if summary["status"] not in notes:
                     notes.append(summary["status"])
             elif m == "peak_gpu_memory_gb" and summary.get("peak_host_memory_gb") is not None:
-                cells.append(float(summary["peak_host_memory_gb"]))
+                cells.append(_ours("peak_gpu_memory_gb", summary["peak_host_memory_gb"]))
                 host.append((cells[0], summary.get("device") or "cpu"))
             elif m == "peak_gpu_memory_gb":
                 cells.append(f"not measured: trained on {summary.get('device', 'CPU')}")
@@ -248,9 +252,11 @@ def _empty_cell_notes(header: list[str], rows: list[list[Any]]) -> list[str]:
     return notes
 
 
-def frame(t: dict[str, Any]):
+def frame(t: dict[str, Any], std: bool = True):
     """The table as a pandas DataFrame: the label column and one numeric column (float,
-    NaN where empty) per value column; text columns (the budget table's device) as text."""
+    NaN where empty) per value column; text columns (the budget table's device) as text.
+    With ``std``, a column holding means over seeds (:class:`hvc.report.seeds.MeanStd`) is
+    followed by ``<column> std``, their standard deviations."""
     import pandas as pd
 
     formats = t.get("formats") or [""] * len(t["header"])
@@ -263,6 +269,8 @@ def frame(t: dict[str, Any]):
             columns[name] = pd.Series([None if v is None else int(v) for v in values], dtype="Int64")  # counts: 96, not 96.0
         else:
             columns[name] = pd.Series(values, dtype="float64")
+        if std and any(isinstance(v, MeanStd) and v.n > 1 for v in values):
+            columns[f"{name} std"] = pd.Series([v.std if isinstance(v, MeanStd) else None for v in values], dtype="float64")
     return pd.DataFrame(columns)
 
 
@@ -271,10 +279,14 @@ def _shown(t: dict[str, Any]):
     import pandas as pd
 
     formats = t.get("formats") or [""] * len(t["header"])
-    df = frame(t)
+    df = frame(t, std=False)
     for c, name in enumerate(t["header"]):
         fmt = formats[c]
-        df[name] = ["–" if v is None or v is pd.NA or v != v else (format(v, fmt) if fmt else str(v)) for v in df[name].tolist()]
+        raw = [r[c] for r in t["rows"]]
+        df[name] = [
+            "–" if v is None or v is pd.NA or v != v else (r.text(fmt) if isinstance(r, MeanStd) and fmt else format(v, fmt) if fmt else str(v))
+            for v, r in zip(df[name].tolist(), raw)
+        ]
     return df.astype("object")
 
 
@@ -347,20 +359,22 @@ def _flat_params(params: Params) -> dict[str, Any]:
 
 
 def _run_row(key: str, exp: Any, bench: str, summary: dict, train: dict) -> dict[str, Any]:
-    """One row of runs.csv without the parameter columns."""
+    """One row of runs.csv without the parameter columns; a repetition over seeds is filed
+    under the experiment it repeats, its seed in ``seed``."""
     from hvc.config.benchmarks import get_benchmark
 
     scoring = get_benchmark(bench).scoring
     headline = HEADLINE[scoring] if scoring != "server" or "overall" in summary else "JF_mean"
     parts = {m: float(summary[m]) for m in METRICS if isinstance(summary.get(m), (int, float)) and not isinstance(summary[m], bool)}
     return {
-        "experiment": key, "trained": exp.trained, "method": exp.params.method if exp.trained else key.removesuffix("+semantic"),
+        "experiment": exp.seed_of or key, "trained": exp.trained, "method": exp.params.method if exp.trained else key.removesuffix("+semantic"),
         "benchmark": bench, "headline": headline, "score": parts.get(headline), **parts,
         **{k: train.get(k) for k in RUN_COST},
         "model_id": exp.ids["train"] if exp.trained else None,
         "model_code": (train.get("provenance") or {}).get("code_hash"),
         "evaluation_code": (summary.get("provenance") or {}).get("code_hash"),
         "git_commit": (summary.get("provenance") or train.get("provenance") or {}).get("git_commit"),
+        "seed": exp.params.seed,
     }  # fmt: skip
 
 
@@ -373,8 +387,10 @@ def runs_frame(p: Params, scores: dict[tuple[str, str], dict]):
     in [0, 1], as the evaluate stage writes them); the training cost of the model
     (``steps``, ``train_seconds``, ``images_per_s``, peak GPU and host memory in GiB,
     ``device``; empty for baselines); ``model_id`` and the code hashes of training and
-    scoring (``model_code``, ``evaluation_code``) and ``git_commit``; then one column per
-    parameter (dotted key) whose value differs between the experiments of the set.
+    scoring (``model_code``, ``evaluation_code``) and ``git_commit``; ``seed`` (the run's
+    global seed: a repetition of ``params.seeds`` has the key of the experiment it repeats
+    in ``experiment`` and its own seed here); then one column per parameter (dotted key)
+    whose value differs between the experiments of the set.
     Numbers are numbers; what a run lacks is empty.
     """
     import pandas as pd
@@ -395,10 +411,87 @@ def runs_frame(p: Params, scores: dict[tuple[str, str], dict]):
         if all(float(v).is_integer() for v in steps.dropna()):
             runs["steps"] = steps.astype("Int64")  # 96, not 96.0 beside the baselines' empty cells
     keys = list(dict.fromkeys(k for row in params for k in row))
-    differing = [k for k in keys if len({repr(row.get(k)) for row in params}) > 1]
+    differing = [k for k in keys if len({repr(row.get(k)) for row in params}) > 1 and k != "seed"]  # seed: its own column
     for k in differing:
         runs[k] = [row.get(k) for row in params]
     return runs
+
+
+def seed_scores(p: Params, scores: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict]:
+    """``scores`` with the runs of each experiment over ``params.seeds`` folded into one
+    summary under its key, numbers as :class:`hvc.report.seeds.MeanStd` (unchanged with one seed)."""
+    from hvc.config.plan import plan, seed_groups
+
+    if len(p.seeds) < 2:
+        return scores
+    return aggregate_seeds(scores, seed_groups(plan(p)))
+
+
+# The sweep table: per benchmark scoring, the headline metric and its parts.
+SWEEP_METRICS = {
+    "davis": ("JF_mean", "J_mean", "F_mean"),
+    "vost": ("J_mean", "J_last_mean"),
+    "miou": ("mIoU",),
+    "pck": ("PCK@0.1", "PCK@0.2"),
+    "server": ("overall", "J_seen", "F_seen", "J_unseen", "F_unseen"),
+}
+SWEEP_COST = (("steps", "iterations", ",.0f"), ("train_seconds", "training time (s)", ".1f"),
+              ("images_per_s", "images/s", ".1f"), ("peak_memory_gb", "peak memory (GB)", ".2f"))  # fmt: skip
+# (train.json key, column, format); the last, peak memory, is the GPU's or else the host's
+
+
+def _sweep_value(v: Any) -> Any:
+    """A swept value as a table cell: numbers as numbers, anything else as YAML flow text."""
+    import yaml
+
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _sweep_cost(train: dict) -> list[Any]:
+    """The training-cost cells of a sweep row (peak memory: the GPU's, else the process's host memory)."""
+    gpu = train.get("peak_gpu_memory_gb")
+    memory = gpu if gpu is not None else train.get("peak_host_memory_gb")
+    return [train.get(key) for key, *_ in SWEEP_COST[:-1]] + [memory]
+
+
+def build_sweep_table(p: Params, scores: dict[tuple[str, str], dict]) -> dict[str, Any]:
+    """The sweep table (``params.sweep``): one row per setting (:func:`hvc.config.plan.sweep_experiments`),
+    its swept values, the headline metric and its parts (:data:`SWEEP_METRICS`) on every
+    benchmark of ``data.benchmarks``, and the training cost (:data:`SWEEP_COST`).
+
+    Args:
+        p: base params.
+        scores: {(experiment key, source): summary} (seed groups already folded).
+    Returns:
+        ``{"title", "header", "formats", "rows", "notes"}`` as :func:`build_table`.
+    """
+    from hvc.config.plan import sweep_experiments
+
+    keys = list(p.sweep)
+    metrics = [(b, m) for b in p.data.benchmarks for m in SWEEP_METRICS[get_benchmark(b).scoring]]
+    numeric = {k: all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p.sweep[k]) for k in keys}
+    header = ["Setting", *keys, *(f"{source_name(b)} {METRICS[m][0]}" for b, m in metrics), *(label for _, label, _ in SWEEP_COST)]
+    formats = ["", *("g" if numeric[k] else "" for k in keys), *(FORMATS["percent"] for _ in metrics), *(f for *_, f in SWEEP_COST)]
+    rows, missing, host = [], {}, False
+    for point, exp in sweep_experiments(p):
+        row = [", ".join(f"{k}={_sweep_value(v)}" for k, v in point.items()), *(_sweep_value(point[k]) for k in keys)]
+        for b, m in metrics:
+            value = (scores.get((exp.key, b)) or {}).get(m)
+            row.append(_ours(m, value) if value is not None else None)
+            if value is None:
+                missing.setdefault(source_name(b), {})[row[0]] = None
+        train = scores.get((exp.key, "train")) or {}
+        host |= train.get("peak_gpu_memory_gb") is None and train.get("peak_host_memory_gb") is not None
+        rows.append(row + _sweep_cost(train))
+    mode = "grid product of the values" if len(keys) > 1 else "one model per value"
+    notes = [f"Each row is one experiment ({mode}); every other parameter as in the settings line. Scores in percent."]
+    notes += [f"Empty ({b}: {', '.join(labels)}): no score (not scored yet, or the server's score is not saved)." for b, labels in missing.items()]
+    if host:
+        notes.append("Peak memory: the training process's peak host memory where trained without a GPU.")
+    title = f"Sweep over {' × '.join(keys)} ({len(rows)} settings)"
+    return {"title": title, "header": header, "formats": formats, "rows": rows, "notes": notes}
 
 
 def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path, settings: str | None = None) -> list[str]:
@@ -406,7 +499,8 @@ def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path, sett
 
     Args:
         p: base params.
-        scores: {(experiment key, benchmark): the evaluate stage's summary}.
+        scores: {(experiment key, benchmark): the evaluate stage's summary}, one per run (the
+            runs of an experiment over ``params.seeds`` are folded here: :func:`seed_scores`).
         out_dir: ``results/tables/<experiment set>``; also gets ``runs.csv`` (the tidy
             results, :func:`runs_frame`), ``summary.json`` (all scores by key, and the
             ``provenance`` of the tables: :func:`hvc.config.code.provenance`) and
@@ -418,9 +512,14 @@ def assemble(p: Params, scores: dict[tuple[str, str], dict], out_dir: Path, sett
     """
     names = table_names(p)
     built = {}
+    folded = seed_scores(p, scores)  # runs over params.seeds as mean ± std
     with atomic_dir(out_dir) as tmp:
         for name in names:
-            t = built[name] = build_budget_table(p, scores) if name == "budget" else build_table(name, p, scores)
+            if name == "budget":
+                t = built[name] = build_budget_table(p, scores)
+            else:
+                t = built[name] = build_sweep_table(p, folded) if name == "sweep" else build_table(name, p, folded)
+                t["notes"] += [seeds_note(p.seeds)] if len(p.seeds) > 1 else []
             if settings:
                 t["settings"] = settings
             write_text(tmp / f"{name}.md", to_markdown(t))

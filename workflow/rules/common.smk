@@ -54,6 +54,13 @@ TRAINED = [e for e in EXPERIMENTS.values() if e.trained]
 BY_MODEL = {e.ids["train"]: e for e in sorted(TRAINED, key=lambda e: not e.merge_semantic)}  # unmerged wins
 BY_SHARDS = shards_owners(EXPERIMENTS)  # the base, else the fewest overrides: --set names the shards setting
 BY_ENCODER = {e.encoder: e for e in EXPERIMENTS.values()}
+# a sweep of a propagation key: one encoder, several propagation settings
+BY_RUN = {(e.encoder, e.ids["propagate"]): e for e in EXPERIMENTS.values()}
+
+
+def run_of(wildcards):
+    """The experiment behind one propagation job (its encoder and propagation id)."""
+    return BY_RUN.get((wildcards.encoder, wildcards.propagation)) or BY_ENCODER[wildcards.encoder]
 
 # Content-addressed artifact paths: the id is a hash of exactly what the stage reads.
 DATA = "artifacts/data/{data}"

@@ -3,7 +3,7 @@
 
 
 def encoder_input(wildcards):
-    exp = BY_ENCODER[wildcards.encoder]
+    exp = run_of(wildcards)
     deps = bench_inputs(wildcards.benchmark)
     if exp.trained:
         deps.append(MODEL.format(model=exp.ids["train"]))
@@ -16,7 +16,7 @@ def encoder_input(wildcards):
 
 def encoder_args(wildcards):
     """--encoder (and --merge-semantic) of `hvc propagate` for one encoder key."""
-    exp = BY_ENCODER[wildcards.encoder]
+    exp = run_of(wildcards)
     merge = " --merge-semantic" if exp.merge_semantic else ""
     if not exp.trained:
         return f"--encoder {exp.key.removesuffix('+semantic')}" + merge
@@ -32,7 +32,7 @@ rule propagate:
     params:
         encoder=encoder_args,
         # a trained experiment's overrides: another method propagates with its own preset (LIIR)
-        overrides=lambda wc: set_args(BY_ENCODER[wc.encoder]) if BY_ENCODER[wc.encoder].trained else "",
+        overrides=lambda wc: set_args(run_of(wc)) if run_of(wc).trained else "",
         data=lambda wc: bench_root(wc.benchmark),
     log:
         f"{LOGS}/propagate/{{encoder}}/{{propagation}}/{{benchmark}}.log",
@@ -40,7 +40,7 @@ rule propagate:
         f"{LOGS}/propagate/{{encoder}}/{{propagation}}/{{benchmark}}.tsv"
     threads: COMPUTE_THREADS
     resources:
-        gpu=lambda wc: gpus(BY_ENCODER[wc.encoder]),
+        gpu=lambda wc: gpus(run_of(wc)),
         mem_mb=16000,
         runtime=240,
     shell:
