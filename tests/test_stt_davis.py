@@ -1,7 +1,8 @@
 """Slow, real data: a short STT training (spatial phase on the frames as images, then the
 temporal phase on frame pairs) on the DAVIS 2016 sample's train videos beats the same
 network at random initialisation on its 6 val sequences (J&F, STT's own inference), through
-the harness's training loop (``benchmarks/davis2016_compare.py``)."""
+the harness's training loop (``benchmarks/davis2016_compare.py``). Measured on a loaded
+2-core CPU (load 8-11): 1,270 s, of which training 414 s (benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
