@@ -27,6 +27,20 @@ def davis2016_sample() -> Path:
 
 
 @pytest.fixture(scope="session")
+def davis_compare():
+    """The module ``benchmarks/davis2016_compare.py`` (every method on the DAVIS 2016 sample:
+    shards, parameters at an equal budget, training through the harness, J&F per inference
+    path), loaded from its file for the tests that reuse it."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "davis2016_compare.py"
+    spec = importlib.util.spec_from_file_location("davis2016_compare", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     """The tiny demo (params.yaml + tests/configs/tiny.yaml: 2 sequences of 6 frames, 24
     training images), built once per test run; copy before changing it."""
