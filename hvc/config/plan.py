@@ -60,6 +60,9 @@ class Experiment:
         random_init: the encoder of ``params.method`` at random initialisation (seeded by
             ``params.seed``), propagated with these params (``overrides`` name the method
             and the propagation): nothing is trained for it; its encoder key is ``random``.
+        model_of: the key of the experiment whose trained model this one propagates
+            differently (same model id, another propagation; e.g. ``budget-liir`` for
+            ``budget-liir-generic``); None when it names its own model.
     """
 
     key: str
@@ -68,6 +71,7 @@ class Experiment:
     ids: dict[str, str] = field(default_factory=dict)
     merge_semantic: bool = False
     random_init: bool = False
+    model_of: str | None = None
 
     @property
     def trained(self) -> bool:
@@ -335,7 +339,8 @@ def budget_experiments(p: Params) -> dict[str, Experiment]:
                 rows = deep_merge({"method": method} if random_init else overrides, generic)
                 key = BUDGET_PREFIX + method + RANDOM_SUFFIX * random_init + GENERIC_SUFFIX * bool(generic)
                 rp = resolve(p, rows)
-                out[key] = Experiment(key, rows, rp, stage_ids(rp), random_init=random_init)
+                owner = None if random_init or not generic else BUDGET_PREFIX + method
+                out[key] = Experiment(key, rows, rp, stage_ids(rp), random_init=random_init, model_of=owner)
     return out
 
 
