@@ -182,7 +182,7 @@ def test_dvc_compute_stages_pass_threads_as_the_rules_do(tmp_path, monkeypatch):
             assert f"--threads {COMPUTE_THREADS}" in st["cmd"], name
     figures = stages["figures"]["cmd"]
     models = [n for n in stages if n.startswith("train-")]
-    assert figures.count("--curves ") == len(models) == 5  # hvc, LIIR's table row, the three budget runs (HVC, LIIR, STT)
+    assert figures.count("--curves ") == len(models) == 6  # hvc, LIIR's table row, the four budget runs (HVC, LIIR, STT, Mask-VOS; a generic row shares its model)
     assert "--predictions budget-liir:demo=" in figures  # an overlay of LIIR's predictions too
 
 
