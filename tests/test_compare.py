@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hvc.config.params import load_params, propagation_for
+from hvc.config.registry import method_spec
 from hvc.config.plan import budget_benchmark, budget_experiments, plan, score_requests, table_names
 from hvc.report.tables import build_budget_table, build_table, runs_frame, to_csv, to_markdown
 
@@ -147,10 +148,17 @@ def test_snakemake_runs_the_comparison_on_the_tiny_demo(workflow_workspace):
     tables = ws / "results" / "tables" / "latest"
     assert all((tables / f"budget.{ext}").is_file() for ext in ("md", "csv", "tex", "html"))
     rows = list(csv.reader((tables / "budget.csv").open()))
-    assert [r[0] for r in rows[1:]] == ["HVC", "LIIR"]
+    assert [r[:3] for r in rows[1:]] == [
+        ["HVC", "trained", "generic"], ["HVC", "random (seed 0)", "generic"],
+        ["LIIR", "trained", "own"], ["LIIR", "trained", "generic"], ["LIIR", "random (seed 0)", "own"], ["LIIR", "random (seed 0)", "generic"],
+    ]  # fmt: skip
     for r in rows[1:]:
-        assert float(r[1]) >= 0 and float(r[2]) > 0 and r[6] == "2" and r[7] == "8"  # scored, timed, equal budget
-    assert rows[2][8] == "phase1 1, phase2 1"  # LIIR ran both of its phases in the budget
+        assert (r[3] != "") != (r[4] == "degenerate: no foreground predicted")  # a J&F, or why there is none
+        if r[1] == "trained":
+            assert float(r[5]) > 0 and r[9] == "2" and r[10] == "8"  # timed, equal budget
+        else:
+            assert r[5:11] == [""] * 6  # nothing trained
+    assert rows[3][11] == rows[4][11] == "phase1 1, phase2 1"  # LIIR ran both of its phases in the budget; one model for both paths
     t8 = (tables / "table8.md").read_text()
     assert re.search(r"\| LIIR \(trained here\) +\| +2 \| +2,000,000 \|", t8), t8
     assert (ws / "results" / "figures" / "latest" / "budget.png").is_file()
@@ -162,8 +170,8 @@ def test_the_demo_comparison_has_a_batch_of_training_videos():
     """configs/compare.yaml on the demo: every clip method's shards (one sample per demo
     training video) hold at least one training batch, so its train stage can start."""
     p = load_params([ROOT / "params.yaml", ROOT / "configs" / "compare.yaml"])
-    clip_experiments = [e for e in plan(p).values() if e.trained and e.params.method == "liir"]
-    assert clip_experiments, "compare.yaml plans no LIIR training"
+    clip_experiments = [e for e in plan(p).values() if e.trained and method_spec(e.params.method).reads_clips]
+    assert {e.params.method for e in clip_experiments} == {"liir", "stt", "maskvos"}, "compare.yaml plans no training of a clip method"
     for e in clip_experiments:
         assert e.params.data.train_set == "demo"
         assert e.params.demo.train_videos >= e.params.train.batch_size, e.key
