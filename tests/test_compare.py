@@ -139,7 +139,7 @@ def test_runs_csv_marks_a_degenerate_row_and_names_the_method_of_a_random_row():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # ten propagations: each method trained and at random init, LIIR through both inferences
+@pytest.mark.timeout(1500)  # more propagations: each method at random init too, LIIR through both inferences
 def test_snakemake_runs_the_comparison_on_the_tiny_demo(workflow_workspace):
     ws = workflow_workspace("tiny.yaml", "tiny_compare.yaml")
     cmd = "snakemake all_tables --cores 2 --configfile tests/configs/tiny.yaml tests/configs/tiny_compare.yaml"
