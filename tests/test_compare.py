@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from hvc.config.params import load_params, propagation_for
+from hvc.config.registry import method_spec
 from hvc.config.plan import budget_benchmark, budget_experiments, plan, score_requests, table_names
-from hvc.report.tables import build_budget_table, build_table, to_csv
+from hvc.report.tables import build_budget_table, build_table, runs_frame, to_csv, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [ROOT / "params.yaml", ROOT / "tests" / "configs" / "tiny.yaml"]
@@ -43,7 +44,7 @@ def test_compare_plans_liir_rows_and_the_budget_experiments():
     assert "method=liir" in keys
     # a wall-clock budget instead
     timed = load_params([*TINY, COMPARE], {"budget": {"unit": "seconds", "seconds": 30}})
-    assert {e.params.train.max_seconds for e in budget_experiments(timed).values()} == {30}
+    assert {e.params.train.max_seconds for e in budget_experiments(timed).values() if e.trained} == {30}
 
 
 def test_liir_rows_train_on_youtube_vos_when_the_training_set_has_no_videos():
@@ -60,24 +61,85 @@ def test_liir_rows_train_on_youtube_vos_when_the_training_set_has_no_videos():
     assert any("list liir in compare" in n for n in t1_off["notes"])
 
 
+BUDGET_KEYS = ["budget-hvc", "budget-hvc-random", "budget-liir", "budget-liir-generic", "budget-liir-random", "budget-liir-random-generic"]
+
+
+def test_budget_rows_are_trained_and_random_through_both_inferences():
+    """Every compared method trained and at random init; LIIR (own inference) also through the
+    generic propagation. Rows of one model share its id (nothing re-trains), only the
+    propagation id differs; a random initialisation trains nothing."""
+    p = load_params([*TINY, COMPARE])
+    exps = budget_experiments(p)
+    assert list(exps) == BUDGET_KEYS
+    liir, generic, rand, rand_generic = (exps[k] for k in BUDGET_KEYS[2:])
+    assert generic.trained and generic.ids["train"] == liir.ids["train"] and generic.encoder == liir.encoder
+    assert generic.ids["propagate"] != liir.ids["propagate"] and generic.params.propagation.inference == "generic"
+    assert generic.ids["evaluate"] == liir.ids["evaluate"]
+    assert not rand.trained and rand.random_init and rand.encoder == "random" and rand.encoder_method == "liir"
+    assert rand.ids["propagate"] == liir.ids["propagate"] and rand_generic.ids["propagate"] == generic.ids["propagate"]
+    assert rand.params.seed == liir.params.seed and "train" not in str(rand.set_args)
+    assert rand.display == "LIIR random init"
+    # HVC has no inference of its own: one trained row, one random row (the plain random baseline's propagation)
+    assert exps["budget-hvc-random"].ids["propagate"] == exps["budget-hvc"].ids["propagate"]
+    requests = set(score_requests(p))
+    assert {(k, "demo") for k in BUDGET_KEYS} <= requests
+    assert ("budget-liir-generic", "train") in requests and not any((k, "train") in requests for k in BUDGET_KEYS if "random" in k)
+    # one trained model per method: the generic row adds none
+    trained = [e for e in plan(p).values() if e.trained]
+    assert {e.ids["train"] for e in trained} == {e.ids["train"] for e in trained if not e.key.endswith("-generic")}
+    # a run that already propagates generically gets no second path
+    flat = budget_experiments(load_params([*TINY, COMPARE], {"propagation": {"inference": "generic"}}))
+    assert list(flat) == ["budget-hvc", "budget-hvc-random", "budget-liir", "budget-liir-random"]
+
+
 def test_budget_table_reads_scores_and_training_logs():
     p = load_params([*TINY, COMPARE])
+    liir_train = {"train_seconds": 20.0, "images_per_s": 0.4, "steps": 2, "global_batch": 4, "peak_gpu_memory_gb": 3.0, "device": "NVIDIA H200"}
     scores = {
-        ("budget-hvc", "demo"): {"JF_mean": 0.5},
+        ("budget-hvc", "demo"): {"JF_mean": 0.5, "scored_frames": 10, "foreground_frames": 10},
         ("budget-hvc", "train"): {"train_seconds": 10.0, "images_per_s": 0.8, "steps": 2, "global_batch": 4,
                                   "peak_gpu_memory_gb": None, "peak_host_memory_gb": 1.5, "device": "cpu"},
-        ("budget-liir", "train"): {"train_seconds": 20.0, "images_per_s": 0.4, "steps": 2, "global_batch": 4,
-                                   "peak_gpu_memory_gb": 3.0, "device": "NVIDIA H200"},
+        ("budget-hvc-random", "demo"): {"JF_mean": 0.0, "scored_frames": 10, "foreground_frames": 0},
+        ("budget-liir", "train"): liir_train,
+        ("budget-liir-generic", "train"): liir_train,
+        ("budget-liir-generic", "demo"): {"JF_mean": 0.25},  # a score file without the foreground count
+        ("budget-liir-random", "demo"): {"JF_mean": 0.125, "scored_frames": 10, "foreground_frames": 3},
     }  # fmt: skip
     t = build_budget_table(p, scores)
-    assert t["rows"][0] == ["HVC", 50.0, 10.0, 0.8, 1.5, "host", 2, 8, None, "cpu"]
-    assert t["rows"][1][:6] == ["LIIR", None, 20.0, 0.4, 3.0, "GPU"]
-    assert to_csv(t).splitlines()[1:] == ["HVC,50.0,10.0,0.8,1.5,host,2,8,,cpu", "LIIR,,20.0,0.4,3.0,GPU,2,8,,NVIDIA H200"]
-    assert [q["method"] for q in t["points"]] == ["hvc", "liir"]
+    assert t["header"][:5] == ["Method", "initialisation", "inference", "J&F", "prediction"]
+    rows = t["rows"]
+    assert rows[0] == ["HVC", "trained", "generic", 50.0, None, 10.0, 0.8, 1.5, "host", 2, 8, None, "cpu"]
+    assert rows[1] == ["HVC", "random (seed 0)", "generic", None, "degenerate: no foreground predicted", *[None] * 8]
+    assert rows[2][:9] == ["LIIR", "trained", "own", None, None, 20.0, 0.4, 3.0, "GPU"]  # not scored yet
+    assert rows[3][:6] == ["LIIR", "trained", "generic", 25.0, None, 20.0]  # the same model's training cost
+    assert rows[4][:6] == ["LIIR", "random (seed 0)", "own", 12.5, None, None]
+    assert rows[5][:5] == ["LIIR", "random (seed 0)", "generic", None, None]
+    assert any(n.startswith("degenerate: no foreground predicted (HVC random init)") for n in t["notes"]), t["notes"]
+    assert any(n.startswith("No J&F (LIIR, LIIR random init (generic))") for n in t["notes"]), t["notes"]
+    csv_lines = to_csv(t).splitlines()
+    assert csv_lines[1] == "HVC,trained,generic,50.0,,10.0,0.8,1.5,host,2,8,,cpu"
+    assert csv_lines[2].startswith("HVC,random (seed 0),generic,,degenerate: no foreground predicted,")  # never 0.0
+    assert "| degenerate: no foreground predicted |" in to_markdown(t)
+    assert [q["key"] for q in t["points"]] == BUDGET_KEYS
+    assert [q["label"] for q in t["points"]][2:4] == ["LIIR", "LIIR (generic)"]
+
+
+def test_runs_csv_marks_a_degenerate_row_and_names_the_method_of_a_random_row():
+    p = load_params([*TINY, COMPARE])
+    scores = {
+        ("budget-liir-random", "demo"): {"JF_mean": 0.0, "J_mean": 0.0, "F_mean": 0.0, "scored_frames": 10, "foreground_frames": 0},
+        ("budget-liir-generic", "demo"): {"JF_mean": 0.25, "J_mean": 0.2, "F_mean": 0.3, "scored_frames": 10, "foreground_frames": 4},
+        ("budget-liir-generic", "train"): {"train_seconds": 20.0, "steps": 2},
+    }
+    runs = runs_frame(p, scores).set_index("experiment")
+    rand, generic = runs.loc["budget-liir-random"], runs.loc["budget-liir-generic"]
+    assert rand["method"] == "liir" and not rand["trained"] and bool(rand["degenerate"]) and rand["score"] != rand["score"]  # NaN, not 0.0
+    assert generic["score"] == 0.25 and not bool(generic["degenerate"]) and generic["train_seconds"] == 20.0
+    assert rand["propagation.inference"] == "method" and generic["propagation.inference"] == "generic"
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)  # more propagations: each method at random init too, LIIR through both inferences
 def test_snakemake_runs_the_comparison_on_the_tiny_demo(workflow_workspace):
     ws = workflow_workspace("tiny.yaml", "tiny_compare.yaml")
     cmd = "snakemake all_tables --cores 2 --configfile tests/configs/tiny.yaml tests/configs/tiny_compare.yaml"
@@ -86,10 +148,17 @@ def test_snakemake_runs_the_comparison_on_the_tiny_demo(workflow_workspace):
     tables = ws / "results" / "tables" / "latest"
     assert all((tables / f"budget.{ext}").is_file() for ext in ("md", "csv", "tex", "html"))
     rows = list(csv.reader((tables / "budget.csv").open()))
-    assert [r[0] for r in rows[1:]] == ["HVC", "LIIR"]
+    assert [r[:3] for r in rows[1:]] == [
+        ["HVC", "trained", "generic"], ["HVC", "random (seed 0)", "generic"],
+        ["LIIR", "trained", "own"], ["LIIR", "trained", "generic"], ["LIIR", "random (seed 0)", "own"], ["LIIR", "random (seed 0)", "generic"],
+    ]  # fmt: skip
     for r in rows[1:]:
-        assert float(r[1]) >= 0 and float(r[2]) > 0 and r[6] == "2" and r[7] == "8"  # scored, timed, equal budget
-    assert rows[2][8] == "phase1 1, phase2 1"  # LIIR ran both of its phases in the budget
+        assert (r[3] != "") != (r[4] == "degenerate: no foreground predicted")  # a J&F, or why there is none
+        if r[1] == "trained":
+            assert float(r[5]) > 0 and r[9] == "2" and r[10] == "8"  # timed, equal budget
+        else:
+            assert r[5:11] == [""] * 6  # nothing trained
+    assert rows[3][11] == rows[4][11] == "phase1 1, phase2 1"  # LIIR ran both of its phases in the budget; one model for both paths
     t8 = (tables / "table8.md").read_text()
     assert re.search(r"\| LIIR \(trained here\) +\| +2 \| +2,000,000 \|", t8), t8
     assert (ws / "results" / "figures" / "latest" / "budget.png").is_file()
@@ -101,8 +170,8 @@ def test_the_demo_comparison_has_a_batch_of_training_videos():
     """configs/compare.yaml on the demo: every clip method's shards (one sample per demo
     training video) hold at least one training batch, so its train stage can start."""
     p = load_params([ROOT / "params.yaml", ROOT / "configs" / "compare.yaml"])
-    clip_experiments = [e for e in plan(p).values() if e.trained and e.params.method == "liir"]
-    assert clip_experiments, "compare.yaml plans no LIIR training"
+    clip_experiments = [e for e in plan(p).values() if e.trained and method_spec(e.params.method).reads_clips]
+    assert {e.params.method for e in clip_experiments} == {"liir", "stt", "maskvos"}, "compare.yaml plans no training of a clip method"
     for e in clip_experiments:
         assert e.params.data.train_set == "demo"
         assert e.params.demo.train_videos >= e.params.train.batch_size, e.key

@@ -19,7 +19,7 @@ from hvc.config import registry
 from hvc.config.dvc import dvc_stages
 from hvc.config.ids import stage_ids, stage_reads
 from hvc.config.params import ParamsError, load_params, params_model, validate_params
-from hvc.config.plan import plan, run_rows
+from hvc.config.plan import budget_experiments, plan, run_rows
 from hvc.config.published import published_tables
 from hvc.data.demo import build_demo
 from hvc.data.shards import write_training_shards
@@ -215,6 +215,19 @@ def test_its_table_rows(name):
     assert shown, f"{name}'s rows are not planned when compare lists it"
     exps = plan(p)
     assert any(e.params.method == name and e.trained for e in exps.values())
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_its_equal_budget_rows(name):
+    """In the equal-budget table every method is trained and at random initialisation; one
+    with its own inference (its registry entry) is also propagated generically; its trained
+    rows share one model, its random rows propagate the method's untrained encoder."""
+    other = next(m for m in METHODS if m != name)
+    exps = [e for e in budget_experiments(validate_params({"method": other, "compare": [name]})).values() if e.params.method == name]
+    paths = ["method", "generic"] if registry.method_spec(name).inference is not None else ["method"]
+    assert sorted((e.trained, e.params.propagation.inference) for e in exps) == sorted((t, i) for t in (True, False) for i in paths)
+    assert len({e.ids["train"] for e in exps if e.trained}) == 1
+    assert all(e.encoder == "random" and e.encoder_method == name for e in exps if not e.trained)
 
 
 def test_the_registry_drives_the_parameter_model():

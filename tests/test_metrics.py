@@ -408,6 +408,19 @@ def test_evaluate_folder_reads_greyscale_gt_and_palette_predictions(tiny_davis):
     assert table["J_mean"] == 0.5 and table["F_mean"] == 0.5
 
 
+def test_evaluate_folder_counts_the_scored_frames_with_a_predicted_foreground(tiny_davis):
+    """A degenerate (all-background) prediction is told apart from a result: the first and
+    last frames are not scored, so foreground there does not count."""
+    gt_root, pred_root = tiny_davis
+    table = evaluate_folder(gt_root, pred_root, ["s"])
+    assert (table["scored_frames"], table["foreground_frames"]) == (2, 2)
+    write_mask(pred_root / "s" / "00001.png", np.zeros((24, 32), np.uint8))
+    assert evaluate_folder(gt_root, pred_root, ["s"])["foreground_frames"] == 1
+    write_mask(pred_root / "s" / "00002.png", np.zeros((24, 32), np.uint8))
+    table = evaluate_folder(gt_root, pred_root, ["s"])
+    assert (table["scored_frames"], table["foreground_frames"], table["JF_mean"]) == (2, 0, 0.0)
+
+
 def test_evaluate_folder_missing_prediction(tiny_davis):
     gt_root, pred_root = tiny_davis
     (pred_root / "s" / "00002.png").unlink()

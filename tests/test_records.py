@@ -182,7 +182,7 @@ def test_dvc_compute_stages_pass_threads_as_the_rules_do(tmp_path, monkeypatch):
             assert f"--threads {COMPUTE_THREADS}" in st["cmd"], name
     figures = stages["figures"]["cmd"]
     models = [n for n in stages if n.startswith("train-")]
-    assert figures.count("--curves ") == len(models) == 5  # hvc, LIIR's table row, the three budget runs (HVC, LIIR, STT)
+    assert figures.count("--curves ") == len(models) == 6  # hvc, LIIR's table row, the four budget runs (HVC, LIIR, STT, Mask-VOS; a generic row shares its model)
     assert "--predictions budget-liir:demo=" in figures  # an overlay of LIIR's predictions too
 
 
@@ -270,4 +270,5 @@ def test_every_trained_method_gets_an_overlay():
     p = load_params([ROOT / "params.yaml", ROOT / "configs" / "compare.yaml"])
     experiments = plan(p)
     keys = overlay_keys(experiments, set(score_requests(p)), p.data.benchmarks)
-    assert keys[:2] == ["hvc", "random"] and {experiments[k].params.method for k in keys if experiments[k].trained} == {"hvc", "liir", "stt"}
+    assert keys[:2] == ["hvc", "random"] and {experiments[k].params.method for k in keys if experiments[k].trained} == {"hvc", *p.compare}
+    assert len(p.compare) >= 3  # the comparison config holds every peer method

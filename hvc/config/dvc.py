@@ -268,8 +268,8 @@ class _Pipeline:
         model of its setting, as Snakemake does."""
         self.model_of: dict[str, str] = {}
         for e in self.trained:
-            if e.merge_semantic and e.key.removesuffix("+semantic") in self.experiments:
-                continue
+            if e.merge_semantic and e.key.removesuffix("+semantic") in self.experiments or e.model_of in self.experiments:
+                continue  # the plain model of its setting, or the model it propagates another way
             out = MODEL.format(name=self.names[e.key])
             self.model_of[e.key] = out
             n = e.params.train.gpus
@@ -280,7 +280,7 @@ class _Pipeline:
             cmd += ["--threads", str(1 + e.params.train.workers)]  # main process + loader workers, as the rule
             self._add(f"train-{self.names[e.key]}", "train", cmd, [self.shards_of[e.key]], [out], e)
         for e in self.trained:
-            self.model_of.setdefault(e.key, self.model_of.get(e.key.removesuffix("+semantic"), ""))
+            self.model_of.setdefault(e.key, self.model_of.get(e.model_of or e.key.removesuffix("+semantic"), ""))
 
     def _encoder(self, e: Experiment) -> tuple[list[str], list[str]]:
         """--encoder (and --merge-semantic) of `hvc propagate`, and the files it reads."""
@@ -290,8 +290,8 @@ class _Pipeline:
             deps.append(str(self.p.propagation.semantic_checkpoint))
         if e.key.removesuffix("+semantic") == "authors":
             deps.append(str(self.p.authors_checkpoint))
-        if not e.trained:
-            return ["--encoder", e.key.removesuffix("+semantic")] + merge, deps
+        if not e.trained:  # a baseline, or a method at random initialisation
+            return ["--encoder", "random" if e.random_init else e.key.removesuffix("+semantic")] + merge, deps
         model = self.model_of[e.key]
         return ["--encoder", f"{model}/encoder.pt"] + merge, [model] + deps
 
@@ -313,8 +313,9 @@ class _Pipeline:
         b = source
         pred = PREDICTIONS.format(name=name, benchmark=b)
         enc, enc_deps = self._encoder(e)
-        # a trained experiment propagates with its own overrides (LIIR: its propagation preset), as in Snakemake
-        cmd = self.hvc("propagate", e if e.trained else None) + enc + ["--benchmark", b, "--data", self.bench_root(b), "--out", pred]
+        # a trained experiment (or a method's random initialisation) propagates with its own overrides
+        # (LIIR: its propagation preset and inference), as in Snakemake
+        cmd = self.hvc("propagate", e if e.trained or e.random_init else None) + enc + ["--benchmark", b, "--data", self.bench_root(b), "--out", pred]
         cmd += ["--threads", str(COMPUTE_THREADS)]
         self._add(f"propagate-{name}-{b}", "propagate", cmd, enc_deps + self.bench_deps(b), [pred], e)
         server, server_deps = self._submission_stage(e, b, pred)
@@ -346,7 +347,7 @@ class _Pipeline:
 
     def trained_models(self) -> dict[str, str]:
         """Experiment key → model folder of every model trained (one key per folder)."""
-        return {key: model for key, model in self.model_of.items() if model and not key.endswith("+semantic")}
+        return {key: model for key, model in self.model_of.items() if model and not key.endswith("+semantic") and not self.experiments[key].model_of}
 
     def _figures_stage(self) -> None:
         """Overlays of the masks and parts of HVC, the random encoder and every other trained

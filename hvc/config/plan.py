@@ -58,6 +58,13 @@ class Experiment:
         ids: content ids by stage (:func:`hvc.config.ids.stage_ids`: demo_data, shards, train, propagate, evaluate).
         seed_of: for a repetition with another seed (``params.seeds``), the key of the
             experiment it repeats (its key is that key with ``@seed=<n>``); else None.
+        merge_semantic: the encoder's features are merged with the semantic encoder's.
+        random_init: the encoder of ``params.method`` at random initialisation (seeded by
+            ``params.seed``), propagated with these params (``overrides`` name the method
+            and the propagation): nothing is trained for it; its encoder key is ``random``.
+        model_of: the key of the experiment whose trained model this one propagates
+            differently (same model id, another propagation; e.g. ``budget-liir`` for
+            ``budget-liir-generic``); None when it names its own model.
     """
 
     key: str
@@ -66,18 +73,20 @@ class Experiment:
     ids: dict[str, str] = field(default_factory=dict)
     merge_semantic: bool = False
     seed_of: str | None = None  # the experiment this one repeats with another seed (params.seeds)
+    random_init: bool = False
+    model_of: str | None = None
 
     @property
     def trained(self) -> bool:
-        """Whether a model of ours is trained for it (not a baseline encoder)."""
-        return self.key.removesuffix("+semantic") not in BASELINE_ENCODERS
+        """Whether a model of ours is trained for it (not a baseline encoder, not a random initialisation)."""
+        return not self.random_init and self.key.removesuffix("+semantic") not in BASELINE_ENCODERS
 
     @property
     def encoder_method(self) -> str:
         """The method of the encoder propagated: the trained method (also for its random
         initialisation), or the method that provides a baseline encoder (its registry entry)."""
         name = self.key.removesuffix("+semantic")
-        if self.trained or name == "random":
+        if self.trained or self.random_init or name == "random":
             return self.params.method
         return encoder_provider(name) or self.params.method
 
@@ -86,7 +95,7 @@ class Experiment:
         """What the experiment is, for plans and tables: the method's display name (and the
         overrides of an ablation), or the baseline encoder."""
         name = method_spec(self.params.method).display
-        if self.key.removesuffix("+semantic") == "random":
+        if self.random_init or self.key.removesuffix("+semantic") == "random":
             return f"{name} random init"
         if not self.trained:
             return self.key
@@ -101,6 +110,8 @@ class Experiment:
         merged with the semantic encoder), the baseline's name, or ``semantic-<id>``."""
         if self.key == "semantic":
             return f"semantic-{semantic_id(self.params)}"
+        if self.random_init:
+            return "random"
         if self.key.removesuffix("+semantic") == "authors":
             base = f"authors-{authors_id(self.params)}"
         elif self.key in BASELINE_ENCODERS:
@@ -298,17 +309,45 @@ def budget_overrides(p: Params, method: str) -> dict[str, Any]:
     return out
 
 
+GENERIC_SUFFIX = "-generic"
+RANDOM_SUFFIX = "-random"
+
+
+def budget_inferences(p: Params, method: str) -> list[str]:
+    """The inference paths of ``method`` in the equal-budget table: ``propagation.inference``,
+    and also ``generic`` (the generic label propagation) when that is ``method`` and the
+    method has its own inference (its registry entry's ``inference``)."""
+    own = method_spec(method).inference is not None and p.propagation.inference == "method"
+    return ["method", "generic"] if own else [p.propagation.inference]
+
+
 def budget_experiments(p: Params) -> dict[str, Experiment]:
-    """``budget-<method>`` for the trained method and every method of ``compare`` (none when
-    ``compare`` is empty): each trained on the same data for the same budget
-    (:func:`budget_overrides`)."""
+    """The experiments of the equal-budget table (none when ``compare`` is empty), for the
+    trained method and every method of ``compare``, in that order:
+
+    - ``budget-<method>``: trained on the same data for the same budget
+      (:func:`budget_overrides`), propagated with the method's own inference when it has one;
+    - ``budget-<method>-generic``: the same model (same model id; only the propagation id
+      differs) through the generic label propagation (``propagation.inference: generic``),
+      for a method with its own inference (:func:`budget_inferences`);
+    - ``budget-<method>-random`` (and ``-random-generic``): the same network at random
+      initialisation, seeded by ``seed`` as the trained one, through the same inference
+      path(s); nothing is trained for it (:attr:`Experiment.random_init`).
+    """
     if not p.compare:
         return {}
     out = {}
     for method in dict.fromkeys([p.method, *p.compare]):
         overrides = budget_overrides(p, method)
-        rp = resolve(p, overrides)
-        out[BUDGET_PREFIX + method] = Experiment(BUDGET_PREFIX + method, overrides, rp, stage_ids(rp))
+        for random_init in (False, True):
+            for inference in budget_inferences(p, method):
+                generic = {"propagation": {"inference": "generic"}} if inference != p.propagation.inference else {}
+                # a random initialisation trains nothing: only the method and the propagation
+                rows = deep_merge({"method": method} if random_init else overrides, generic)
+                key = BUDGET_PREFIX + method + RANDOM_SUFFIX * random_init + GENERIC_SUFFIX * bool(generic)
+                rp = resolve(p, rows)
+                owner = None if random_init or not generic else BUDGET_PREFIX + method
+                out[key] = Experiment(key, rows, rp, stage_ids(rp), random_init=random_init, model_of=owner)
     return out
 
 
@@ -322,8 +361,9 @@ def score_requests(p: Params) -> list[tuple[str, str]]:
             if source_available(src, p):
                 needed.add((exp.key, src))
     bench = budget_benchmark(p)
-    for key in budget_experiments(p):
-        needed.add((key, "train"))
+    for key, exp in budget_experiments(p).items():
+        if exp.trained:
+            needed.add((key, "train"))
         if bench is not None:
             needed.add((key, bench))
     needed |= sweep_requests(p)

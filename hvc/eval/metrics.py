@@ -389,7 +389,10 @@ def evaluate_folder(
         :func:`summarize` of all objects, ids ``f"{seq}_{k}"``; plus ``"warnings"``, a list
         of one line per first ground-truth frame whose object ids have a gap (labels
         {1, 3}: the toolkit scores objects 1..max, so the missing object 2 is scored,
-        as an empty prediction of an empty object, J = F = 1); each is also logged.
+        as an empty prediction of an empty object, J = F = 1); each is also logged; and
+        ``scored_frames`` (frames scored, all sequences) and ``foreground_frames`` (those
+        whose prediction holds a foreground pixel: 0 marks a degenerate prediction, all
+        background, whose J&F is no result; not a toolkit field).
     Raises:
         DataError: naming the file or folder: no ground truth for a sequence, fewer than
             3 frames, a missing or an extra prediction, masks of a different size,
@@ -399,9 +402,10 @@ def evaluate_folder(
     ``davis2017/results.py::Results.read_masks``.
     """
     gaps: list[str] = []
+    foreground: dict[str, tuple[int, int]] = {}  # sequence -> (scored frames, those with a predicted foreground pixel)
 
     def score(seq: str) -> dict:
-        return _score_sequence(Path(gt_root), Path(pred_root), seq, bound_th, gaps)
+        return _score_sequence(Path(gt_root), Path(pred_root), seq, bound_th, gaps, foreground)
 
     if workers > 1 and len(sequences) > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -415,20 +419,27 @@ def evaluate_folder(
         for k, object_scores in scores.items():
             per_object[f"{seq}_{k}"] = object_scores
     table = summarize(per_object)
+    table["scored_frames"] = sum(n for n, _ in foreground.values())
+    table["foreground_frames"] = sum(k for _, k in foreground.values())
     if gaps:
         table["warnings"] = sorted(gaps)
     return table
 
 
-def _score_sequence(gt_root: Path, pred_root: Path, seq: str, bound_th: float, gaps: list[str]) -> dict:
+def _score_sequence(
+    gt_root: Path, pred_root: Path, seq: str, bound_th: float, gaps: list[str], foreground: dict[str, tuple[int, int]]
+) -> dict:
     """:func:`evaluate_sequence` of sequence ``seq`` (see :func:`evaluate_folder`); a gap in
-    the first ground-truth frame's object ids is logged and its line appended to ``gaps``.
+    the first ground-truth frame's object ids is logged and its line appended to ``gaps``;
+    ``foreground[seq]`` gets (scored frames, scored frames with a predicted foreground pixel).
 
     Raises:
         DataError: as :func:`evaluate_folder`, naming the file or the prediction folder.
     """
     gt_dir, pred_dir = gt_root / seq, pred_root / seq
     gt, pred = _read_sequence(gt_dir, pred_dir)
+    scored = pred[1:-1]  # the first and last frames are not scored
+    foreground[seq] = (len(scored), int((scored.reshape(len(scored), -1) > 0).any(axis=1).sum()))
     gap = object_id_gap(gt[0])
     if gap:
         msg = f"{seq}: first ground-truth frame has object ids {gap[0]}; missing {gap[1]} scored as phantom objects"

@@ -171,7 +171,7 @@ def budget_plot(table: dict, out_png: Path) -> bool:
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for q in points:
         ax.scatter(q["seconds"], 100 * q["jf"], s=40)
-        ax.annotate(q.get("display", q["method"]), (q["seconds"], 100 * q["jf"]), textcoords="offset points", xytext=(5, 5), fontsize=9)
+        ax.annotate(q.get("label", q.get("display", q["method"])), (q["seconds"], 100 * q["jf"]), textcoords="offset points", xytext=(5, 5), fontsize=9)
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("J&F (%)")
     ax.set_title(textwrap.fill(table["title"], 60), fontsize=9)  # wrapped: a long title is not cut at the edges

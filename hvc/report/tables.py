@@ -160,30 +160,58 @@ def build_table(name: str, p: Params, scores: dict[tuple[str, str], dict]) -> di
     return {"title": table["title"], "header": header, "formats": formats, "rows": rows, "notes": notes}
 
 
-BUDGET_HEADER = ["Method", "J&F", "training time (s)", "images/s", "peak memory (GB)", "memory", "steps", "samples seen", "phases run (steps)", "device"]
-BUDGET_FORMATS = ["", ".1f", ".1f", ".1f", ".2f", "", ",.0f", ",.0f", "", ""]
+BUDGET_HEADER = [
+    "Method", "initialisation", "inference", "J&F", "prediction", "training time (s)", "images/s", "peak memory (GB)",
+    "memory", "steps", "samples seen", "phases run (steps)", "device",
+]  # fmt: skip
+BUDGET_FORMATS = ["", "", "", ".1f", "", ".1f", ".1f", ".2f", "", ",.0f", ",.0f", "", ""]
+DEGENERATE = "degenerate: no foreground predicted"
+
+
+def degenerate(summary: dict | None) -> bool:
+    """Whether a DAVIS-scored prediction has no foreground pixel in any scored frame
+    (``foreground_frames`` of :func:`hvc.eval.metrics.evaluate_folder` is 0): all
+    background, e.g. a random encoder under raw dot products; its J&F (near 0) is no
+    result. False when the score file does not say (written before the field existed)."""
+    return bool(summary) and summary.get("foreground_frames") == 0 and bool(summary.get("scored_frames"))
+
+
+def _budget_inference(exp: Any) -> str:
+    """``own`` when the experiment's encoder is propagated with its method's own inference
+    (registry entry ``inference``, ``propagation.inference: method``), else ``generic``."""
+    own = method_spec(exp.params.method).inference is not None and exp.params.propagation.inference == "method"
+    return "own" if own else "generic"
 
 
 def budget_points(p: Params, scores: dict[tuple[str, str], dict]) -> list[dict[str, Any]]:
-    """One record per method of the equal-budget comparison (:func:`hvc.config.plan.budget_experiments`):
-    ``method``, ``jf`` (fraction, None when not scored), ``seconds`` (training wall time),
-    ``images_per_s``, ``peak_gb`` (GPU peak when trained on a GPU, else the training
-    process's peak resident memory) and ``memory_kind`` ("GPU"/"host"), ``steps``,
-    ``samples``, ``phases`` (each phase's name and steps run, from ``train.json``),
-    ``device``, ``display`` (the method's display name); None for what a file lacks."""
-    from hvc.config.plan import BUDGET_PREFIX, budget_benchmark, budget_experiments
+    """One record per experiment of the equal-budget comparison
+    (:func:`hvc.config.plan.budget_experiments`: each method trained and at random
+    initialisation, through its own inference and the generic propagation):
+    ``key``, ``method``, ``display`` (the method's display name), ``label`` (display, plus
+    "random init" and "(generic)" where they apply), ``trained``, ``inference`` ("own" or
+    "generic"), ``jf`` (fraction; None when not scored or degenerate), ``degenerate``
+    (:func:`degenerate`), ``seconds`` (training wall time), ``images_per_s``, ``peak_gb``
+    (GPU peak when trained on a GPU, else the training process's peak resident memory)
+    and ``memory_kind`` ("GPU"/"host"), ``steps``, ``samples``, ``phases`` (each phase's
+    name and steps run, from ``train.json``), ``device``; None for what a file lacks and
+    for the training columns of a random initialisation (nothing is trained)."""
+    from hvc.config.plan import budget_benchmark, budget_experiments
 
     bench = budget_benchmark(p)
     out = []
     for key, exp in budget_experiments(p).items():
-        train = scores.get((key, "train")) or {}
+        train = (scores.get((key, "train")) or {}) if exp.trained else {}
         score = scores.get((key, bench)) if bench else None
         gpu = train.get("peak_gpu_memory_gb")
+        method, inference = exp.params.method, _budget_inference(exp)
+        display = method_spec(method).display
+        label = display + " random init" * (not exp.trained) + " (generic)" * bool(inference == "generic" and method_spec(method).inference)
         out.append(
             {
-                "method": key.removeprefix(BUDGET_PREFIX),
-                "display": method_spec(key.removeprefix(BUDGET_PREFIX)).display,
-                "jf": (score or {}).get("JF_mean"),
+                "key": key, "method": method, "display": display, "label": label,
+                "trained": exp.trained, "inference": inference,
+                "jf": None if degenerate(score) else (score or {}).get("JF_mean"),
+                "degenerate": degenerate(score),
                 "seconds": train.get("train_seconds"),
                 "images_per_s": train.get("images_per_s"),
                 "peak_gb": gpu if gpu is not None else train.get("peak_host_memory_gb"),
@@ -193,14 +221,28 @@ def budget_points(p: Params, scores: dict[tuple[str, str], dict]) -> list[dict[s
                 "phases": [(ph["name"], ph["steps"]) for ph in train.get("phases", [])] or None,
                 "device": train.get("device"),
             }
-        )
+        )  # fmt: skip
     return out
+
+
+def _budget_row(r: dict[str, Any], seed: int) -> list[Any]:
+    """One row of the equal-budget table from a :func:`budget_points` record."""
+    return [
+        r["display"], "trained" if r["trained"] else f"random (seed {seed})", r["inference"], _ours("JF_mean", r["jf"]),
+        DEGENERATE if r["degenerate"] else None, r["seconds"], r["images_per_s"], r["peak_gb"],
+        r["memory_kind"] if r["peak_gb"] is not None else None, r["steps"], r["samples"],
+        None if r["phases"] is None else ", ".join(f"{name} {steps:,d}" for name, steps in r["phases"]), r["device"],
+    ]  # fmt: skip
 
 
 def build_budget_table(p: Params, scores: dict[tuple[str, str], dict]) -> dict[str, Any]:
     """The equal-budget table: every method trained on the same data for the same budget
-    (``budget`` section) and scored on the same benchmark, as ``{"title", "header",
-    "rows", "notes", "points"}`` (``points``: :func:`budget_points`, for the figure)."""
+    (``budget`` section) and scored on the same benchmark, each also at random
+    initialisation (the same network untrained, seeded by ``seed``), and a method with its
+    own inference through it and through the generic label propagation; as ``{"title",
+    "header", "formats", "rows", "notes", "points"}`` (``points``: :func:`budget_points`,
+    for the figure). A degenerate prediction (no foreground in any scored frame) has no
+    J&F and says so in its ``prediction`` cell."""
     from hvc.config.plan import budget_benchmark
 
     bench = budget_benchmark(p)
@@ -208,25 +250,22 @@ def build_budget_table(p: Params, scores: dict[tuple[str, str], dict]) -> dict[s
     amount = f"{b.images:,} training samples" if b.unit == "images" else f"{b.seconds:g} s of training"
     title = f"Equal budget: {amount} per method on {p.data.train_set}, scored on {source_name(bench) if bench else '–'}"
     points = budget_points(p, scores)
-
-    rows = [
-        [
-            r["display"], _ours("JF_mean", r["jf"]), r["seconds"], r["images_per_s"], r["peak_gb"],
-            r["memory_kind"] if r["peak_gb"] is not None else None, r["steps"], r["samples"],
-            None if r["phases"] is None else ", ".join(f"{name} {steps:,d}" for name, steps in r["phases"]), r["device"],
-        ]
-        for r in points
-    ]  # fmt: skip
+    rows = [_budget_row(r, p.seed) for r in points]
     notes = [
         "Each method trains on the same training set, data.train_set (HVC on its images, clip methods on its videos; on the demo both are made from the same training photographs) "
         "with train.batch_size samples per step (or its phase's own batch); a method with several training phases splits "
         "the budget between them by their shares, and 'phases run' gives the steps each phase got.",
+        "initialisation 'random': the same network untrained, seeded as the trained one; nothing is trained, so its training columns are empty.",
+        "inference 'own': the method's own inference (its registry entry); 'generic': the generic label propagation (propagation.inference: generic) "
+        "with the method's propagation preset. Rows of one method and initialisation share one model.",
         "Peak memory: the GPU's peak allocation when trained on a GPU, else the training process's peak resident memory (column memory: GPU or host).",
     ]
     if bench is None:
         notes.append("No J&F: data.benchmarks has no DAVIS-style benchmark (set budget.benchmark).")
-    if any(r[1] is None for r in rows) and bench is not None:
-        missing = [r[0] for r in rows if r[1] is None]
+    if any(r["degenerate"] for r in points):
+        notes.append(f"{DEGENERATE} ({', '.join(r['label'] for r in points if r['degenerate'])}): every scored frame is all background; its J&F is not a result.")
+    missing = [r["label"] for r in points if r["jf"] is None and not r["degenerate"]]
+    if missing and bench is not None:
         notes.append(f"No J&F ({', '.join(missing)}): no score file.")
     return {"title": title, "header": list(BUDGET_HEADER), "formats": list(BUDGET_FORMATS), "rows": rows, "notes": notes, "points": points}
 
@@ -367,8 +406,10 @@ def _run_row(key: str, exp: Any, bench: str, summary: dict, train: dict) -> dict
     headline = HEADLINE[scoring] if scoring != "server" or "overall" in summary else "JF_mean"
     parts = {m: float(summary[m]) for m in METRICS if isinstance(summary.get(m), (int, float)) and not isinstance(summary[m], bool)}
     return {
-        "experiment": exp.seed_of or key, "trained": exp.trained, "method": exp.params.method if exp.trained else key.removesuffix("+semantic"),
-        "benchmark": bench, "headline": headline, "score": parts.get(headline), **parts,
+        "experiment": exp.seed_of or key, "trained": exp.trained,
+        "method": exp.params.method if exp.trained or exp.random_init else key.removesuffix("+semantic"),
+        "benchmark": bench, "headline": headline, "score": None if degenerate(summary) else parts.get(headline),
+        "degenerate": degenerate(summary), **parts,
         **{k: train.get(k) for k in RUN_COST},
         "model_id": exp.ids["train"] if exp.trained else None,
         "model_code": (train.get("provenance") or {}).get("code_hash"),

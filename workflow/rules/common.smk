@@ -51,16 +51,14 @@ PARAMS = " ".join(f"--params {shlex.quote(f)}" for f in PARAMS_FILES) + "".join(
 EXPERIMENTS = plan(P)  # key -> Experiment (overrides, resolved params, content ids)
 BASE = EXPERIMENTS[P.method]  # the base setting of the trained method
 TRAINED = [e for e in EXPERIMENTS.values() if e.trained]
-BY_MODEL = {e.ids["train"]: e for e in sorted(TRAINED, key=lambda e: not e.merge_semantic)}  # unmerged wins
+# the experiment that names each model: unmerged first, then the fewest overrides (budget-liir,
+# not budget-liir-generic, which shares its model and differs in the propagation only)
+BY_MODEL = {}
+for _e in sorted(TRAINED, key=lambda e: (e.merge_semantic, len(e.set_args))):
+    BY_MODEL.setdefault(_e.ids["train"], _e)
 BY_SHARDS = shards_owners(EXPERIMENTS)  # the base, else the fewest overrides: --set names the shards setting
-BY_ENCODER = {e.encoder: e for e in EXPERIMENTS.values()}
-# a sweep of a propagation key: one encoder, several propagation settings
-BY_RUN = {(e.encoder, e.ids["propagate"]): e for e in EXPERIMENTS.values()}
-
-
-def run_of(wildcards):
-    """The experiment behind one propagation job (its encoder and propagation id)."""
-    return BY_RUN.get((wildcards.encoder, wildcards.propagation)) or BY_ENCODER[wildcards.encoder]
+# (encoder, propagation id) -> experiment: one encoder (a model, or `random`) may be propagated several ways
+BY_PROPAGATION = {(e.encoder, e.ids["propagate"]): e for e in EXPERIMENTS.values()}
 
 # Content-addressed artifact paths: the id is a hash of exactly what the stage reads.
 DATA = "artifacts/data/{data}"

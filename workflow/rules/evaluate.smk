@@ -3,7 +3,7 @@
 
 
 def encoder_input(wildcards):
-    exp = run_of(wildcards)
+    exp = BY_PROPAGATION[wildcards.encoder, wildcards.propagation]
     deps = bench_inputs(wildcards.benchmark)
     if exp.trained:
         deps.append(MODEL.format(model=exp.ids["train"]))
@@ -16,10 +16,11 @@ def encoder_input(wildcards):
 
 def encoder_args(wildcards):
     """--encoder (and --merge-semantic) of `hvc propagate` for one encoder key."""
-    exp = run_of(wildcards)
+    exp = BY_PROPAGATION[wildcards.encoder, wildcards.propagation]
     merge = " --merge-semantic" if exp.merge_semantic else ""
     if not exp.trained:
-        return f"--encoder {exp.key.removesuffix('+semantic')}" + merge
+        name = "random" if exp.random_init else exp.key.removesuffix("+semantic")  # a baseline, or a method at random init
+        return f"--encoder {name}" + merge
     spec = os.path.join(MODEL.format(model=exp.ids["train"]), "encoder.pt")
     return f"--encoder {shlex.quote(spec)}" + merge
 
@@ -31,8 +32,9 @@ rule propagate:
         directory(PREDICTIONS),
     params:
         encoder=encoder_args,
-        # a trained experiment's overrides: another method propagates with its own preset (LIIR)
-        overrides=lambda wc: set_args(run_of(wc)) if run_of(wc).trained else "",
+        # the experiment's overrides: another method propagates with its own preset and inference
+        # (LIIR), a random initialisation names its method, a generic row its propagation
+        overrides=lambda wc: set_args(BY_PROPAGATION[wc.encoder, wc.propagation]),
         data=lambda wc: bench_root(wc.benchmark),
     log:
         f"{LOGS}/propagate/{{encoder}}/{{propagation}}/{{benchmark}}.log",
@@ -40,7 +42,7 @@ rule propagate:
         f"{LOGS}/propagate/{{encoder}}/{{propagation}}/{{benchmark}}.tsv"
     threads: COMPUTE_THREADS
     resources:
-        gpu=lambda wc: gpus(run_of(wc)),
+        gpu=lambda wc: gpus(BY_PROPAGATION[wc.encoder, wc.propagation]),
         mem_mb=16000,
         runtime=240,
     shell:
