@@ -269,3 +269,20 @@ def _with(run, **changes):
     import dataclasses
 
     return dataclasses.replace(run, **changes)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_shipped_params_give_each_method_a_layer_its_encoder_has(method):
+    """Under params.yaml (and the comparison config) the generic label propagation of a
+    method's encoder reads a layer that encoder outputs: a key the files set for HVC
+    (e.g. ``propagation.feature_layer: layer3``) would otherwise hide the method's preset
+    and fail on Mask-VOS's encoder, which has no layer3."""
+    from hvc.config.params import propagation_for
+    from hvc.eval.encoders import load_encoder
+
+    encoder = load_encoder("random", seed=0, method=method)
+    for files in ([ROOT / "params.yaml"], [ROOT / "params.yaml", ROOT / "configs" / "compare.yaml"]):
+        layer = propagation_for(load_params(files), method).feature_layer
+        with torch.no_grad():
+            features = encoder(torch.rand(1, 3, 64, 64), layer)
+        assert features.ndim == 4 and features.shape[0] == 1, (method, layer)
