@@ -124,6 +124,7 @@ class _PhasePlan:
     stream: TrainStream
     end_step: int
     seconds: float | None
+    batch: int  # samples per step over all processes (the phase's DataSpec.batch_size, else train.batch_size)
 
 
 @dataclass
@@ -198,7 +199,7 @@ def _phase_plans(p: Params, model: Method, shard_dir: Path, d: Dist) -> list[_Ph
         end = round(whole * cum) if whole else end + round(phase.share * t.epochs * len(stream))
         if i == len(phases) - 1 and whole:
             end = whole
-        plans.append(_PhasePlan(phase, stream, end, t.max_seconds * phase.share if t.max_seconds else None))
+        plans.append(_PhasePlan(phase, stream, end, t.max_seconds * phase.share if t.max_seconds else None, batch))
     return plans
 
 
@@ -534,9 +535,10 @@ def _summary(run: _Run) -> dict:
     ends = [(s, e) for s, e in run.starts[1:]] + [(run.step, run.elapsed)]
     phases = [
         {"name": plan.phase.name, "kind": plan.phase.kind, "planned_steps": plan.end_step - (run.plans[i - 1].end_step if i else 0),
-         "steps": end[0] - start[0], "seconds": end[1] - start[1]}
+         "steps": end[0] - start[0], "seconds": end[1] - start[1], "batch_size": plan.batch, "samples": (end[0] - start[0]) * plan.batch}
         for i, (plan, start, end) in enumerate(zip(run.plans, run.starts, ends))
     ]  # fmt: skip
+    samples = sum(ph["samples"] for ph in phases)  # each phase at its own batch size
     return {
         "method": run.p.method,
         "steps": run.step,
@@ -546,7 +548,8 @@ def _summary(run: _Run) -> dict:
         "global_batch": t.batch_size,
         "world_size": run.d.world_size,
         "train_seconds": run.elapsed,
-        "images_per_s": run.step * t.batch_size / max(run.elapsed, 1e-9),
+        "samples": samples,
+        "images_per_s": samples / max(run.elapsed, 1e-9),
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         "peak_host_memory_gb": _peak_rss_gb(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),

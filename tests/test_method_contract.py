@@ -32,7 +32,7 @@ METHODS = [*registry.method_names(), TOY[0]]
 TINY_TRAIN = {"crop_size": 32, "batch_size": 2, "max_steps": 4, "workers": 0, "checkpoint_every": 2, "log_every": 1}
 # per method: the smallest settings its tiny run needs besides TINY_TRAIN
 SMALL = {
-    "liir": {"frame_gaps": [1, 2], "frame_gap_probs": [0.5, 0.5], "bank_frames": 4, "phase2_share": 0.5},
+    "liir": {"frame_gaps": [1, 2], "frame_gap_probs": [0.5, 0.5], "bank_frames": 4, "phase2_share": 0.5, "batch_size2": 4},
     "hvc": {"proj_dim": 16},
     "stt": {"moco_queue": 8, "moco_hidden": 32, "moco_dim": 16, "spatial_share": 0.5},
     "maskvos": {"corr_share": 0.5, "clusters": 2, "kmeans_iters": 5, "inference": {"rounds": 1, "context": 2}},
@@ -91,6 +91,11 @@ def test_tiny_run_save_load_and_inference(name, demo, tmp_path):
     assert summary["steps"] == 4 and summary["method"] == name
     assert [ph["kind"] for ph in summary["phases"]] == list(registry.method_spec(name).kinds)
     assert sum(ph["steps"] for ph in summary["phases"]) == 4
+    model = get_method(name).build(p)
+    batches = [model.data_spec(p, i).batch_size or p.train.batch_size for i in range(len(summary["phases"]))]
+    assert [ph["batch_size"] for ph in summary["phases"]] == batches  # LIIR: 2, then 4 (liir.batch_size2)
+    assert summary["samples"] == sum(ph["steps"] * b for ph, b in zip(summary["phases"], batches))
+    assert summary["images_per_s"] == pytest.approx(summary["samples"] / summary["train_seconds"])
     assert read_json(tmp_path / "model" / "encoder.json")["method"] == name
     encoder = load_encoder(str(tmp_path / "model" / "encoder.pt"))
     with torch.no_grad():

@@ -217,7 +217,7 @@ def budget_points(p: Params, scores: dict[tuple[str, str], dict]) -> list[dict[s
                 "peak_gb": gpu if gpu is not None else train.get("peak_host_memory_gb"),
                 "memory_kind": "GPU" if gpu is not None else "host",
                 "steps": train.get("steps"),
-                "samples": None if train.get("steps") is None else train["steps"] * train.get("global_batch", exp.params.train.batch_size),
+                "samples": train.get("samples", None if train.get("steps") is None else train["steps"] * train.get("global_batch", exp.params.train.batch_size)),
                 "phases": [(ph["name"], ph["steps"]) for ph in train.get("phases", [])] or None,
                 "device": train.get("device"),
             }
