@@ -171,4 +171,4 @@ def test_each_method_has_its_own_section_and_the_loop_keeps_the_shared_keys():
     p = load_params(ROOT / "params.yaml")
     assert p.hvc.alpha == 1.0 and p.liir.bank_frames == 1440
     assert not any(hasattr(p.train, k) for k in ("alpha", "radius", "static", "proj_dim", "momentum"))
-    assert {"crop_size", "batch_size", "epochs", "lr", "precision", "workers", "checkpoint_every"} <= set(p.train.model_fields)
+    assert {"crop_size", "batch_size", "epochs", "lr", "precision", "workers", "checkpoint_every"} <= set(type(p.train).model_fields)
