@@ -2,7 +2,8 @@
 temporal phase on frame pairs) on the DAVIS 2016 sample's train videos beats the same
 network at random initialisation on its 6 val sequences (J&F, STT's own inference), through
 the harness's training loop (``benchmarks/davis2016_compare.py``). Measured on a loaded
-2-core CPU (load 8-11): 1,270 s, of which training 414 s (benchmarks/RESULTS.md)."""
+2-core CPU (load 8-11): 1,270 s, of which training 414 s; at load about 3: 34 s
+(benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
