@@ -229,13 +229,18 @@ def test_the_sweep_table_names_the_grid():
 # --------------------------------------------------------------------------- workflow
 
 
-def test_snakemake_plans_one_training_per_swept_value_and_one_table(tmp_path):
-    ws = copy_workflow(tmp_path / "ws")
-    cmd = ["snakemake", "-n", "-p", "all_tables", "--cores", "2", "--configfile", "tests/configs/tiny.yaml",
-           "--config", "sweep={hvc.alpha: [0.1, 0.5, 2.0]}"]  # fmt: skip
+def dry_run(ws, sweep: str) -> tuple[list[str], str]:
+    """``snakemake -n`` of all_tables in the tiny setting with ``--config sweep``: the command and its log."""
+    cmd = ["snakemake", "-n", "-p", "all_tables", "--cores", "2", "--configfile", "tests/configs/tiny.yaml", "--config", sweep]
     proc = subprocess.run(cmd, cwd=ws, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
+    return cmd, log
+
+
+def test_snakemake_plans_one_training_per_swept_value_and_one_table(tmp_path):
+    ws = copy_workflow(tmp_path / "ws")
+    cmd, log = dry_run(ws, "sweep={hvc.alpha: [0.1, 0.5, 2.0]}")
     counts = job_counts(log)
     assert counts["train"] == 4 and counts["tables"] == 1  # the base model (the demo table) and three sweep values
     assert counts["propagate"] == counts["evaluate"] == 5  # four models and the random baseline
@@ -249,11 +254,7 @@ def test_snakemake_propagates_a_swept_propagation_key_with_one_model(tmp_path):
     """Two sweep values of a propagation key: no training beyond the base model, and each
     propagation job gets its own value (the job's --expect-id would stop it otherwise)."""
     ws = copy_workflow(tmp_path / "ws")
-    cmd = ["snakemake", "-n", "-p", "all_tables", "--cores", "2", "--configfile", "tests/configs/tiny.yaml",
-           "--config", "sweep={propagation.topk: [3, 7]}"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ws, capture_output=True, text=True)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
+    _, log = dry_run(ws, "sweep={propagation.topk: [3, 7]}")
     counts = job_counts(log)
     assert counts["train"] == 1 and counts["propagate"] == 4  # base, random, topk 3, topk 7
     p = tiny("sweep={propagation.topk: [3, 7]}")

@@ -281,7 +281,7 @@ class BaseParams(_Section):
     def _dotted_sweep(cls, v: Any) -> Any:
         """Nested sections to dotted keys: ``--set sweep.hvc.alpha=[...]`` (how every job gets
         a ``--config 'sweep={hvc.alpha: [...]}'``) gives ``{hvc: {alpha: [...]}}``."""
-        return sweep_dotted(v) if isinstance(v, dict) else v
+        return flatten(v) if isinstance(v, dict) else v
 
     @model_serializer(mode="wrap")
     def _drop_unused_repeats(self, handler: Any) -> Any:
@@ -541,12 +541,13 @@ SWEEP_REFUSED = {
 }
 
 
-def sweep_dotted(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{hvc: {alpha: [...]}}`` or ``{hvc.alpha: [...]}`` → ``{"hvc.alpha": [...]}`` (lists are values)."""
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys: ``{"hvc": {"alpha": 1}}`` → ``{"hvc.alpha": 1}``;
+    a key already dotted stays as it is, and a list is a value (``{hvc.alpha: [...]}``)."""
     out: dict[str, Any] = {}
-    for k, v in nested.items():
+    for k, v in d.items():
         if isinstance(v, dict):
-            out.update(sweep_dotted(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

@@ -18,7 +18,7 @@ import yaml
 from hvc.config.benchmarks import get_benchmark
 from hvc.config.datasets import TRAIN_VIDEO_GLOBS
 from hvc.config.ids import authors_id, semantic_id, stage_ids
-from hvc.config.params import Params, deep_merge, validate_params
+from hvc.config.params import Params, deep_merge, flatten, validate_params
 from hvc.config.published import TRAINED, published_tables
 from hvc.config.registry import encoder_provider, method_spec
 
@@ -26,17 +26,6 @@ BASELINE_ENCODERS = ("random", "imagenet", "semantic", "authors")
 
 # Encoders whose weights come from a file named in params, and the key naming it.
 CHECKPOINT_KEYS = {"semantic": "propagation.semantic_checkpoint", "authors": "authors_checkpoint"}
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"hvc": {"alpha": 1}} → {"hvc.alpha": 1}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def override_args(overrides: dict[str, Any]) -> list[str]:
