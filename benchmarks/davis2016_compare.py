@@ -209,7 +209,7 @@ def run(
         "images_per_s": summary["images_per_s"],
         "peak_host_memory_gb": summary["peak_host_memory_gb"],
         "steps": summary["steps"],
-        "samples": summary.get("samples", summary["steps"] * batch),  # each phase at its own batch size
+        "samples": summary["samples"],  # each phase at its own batch size (train.json)
         "phases": [{**ph, "loss_first_quarter": losses.get(ph["name"], (None,))[0], "loss_last_quarter": losses.get(ph["name"], (None, None))[1]} for ph in summary["phases"]],
         "score_seconds": time.perf_counter() - tic,
     }
