@@ -80,6 +80,22 @@ def test_another_method_is_not_followed(tmp_path, monkeypatch):
     assert code_hash("train", "hvc", root=pkg) == before  # an edit to one method never re-trains another
 
 
+def test_what_a_method_imports_from_another_method_is_followed(tmp_path):
+    """STT's loss uses LIIR's window helpers and Mask-VOS's encoder HVC's backbone: an edit to
+    those files re-trains STT and Mask-VOS (they run them), and nothing else of LIIR's or
+    HVC's packages enters their hashes."""
+    pkg = copy_package(tmp_path)
+    stt, maskvos = stage_files("train", "stt", root=pkg), stage_files("train", "maskvos", root=pkg)
+    assert pkg / "methods/liir/loss.py" in stt and pkg / "methods/liir/method.py" not in stt
+    assert pkg / "methods/hvc/model.py" in maskvos and pkg / "methods/hvc/method.py" not in maskvos
+    before = {m: code_hash("train", m, root=pkg) for m in ("hvc", "liir", "stt", "maskvos")}
+    append(pkg / "methods/liir/loss.py", "\nSCALE = 2\n")
+    after = {m: code_hash("train", m, root=pkg) for m in before}
+    assert {m for m in before if before[m] != after[m]} == {"liir", "stt"}
+    append(pkg / "methods/hvc/model.py", "\nSCALE = 2\n")
+    assert {m for m in after if code_hash("train", m, root=pkg) != after[m]} == {"hvc", "maskvos"}
+
+
 # --------------------------------------------------------------------------- which edits change a code hash
 
 

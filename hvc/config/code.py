@@ -6,8 +6,10 @@ and everything after it, while editing ``hvc/report/tables.py`` re-runs only the
 
 What a stage runs is found by reading imports, not by running them: the stage's entry
 modules (:data:`STAGE_ENTRIES`) and every ``hvc`` module they import, at any depth,
-including imports inside functions. Of ``hvc.methods`` only the trained method's own
-package is followed, so a change to one method never re-trains another.
+including imports inside functions. Of ``hvc.methods`` the generic layers lead only into
+the trained method's own package, so a change to one method never re-trains another; what
+that package itself imports from another method's package (STT's use of LIIR's window
+helpers) is followed, since it runs.
 
 A file is hashed as its syntax tree (:func:`ast.dump`), so a change to comments, blank
 lines or formatting alone keeps the id; any change to code or docstrings makes a new one.
@@ -91,10 +93,16 @@ def _imports(path: Path, stamp: tuple[int, int], root: Path) -> tuple[str, ...]:
     return tuple(sorted(m for m in with_parents if _module_file(m, root)))
 
 
-def _followed(module: str, method: str) -> bool:
-    """Whether the import closure enters ``module``: every module except other methods' packages."""
+def _method_module(module: str) -> bool:
+    """Whether ``module`` lies in a method's package (``hvc.methods.<name>.*``, not ``base``)."""
     parts = module.split(".")
-    return not (len(parts) > 2 and parts[1] == "methods" and parts[2] not in (method, "base"))
+    return len(parts) > 2 and parts[1] == "methods" and parts[2] != "base"
+
+
+def _followed(module: str, method: str) -> bool:
+    """Whether the generic layers' imports lead the closure into ``module``: every module
+    except other methods' packages (the registry and the plug-in loader name every method)."""
+    return not _method_module(module) or module.split(".")[2] == method
 
 
 def method_entries(stage: str, method: str) -> list[str]:
@@ -130,16 +138,19 @@ def stage_files(stage: str, method: str = "hvc", root: Path = PACKAGE_DIR) -> li
     Raises:
         KeyError: unknown stage.
     """
-    todo = list(STAGE_ENTRIES[stage]) + method_entries(stage, method)
+    # (module, imported by a method's own module): what a method's code imports from another
+    # method's package (STT's use of LIIR's window helpers, Mask-VOS's of HVC's backbone) runs
+    # too, so it is followed; the generic layers' imports never lead into another method
+    todo = [(m, False) for m in (*STAGE_ENTRIES[stage], *method_entries(stage, method))]
     seen: set[str] = set()
     while todo:
-        module = todo.pop()
-        if module in seen or not _followed(module, method):
+        module, by_method = todo.pop()
+        if module in seen or not (by_method or _followed(module, method)):
             continue
         seen.add(module)
         path = _module_file(module, root)
         if path is not None:
-            todo.extend(_imports(path, _stamp(path), root))
+            todo.extend((m, _method_module(module)) for m in _imports(path, _stamp(path), root))
     return sorted(p for m in seen if (p := _module_file(m, root)) is not None)
 
 
