@@ -153,7 +153,7 @@ def score(p, encoder: str, videos, path: str = "generic") -> dict[str, float]:
     from hvc.config.params import propagation_for
     from hvc.config.registry import load_function, method_spec
     from hvc.eval.metrics import evaluate_sequence
-    from hvc.eval.predict import _inference_modules, feature_function, propagation_config
+    from hvc.eval.predict import feature_function, propagation_config, saved_inference_modules
     from hvc.propagation import propagate_video
 
     device = torch.device("cpu")
@@ -161,7 +161,7 @@ def score(p, encoder: str, videos, path: str = "generic") -> dict[str, float]:
     encode = feature_function(p, encoder, device)
     if path == "own":
         infer = load_function(method_spec(p.method).inference)
-        extras = _inference_modules(encoder, p.method, encode, device)
+        extras = saved_inference_modules(encoder, p.method, encode, device)
     js, fs, foreground = [], [], 0
     with torch.no_grad():
         for _, frames, masks in videos:

@@ -17,7 +17,7 @@ import yaml
 
 from hvc.config.benchmarks import get_benchmark
 from hvc.config.datasets import TRAIN_VIDEO_GLOBS
-from hvc.config.ids import authors_id, semantic_id, stage_ids
+from hvc.config.ids import authors_id, methods_in_plan, semantic_id, stage_ids
 from hvc.config.params import Params, deep_merge, flatten, validate_params
 from hvc.config.published import TRAINED, published_tables
 from hvc.config.registry import encoder_provider, method_spec
@@ -326,7 +326,7 @@ def budget_experiments(p: Params) -> dict[str, Experiment]:
     if not p.compare:
         return {}
     out = {}
-    for method in dict.fromkeys([p.method, *p.compare]):
+    for method in methods_in_plan(p):
         overrides = budget_overrides(p, method)
         for random_init in (False, True):
             for inference in budget_inferences(p, method):

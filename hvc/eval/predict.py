@@ -79,7 +79,7 @@ def propagate_benchmark(
     p = p.model_copy(update={"propagation": propagation_for(p, method)})  # the method's preset, for its encoders only
     encode = feature_function(p, encoder_spec, device, merge_semantic)
     infer = _method_inference(p, method, task)
-    extras = _inference_modules(encoder_spec, method, encode, device) if infer is not None else None
+    extras = saved_inference_modules(encoder_spec, method, encode, device) if infer is not None else None
     videos = read_benchmark(benchmark, root)
     for video in tqdm(videos, desc=f"check {benchmark}", unit="video", mininterval=2.0):
         video.check()  # every frame decoded once before any work: a bad file costs seconds
@@ -122,11 +122,17 @@ def feature_function(p: Params, encoder_spec: str, device: torch.device, merge_s
     return encode
 
 
-def _inference_modules(encoder_spec: str, method: str, encode: Encode, device: torch.device) -> dict:
+def saved_inference_modules(encoder_spec: str, method: str, encode: Encode, device: torch.device) -> dict:
     """What the method's own inference gets besides the frames: ``"encoder"`` (the frozen
-    encoder module) and the modules its training saved beside ``encoder.pt`` (``<name>.pt``,
-    loaded weights-only through :meth:`~hvc.methods.base.Method.load_inference_modules`;
-    random ones for a random initialisation).
+    encoder module of ``encode``, from :func:`feature_function`) and the modules its training
+    saved beside ``encoder.pt`` (``<name>.pt``, loaded weights-only through
+    :meth:`~hvc.methods.base.Method.load_inference_modules`; random ones for a random
+    initialisation), each on ``device``.
+
+    Args:
+        encoder_spec: the ``encoder.pt`` of a trained model, or another encoder spec (see
+            :func:`propagate_benchmark`; no saved modules then).
+        method: the registered method whose inference gets the modules.
 
     Raises:
         DataError: a module file that is not a state dict or does not fit.

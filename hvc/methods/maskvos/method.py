@@ -20,15 +20,13 @@ them exactly; the step counter, re-clustering interval and centroid cache are bu
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, frozen
+from hvc.methods.base import ClipCrop, DataSpec, EncoderSpec, Method, Phase, frozen
 from hvc.methods.maskvos.clustering import ClusterCache, assign, cluster_video, pixel_embeddings, pseudo_labels
 from hvc.methods.maskvos.loss import (
     apply_transform,
@@ -50,27 +48,9 @@ from hvc.methods.maskvos.params import MaskVOSParams
 if TYPE_CHECKING:
     from hvc.config.params import Params
 
-try:  # the harness's Phase once base.py has it; the same definition until then
-    from hvc.methods.base import Phase  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the harness version
-
-    @dataclass(frozen=True)
-    class Phase:  # type: ignore[no-redef]
-        """A training phase: name, batch kind ("views" or "clips") and share of the budget."""
-
-        name: str
-        kind: str
-        share: float
-
-
 CORR, MASK = 0, 1
 
 
-def _data_spec(**kwargs) -> DataSpec:
-    """DataSpec, with ``batch_size`` only where the harness's DataSpec has that field."""
-    if "batch_size" not in {f.name for f in dataclasses.fields(DataSpec)}:
-        kwargs.pop("batch_size", None)
-    return DataSpec(**kwargs)
 
 
 def _mix(*parts: int) -> int:
@@ -144,7 +124,7 @@ class MaskVOS(Method):
         cfg = self.config
         crop = ClipCrop(cfg.size or params.train.crop_size, scale=tuple(cfg.crop_scale), flip=cfg.flip, normalization="imagenet")
         length, gap = (cfg.clip_length_corr, cfg.frame_gap) if phase == CORR else (cfg.clip_length_mask, cfg.frame_gap_mask)
-        return _data_spec(kind="clips", transform=crop, clip_length=length, frame_gap=gap, batch_size=self.batch_size(phase))
+        return DataSpec(kind="clips", transform=crop, clip_length=length, frame_gap=gap, batch_size=self.batch_size(phase))
 
     # ------------------------------------------------------------------ losses
     def _generator(self, *parts: int) -> torch.Generator:
