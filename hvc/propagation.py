@@ -66,7 +66,7 @@ class PropagationConfig:
 
 def preprocess(frame: np.ndarray, resolution: int | None, normalization: str = "imagenet") -> torch.Tensor:
     """(H, W, 3) uint8 → (1, 3, h, w) float normalised, short side resized to ``resolution``."""
-    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.from_numpy(np.require(frame, requirements=("C", "W"))).permute(2, 0, 1)[None].float() / 255.0  # read-only: copied
     if resolution is not None:
         H, W = x.shape[-2:]
         s = resolution / min(H, W)
