@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 CORR, MASK = 0, 1
 
 
-
-
 def _mix(*parts: int) -> int:
     """A 62-bit seed from integers (deterministic across processes)."""
     h = 1469598103934665603
